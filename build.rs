@@ -1,0 +1,17 @@
+//! Compiles `proto/` with a vendored protoc (no system protoc needed) and
+//! writes the descriptor set that server reflection serves.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    std::env::set_var("PROTOC", protoc);
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    println!("cargo:rerun-if-changed=proto");
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("aegis_cluster_descriptor.bin"))
+        .build_client(true)
+        .build_server(true)
+        .compile_protos(&["proto/aegis_cluster.proto"], &["proto"])?;
+    Ok(())
+}

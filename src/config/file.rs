@@ -1,0 +1,74 @@
+//! The config file exactly as written: every key optional, unknown keys
+//! refused. Defaults and cross-key rules live in `validate.rs`, so that a
+//! missing key gets a message that says what to set.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_yaml_ng::Value;
+
+use super::values::{ConfigDuration, LogFormat, Port};
+
+/// Top level of `aegis-config.yaml` (the deployment guide's shape).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub cluster: Option<FileCluster>,
+    pub keycloak: Option<FileEndpoint>,
+    pub openbao: Option<FileEndpoint>,
+    pub postgres: Option<FilePostgres>,
+    pub relay: Option<FileRelay>,
+    /// Controller-only blocks the guide says a relay does not need.
+    pub mcp_servers: Option<Value>,
+    pub builtin_dispatchers: Option<Value>,
+    pub security_contexts: Option<Value>,
+}
+
+/// `cluster:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCluster {
+    pub enabled: Option<bool>,
+    pub role: Option<String>,
+    pub cluster_grpc_port: Option<Port>,
+    pub ingress: Option<FileIngress>,
+}
+
+/// `cluster.ingress:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileIngress {
+    pub public_endpoint: Option<String>,
+}
+
+/// `keycloak:` and `openbao:` (later issues add keys here).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEndpoint {
+    pub endpoint: Option<String>,
+}
+
+/// `postgres:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePostgres {
+    pub dsn: Option<String>,
+}
+
+/// `relay:`: everything the deployment guide leaves open.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRelay {
+    pub name: Option<String>,
+    pub bind_address: Option<String>,
+    pub http_port: Option<Port>,
+    pub peer_port: Option<Port>,
+    pub gossip_port: Option<Port>,
+    pub gossip_seeds: Option<Vec<String>>,
+    pub gossip_advertise_address: Option<String>,
+    pub cluster_id: Option<String>,
+    pub cluster_secret_file: Option<PathBuf>,
+    pub drain_timeout: Option<ConfigDuration>,
+    pub heartbeat_timeout: Option<ConfigDuration>,
+    pub log_format: Option<LogFormat>,
+}

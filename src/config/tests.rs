@@ -1,0 +1,232 @@
+//! Config loading against the rules of the deployment guide and issue text:
+//! one test per kind of bad input, each asserting the key path and reason.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::*;
+
+const GUIDE_EXAMPLE: &str = include_str!("../../deploy/aegis-config.yaml");
+
+fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn error_text(text: &str, env: &BTreeMap<String, String>) -> String {
+    match parse_str(text, env) {
+        Ok(config) => format!("unexpectedly valid: {config:?}"),
+        Err(err) => err.to_string(),
+    }
+}
+
+const MINIMAL: &str = "cluster:\n  role: relay-coordinator\n  ingress:\n    public_endpoint: relay.example.com\n";
+
+#[test]
+fn guide_example_loads_when_postgres_dsn_is_set() -> Result<(), ConfigError> {
+    let env = env(&[("POSTGRES_DSN", "postgres://relay:pw@db:5432/aegis")]);
+    let config = parse_str(GUIDE_EXAMPLE, &env)?;
+    assert_eq!(config.cluster.grpc_port, 50056);
+    assert_eq!(config.cluster.public_endpoint, "relay.example.com");
+    assert_eq!(
+        config.keycloak_endpoint.as_deref(),
+        Some("https://auth.example.com")
+    );
+    assert_eq!(
+        config.postgres_dsn.as_ref().map(Secret::expose),
+        Some("postgres://relay:pw@db:5432/aegis")
+    );
+    assert_eq!(config.relay.bind_address.to_string(), "0.0.0.0");
+    assert_eq!(config.relay.http_port, 8080);
+    assert_eq!(config.relay.drain_timeout, Duration::from_secs(20));
+    Ok(())
+}
+
+#[test]
+fn guide_example_without_postgres_dsn_names_the_variable() {
+    let text = error_text(GUIDE_EXAMPLE, &env(&[]));
+    assert!(text.starts_with("postgres.dsn:"), "{text}");
+    assert!(text.contains("POSTGRES_DSN is not set"), "{text}");
+}
+
+#[test]
+fn unknown_key_is_refused_with_its_path() {
+    let text = error_text(
+        "cluster:\n  role: relay-coordinator\n  colour: blue\n  ingress:\n    public_endpoint: r\n",
+        &env(&[]),
+    );
+    assert!(text.starts_with("cluster.colour:"), "{text}");
+    assert!(text.contains("unknown field"), "{text}");
+}
+
+#[test]
+fn unknown_top_level_block_is_refused() {
+    let text = error_text(&format!("{MINIMAL}relays:\n  name: x\n"), &env(&[]));
+    assert!(text.starts_with("relays:"), "{text}");
+}
+
+#[test]
+fn wrong_type_names_the_key_and_expected_type() {
+    let text = error_text(
+        &format!("{MINIMAL}relay:\n  drain_timeout: [1, 2]\n"),
+        &env(&[]),
+    );
+    assert!(text.starts_with("relay.drain_timeout:"), "{text}");
+    assert!(text.contains("invalid type"), "{text}");
+    let text = error_text(
+        "cluster:\n  enabled: maybe\n  role: relay-coordinator\n  ingress:\n    public_endpoint: r\n",
+        &env(&[]),
+    );
+    assert!(text.starts_with("cluster.enabled:"), "{text}");
+}
+
+#[test]
+fn bad_ports_are_refused() {
+    for port in ["0", "70000", "-5", "http"] {
+        let text = error_text(
+            &format!("cluster:\n  role: relay-coordinator\n  cluster_grpc_port: {port}\n  ingress:\n    public_endpoint: r\n"),
+            &env(&[]),
+        );
+        assert!(text.starts_with("cluster.cluster_grpc_port:"), "{port}: {text}");
+    }
+    let text = error_text(&format!("{MINIMAL}relay:\n  http_port: 50056\n"), &env(&[]));
+    assert!(text.starts_with("relay.http_port:"), "{text}");
+}
+
+#[test]
+fn role_other_than_relay_coordinator_is_refused() {
+    let text = error_text(
+        "cluster:\n  role: controller\n  ingress:\n    public_endpoint: r\n",
+        &env(&[]),
+    );
+    assert!(text.starts_with("cluster.role:"), "{text}");
+    assert!(text.contains("relay-coordinator"), "{text}");
+}
+
+#[test]
+fn aegis_role_env_overrides_the_file() {
+    let text = error_text(MINIMAL, &env(&[("AEGIS_ROLE", "worker")]));
+    assert!(text.starts_with("cluster.role:"), "{text}");
+    let no_role = "cluster:\n  ingress:\n    public_endpoint: r\n";
+    assert!(parse_str(no_role, &env(&[("AEGIS_ROLE", "relay-coordinator")])).is_ok());
+}
+
+#[test]
+fn endpoint_env_overrides_apply() -> Result<(), ConfigError> {
+    let config = parse_str(
+        MINIMAL,
+        &env(&[
+            ("KEYCLOAK_ENDPOINT", "https://auth.test"),
+            ("OPENBAO_ENDPOINT", "http://127.0.0.1:8200"),
+            ("POSTGRES_DSN", "postgresql://localhost/db"),
+        ]),
+    )?;
+    assert_eq!(config.keycloak_endpoint.as_deref(), Some("https://auth.test"));
+    assert_eq!(
+        config.openbao_endpoint.as_deref(),
+        Some("http://127.0.0.1:8200")
+    );
+    assert!(config.postgres_dsn.is_some());
+    Ok(())
+}
+
+#[test]
+fn unset_variable_is_refused_with_path() {
+    let text = error_text(
+        "cluster:\n  role: relay-coordinator\n  ingress:\n    public_endpoint: ${PUBLIC_HOST}\n",
+        &env(&[]),
+    );
+    assert!(
+        text.starts_with("cluster.ingress.public_endpoint:"),
+        "{text}"
+    );
+    assert!(text.contains("PUBLIC_HOST"), "{text}");
+}
+
+#[test]
+fn variables_expand_including_numbers() -> Result<(), ConfigError> {
+    let config = parse_str(
+        "cluster:\n  role: relay-coordinator\n  cluster_grpc_port: $PORT\n  ingress:\n    public_endpoint: $HOST\n",
+        &env(&[("PORT", "50099"), ("HOST", "relay.test")]),
+    )?;
+    assert_eq!(config.cluster.grpc_port, 50099);
+    assert_eq!(config.cluster.public_endpoint, "relay.test");
+    Ok(())
+}
+
+#[test]
+fn aegis_node_config_shape_is_refused_with_the_expected_shape() {
+    let text = error_text(
+        "apiVersion: 100monkeys.ai/v1\nkind: NodeConfig\nspec:\n  cluster:\n    role: relay-coordinator\n",
+        &env(&[]),
+    );
+    assert!(text.contains("AEGIS NodeConfig"), "{text}");
+    assert!(text.contains("cluster"), "{text}");
+}
+
+#[test]
+fn controller_blocks_are_ignored_with_a_warning() -> Result<(), ConfigError> {
+    let config = parse_str(
+        &format!("{MINIMAL}mcp_servers: []\nsecurity_contexts:\n  - name: zaru-free\n"),
+        &env(&[]),
+    )?;
+    assert_eq!(config.warnings.len(), 2);
+    assert!(config.warnings[0].starts_with("mcp_servers: ignored"));
+    Ok(())
+}
+
+#[test]
+fn relay_block_is_read() -> Result<(), ConfigError> {
+    let config = parse_str(
+        &format!(
+            "{MINIMAL}relay:\n  name: relay-2\n  bind_address: 127.0.0.1\n  http_port: 18080\n  \
+             peer_port: 50058\n  gossip_port: 7947\n  gossip_seeds: [\"10.0.0.1:7946\"]\n  \
+             cluster_id: prod\n  drain_timeout: 500ms\n  heartbeat_timeout: 45\n  log_format: json\n"
+        ),
+        &env(&[]),
+    )?;
+    assert_eq!(config.relay.name, "relay-2");
+    assert_eq!(config.relay.http_port, 18080);
+    assert_eq!(config.relay.gossip_seeds, vec!["10.0.0.1:7946".to_owned()]);
+    assert_eq!(config.relay.drain_timeout, Duration::from_millis(500));
+    assert_eq!(config.relay.heartbeat_timeout, Duration::from_secs(45));
+    assert_eq!(config.relay.log_format, LogFormat::Json);
+    Ok(())
+}
+
+#[test]
+fn bad_relay_values_name_their_keys() {
+    for (snippet, key) in [
+        ("relay:\n  bind_address: localhost\n", "relay.bind_address:"),
+        ("relay:\n  name: Relay_1\n", "relay.name:"),
+        ("relay:\n  gossip_seeds: [\"10.0.0.1\"]\n", "relay.gossip_seeds[0]:"),
+        ("relay:\n  drain_timeout: soon\n", "relay.drain_timeout:"),
+        ("relay:\n  log_format: xml\n", "relay.log_format:"),
+    ] {
+        let text = error_text(&format!("{MINIMAL}{snippet}"), &env(&[]));
+        assert!(text.starts_with(key), "{snippet}: {text}");
+    }
+}
+
+#[test]
+fn postgres_dsn_is_never_echoed() {
+    let text = error_text(
+        &format!("{MINIMAL}postgres:\n  dsn: mysql://user:hunter2@db\n"),
+        &env(&[]),
+    );
+    assert!(text.starts_with("postgres.dsn:"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[test]
+fn missing_cluster_and_endpoint_say_what_to_set() {
+    let text = error_text("keycloak:\n  endpoint: https://a\n", &env(&[]));
+    assert!(text.starts_with("cluster:"), "{text}");
+    let text = error_text("cluster:\n  role: relay-coordinator\n", &env(&[]));
+    assert!(
+        text.starts_with("cluster.ingress.public_endpoint:"),
+        "{text}"
+    );
+}

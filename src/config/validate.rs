@@ -1,0 +1,285 @@
+//! Turns the file as written into a [`Config`]: defaults, per-key checks and
+//! cross-key rules, each failure naming its key path.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::error::ConfigError;
+use super::expand::Env;
+use super::file::{FileConfig, FileRelay};
+use super::model::{
+    ClusterConfig, Config, RelayConfig, DEFAULT_CLUSTER_ID, DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_GOSSIP_PORT, DEFAULT_GRPC_PORT, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_HTTP_PORT,
+    DEFAULT_PEER_PORT, RELAY_ROLE,
+};
+use super::values::Secret;
+
+/// Where listeners bind when `relay.bind_address` is not set (`run` in a pod).
+pub const DEFAULT_RUN_BIND: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+
+/// Validates a parsed file.
+pub fn validate(file: FileConfig, env: &dyn Env) -> Result<Config, ConfigError> {
+    let mut warnings = Vec::new();
+    for (block, present) in [
+        ("mcp_servers", file.mcp_servers.is_some()),
+        ("builtin_dispatchers", file.builtin_dispatchers.is_some()),
+        ("security_contexts", file.security_contexts.is_some()),
+    ] {
+        if present {
+            warnings.push(format!(
+                "{block}: ignored; a relay-coordinator relays tool calls and does not execute them"
+            ));
+        }
+    }
+
+    let Some(cluster) = file.cluster else {
+        return Err(ConfigError::invalid(
+            "cluster",
+            "missing; a relay needs `cluster: {enabled: true, role: relay-coordinator, \
+             cluster_grpc_port: 50056, ingress: {public_endpoint: ...}}`",
+        ));
+    };
+    if cluster.enabled == Some(false) {
+        return Err(ConfigError::invalid(
+            "cluster.enabled",
+            "must be true for a relay-coordinator (it serves the cluster gRPC port)",
+        ));
+    }
+    match cluster.role.as_deref() {
+        Some(RELAY_ROLE) => {}
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                "cluster.role",
+                format!(
+                    "must be \"{RELAY_ROLE}\", got {other:?}; aegis-relay only plays the relay \
+                     role (controllers and workers run the AEGIS orchestrator)"
+                ),
+            ))
+        }
+        None => {
+            return Err(ConfigError::invalid(
+                "cluster.role",
+                format!("missing; set it to {RELAY_ROLE} (or set AEGIS_ROLE)"),
+            ))
+        }
+    }
+    let grpc_port = cluster
+        .cluster_grpc_port
+        .map_or(DEFAULT_GRPC_PORT, |port| port.0);
+    let public_endpoint = cluster
+        .ingress
+        .and_then(|ingress| ingress.public_endpoint)
+        .ok_or_else(|| {
+            ConfigError::invalid(
+                "cluster.ingress.public_endpoint",
+                "missing; set it to the address edge daemons dial, e.g. relay.example.com \
+                 (TLS on 443) or http://127.0.0.1:50056 (plaintext)",
+            )
+        })?;
+    check_public_endpoint(&public_endpoint)?;
+
+    let keycloak_endpoint = file.keycloak.and_then(|block| block.endpoint);
+    if let Some(url) = &keycloak_endpoint {
+        check_http_url("keycloak.endpoint", url)?;
+    }
+    let openbao_endpoint = file.openbao.and_then(|block| block.endpoint);
+    if let Some(url) = &openbao_endpoint {
+        check_http_url("openbao.endpoint", url)?;
+    }
+    let postgres_dsn = file.postgres.and_then(|block| block.dsn);
+    if let Some(dsn) = &postgres_dsn {
+        check_postgres_dsn(dsn)?;
+    }
+
+    let relay = validate_relay(file.relay.unwrap_or_default(), grpc_port, env)?;
+    Ok(Config {
+        cluster: ClusterConfig {
+            grpc_port,
+            public_endpoint,
+        },
+        keycloak_endpoint,
+        openbao_endpoint,
+        postgres_dsn: postgres_dsn.map(Secret::new),
+        relay,
+        warnings,
+    })
+}
+
+fn validate_relay(
+    relay: FileRelay,
+    grpc_port: u16,
+    env: &dyn Env,
+) -> Result<RelayConfig, ConfigError> {
+    let name = match relay.name {
+        Some(name) => {
+            check_replica_name(&name).map_err(|reason| ConfigError::invalid("relay.name", reason))?;
+            name
+        }
+        None => default_replica_name(env),
+    };
+    let bind_address = match relay.bind_address {
+        Some(text) => text.parse::<IpAddr>().map_err(|_| {
+            ConfigError::invalid(
+                "relay.bind_address",
+                format!("{text:?} is not an IP address; use e.g. 0.0.0.0 or 127.0.0.1"),
+            )
+        })?,
+        None => DEFAULT_RUN_BIND,
+    };
+    let http_port = relay.http_port.map_or(DEFAULT_HTTP_PORT, |port| port.0);
+    let peer_port = relay.peer_port.map_or(DEFAULT_PEER_PORT, |port| port.0);
+    let gossip_port = relay.gossip_port.map_or(DEFAULT_GOSSIP_PORT, |port| port.0);
+    if http_port == grpc_port {
+        return Err(ConfigError::invalid(
+            "relay.http_port",
+            format!("{http_port} is already cluster.cluster_grpc_port; pick another port"),
+        ));
+    }
+    if peer_port == grpc_port || peer_port == http_port {
+        return Err(ConfigError::invalid(
+            "relay.peer_port",
+            format!("{peer_port} is already used by the gRPC or HTTP listener; pick another port"),
+        ));
+    }
+    let gossip_seeds = relay.gossip_seeds.unwrap_or_default();
+    for (index, seed) in gossip_seeds.iter().enumerate() {
+        check_host_port(seed).map_err(|reason| {
+            ConfigError::invalid(format!("relay.gossip_seeds[{index}]"), reason)
+        })?;
+    }
+    if let Some(advertise) = &relay.gossip_advertise_address {
+        check_host_port(advertise)
+            .map_err(|reason| ConfigError::invalid("relay.gossip_advertise_address", reason))?;
+    }
+    let cluster_id = relay
+        .cluster_id
+        .unwrap_or_else(|| DEFAULT_CLUSTER_ID.to_owned());
+    if cluster_id.trim().is_empty() {
+        return Err(ConfigError::invalid("relay.cluster_id", "must not be empty"));
+    }
+    let drain_timeout = relay.drain_timeout.map_or(DEFAULT_DRAIN_TIMEOUT, |d| d.0);
+    if drain_timeout.is_zero() {
+        return Err(ConfigError::invalid(
+            "relay.drain_timeout",
+            "must be greater than zero (in-flight calls need time to finish)",
+        ));
+    }
+    let heartbeat_timeout = relay
+        .heartbeat_timeout
+        .map_or(DEFAULT_HEARTBEAT_TIMEOUT, |d| d.0);
+    if heartbeat_timeout < Duration::from_secs(1) {
+        return Err(ConfigError::invalid(
+            "relay.heartbeat_timeout",
+            "must be at least 1s (edges send at most one heartbeat per second)",
+        ));
+    }
+    Ok(RelayConfig {
+        name,
+        bind_address,
+        http_port,
+        peer_port,
+        gossip_port,
+        gossip_seeds,
+        gossip_advertise_address: relay.gossip_advertise_address,
+        cluster_id,
+        cluster_secret_file: relay.cluster_secret_file,
+        drain_timeout,
+        heartbeat_timeout,
+        log_format: relay.log_format.unwrap_or_default(),
+    })
+}
+
+/// Replica names go into URLs, metric labels and gossip keys.
+pub fn check_replica_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && !name.starts_with(['-', '.'])
+        && !name.ends_with(['-', '.']);
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid replica name: 1-63 characters of a-z, 0-9, '-' and '.', \
+             starting and ending with a letter or digit"
+        ))
+    }
+}
+
+/// The pod's hostname when it is a valid name, else `relay`.
+fn default_replica_name(env: &dyn Env) -> String {
+    env.var("HOSTNAME")
+        .map(|host| host.to_ascii_lowercase())
+        .filter(|host| check_replica_name(host).is_ok())
+        .unwrap_or_else(|| "relay".to_owned())
+}
+
+fn check_public_endpoint(endpoint: &str) -> Result<(), ConfigError> {
+    let key = "cluster.ingress.public_endpoint";
+    if endpoint.trim().is_empty() {
+        return Err(ConfigError::invalid(key, "must not be empty"));
+    }
+    if endpoint.chars().any(char::is_whitespace) {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{endpoint:?} contains whitespace"),
+        ));
+    }
+    if let Some((scheme, _)) = endpoint.split_once("://") {
+        if scheme != "http" && scheme != "https" {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "scheme {scheme:?} is not understood by edge daemons; use https://host, \
+                     http://host:port or a bare host[:port]"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_http_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(()),
+        _ => Err(ConfigError::invalid(
+            key,
+            format!("{url:?} is not an http:// or https:// URL"),
+        )),
+    }
+}
+
+fn check_postgres_dsn(dsn: &str) -> Result<(), ConfigError> {
+    if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
+        Ok(())
+    } else if dsn.is_empty() {
+        Err(ConfigError::invalid(
+            "postgres.dsn",
+            "is empty; set POSTGRES_DSN to a postgres://user:password@host:5432/db URL",
+        ))
+    } else {
+        // The value may hold a password: describe it, never echo it.
+        Err(ConfigError::invalid(
+            "postgres.dsn",
+            "is not a postgres:// or postgresql:// URL",
+        ))
+    }
+}
+
+fn check_host_port(text: &str) -> Result<(), String> {
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("{text:?} needs a port: write host:port"));
+    };
+    if host.is_empty() {
+        return Err(format!("{text:?} has no host: write host:port"));
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(()),
+        _ => Err(format!("{text:?} has an invalid port (1-65535)")),
+    }
+}
