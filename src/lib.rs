@@ -4,5 +4,15 @@
 //! integration tests and the deterministic simulator run the very same code.
 //! See ARCHITECTURE.md for the code map.
 
+pub mod app;
+pub mod cli;
 pub mod config;
+pub mod endpoints;
+pub mod grpc;
+pub mod http;
+pub mod net;
 pub mod proto;
+pub mod readiness;
+pub mod runtime;
+pub mod shutdown;
+pub mod telemetry;

@@ -97,7 +97,9 @@ pub fn expand_str(input: &str, env: &dyn Env) -> Result<String, String> {
             rest = tail;
         } else if let Some(braced) = after.strip_prefix('{') {
             let Some(close) = braced.find('}') else {
-                return Err(format!("unterminated \"${{\" in {input:?}: close it with '}}'"));
+                return Err(format!(
+                    "unterminated \"${{\" in {input:?}: close it with '}}'"
+                ));
             };
             let name = &braced[..close];
             if !is_var_name(name) {
@@ -194,7 +196,10 @@ mod tests {
     #[test]
     fn dollar_without_a_name_is_kept() {
         let env = env(&[]);
-        assert_eq!(expand_str("cost $5 and $", &env), Ok("cost $5 and $".to_owned()));
+        assert_eq!(
+            expand_str("cost $5 and $", &env),
+            Ok("cost $5 and $".to_owned())
+        );
     }
 
     #[test]

@@ -53,7 +53,11 @@ pub fn parse_str(text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
     let file: FileConfig = serde_path_to_error::deserialize(doc).map_err(|err| {
         let key = err.path().to_string();
         ConfigError::invalid(
-            if key == "." { "(top level)".to_owned() } else { key },
+            if key == "." {
+                "(top level)".to_owned()
+            } else {
+                key
+            },
             err.into_inner().to_string(),
         )
     })?;

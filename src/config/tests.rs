@@ -22,7 +22,8 @@ fn error_text(text: &str, env: &BTreeMap<String, String>) -> String {
     }
 }
 
-const MINIMAL: &str = "cluster:\n  role: relay-coordinator\n  ingress:\n    public_endpoint: relay.example.com\n";
+const MINIMAL: &str =
+    "cluster:\n  role: relay-coordinator\n  ingress:\n    public_endpoint: relay.example.com\n";
 
 #[test]
 fn guide_example_loads_when_postgres_dsn_is_set() -> Result<(), ConfigError> {
@@ -89,7 +90,10 @@ fn bad_ports_are_refused() {
             &format!("cluster:\n  role: relay-coordinator\n  cluster_grpc_port: {port}\n  ingress:\n    public_endpoint: r\n"),
             &env(&[]),
         );
-        assert!(text.starts_with("cluster.cluster_grpc_port:"), "{port}: {text}");
+        assert!(
+            text.starts_with("cluster.cluster_grpc_port:"),
+            "{port}: {text}"
+        );
     }
     let text = error_text(&format!("{MINIMAL}relay:\n  http_port: 50056\n"), &env(&[]));
     assert!(text.starts_with("relay.http_port:"), "{text}");
@@ -123,7 +127,10 @@ fn endpoint_env_overrides_apply() -> Result<(), ConfigError> {
             ("POSTGRES_DSN", "postgresql://localhost/db"),
         ]),
     )?;
-    assert_eq!(config.keycloak_endpoint.as_deref(), Some("https://auth.test"));
+    assert_eq!(
+        config.keycloak_endpoint.as_deref(),
+        Some("https://auth.test")
+    );
     assert_eq!(
         config.openbao_endpoint.as_deref(),
         Some("http://127.0.0.1:8200")
@@ -201,7 +208,10 @@ fn bad_relay_values_name_their_keys() {
     for (snippet, key) in [
         ("relay:\n  bind_address: localhost\n", "relay.bind_address:"),
         ("relay:\n  name: Relay_1\n", "relay.name:"),
-        ("relay:\n  gossip_seeds: [\"10.0.0.1\"]\n", "relay.gossip_seeds[0]:"),
+        (
+            "relay:\n  gossip_seeds: [\"10.0.0.1\"]\n",
+            "relay.gossip_seeds[0]:",
+        ),
         ("relay:\n  drain_timeout: soon\n", "relay.drain_timeout:"),
         ("relay:\n  log_format: xml\n", "relay.log_format:"),
     ] {

@@ -112,7 +112,8 @@ fn validate_relay(
 ) -> Result<RelayConfig, ConfigError> {
     let name = match relay.name {
         Some(name) => {
-            check_replica_name(&name).map_err(|reason| ConfigError::invalid("relay.name", reason))?;
+            check_replica_name(&name)
+                .map_err(|reason| ConfigError::invalid("relay.name", reason))?;
             name
         }
         None => default_replica_name(env),
@@ -155,7 +156,10 @@ fn validate_relay(
         .cluster_id
         .unwrap_or_else(|| DEFAULT_CLUSTER_ID.to_owned());
     if cluster_id.trim().is_empty() {
-        return Err(ConfigError::invalid("relay.cluster_id", "must not be empty"));
+        return Err(ConfigError::invalid(
+            "relay.cluster_id",
+            "must not be empty",
+        ));
     }
     let drain_timeout = relay.drain_timeout.map_or(DEFAULT_DRAIN_TIMEOUT, |d| d.0);
     if drain_timeout.is_zero() {

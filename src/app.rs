@@ -1,0 +1,263 @@
+//! Wiring and supervision of one replica: binds its listeners through the
+//! runtime seam, runs its servers as owned tasks, and shuts them down in
+//! order within a hard deadline.
+//!
+//! Architecture invariant: every task a replica spawns lives in its
+//! [`RunningRelay`]'s task set and ends by the end of [`RunningRelay::shutdown`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::grpc::{self, GrpcServerSettings};
+use crate::http::{self, HttpState};
+use crate::readiness::{Readiness, DRAINING, STARTING};
+use crate::runtime::Runtime;
+use crate::telemetry::Metrics;
+
+/// What one replica needs to start (derived from [`Config`] or built by
+/// `dev`, tests and the simulator).
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// Replica name.
+    pub name: String,
+    /// Cluster gRPC listener address (port 0 = ephemeral).
+    pub grpc_addr: SocketAddr,
+    /// HTTP listener address (port 0 = ephemeral).
+    pub http_addr: SocketAddr,
+    /// gRPC transport settings.
+    pub grpc: GrpcServerSettings,
+    /// Hard bound on a graceful shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl RelaySettings {
+    /// Settings for a `run` from a validated config.
+    pub fn from_config(config: &Config) -> Self {
+        let bind = config.relay.bind_address;
+        Self {
+            name: config.relay.name.clone(),
+            grpc_addr: SocketAddr::new(bind, config.cluster.grpc_port),
+            http_addr: SocketAddr::new(bind, config.relay.http_port),
+            grpc: GrpcServerSettings::default(),
+            drain_timeout: config.relay.drain_timeout,
+        }
+    }
+
+    /// Settings binding `ip` with the given ports and defaults elsewhere.
+    pub fn local(name: &str, ip: IpAddr, grpc_port: u16, http_port: u16) -> Self {
+        Self {
+            name: name.to_owned(),
+            grpc_addr: SocketAddr::new(ip, grpc_port),
+            http_addr: SocketAddr::new(ip, http_port),
+            grpc: GrpcServerSettings::default(),
+            drain_timeout: crate::config::DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+}
+
+/// Why a replica could not start or stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// A listener could not be bound.
+    #[error("cannot bind the {listener} listener on {addr}: {source}{hint}")]
+    Bind {
+        /// Which listener.
+        listener: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+        /// A suggestion when the cause is common.
+        hint: &'static str,
+    },
+    /// The gRPC server failed.
+    #[error(transparent)]
+    Grpc(#[from] grpc::GrpcServeError),
+    /// The HTTP server failed.
+    #[error(transparent)]
+    Http(#[from] http::HttpServeError),
+    /// A server task ended without being asked to.
+    #[error("the {0} server stopped unexpectedly")]
+    ServerExited(&'static str),
+    /// A server task panicked.
+    #[error("a server task panicked: {0}")]
+    Panicked(String),
+}
+
+/// How a shutdown ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownOutcome {
+    /// Every server finished its in-flight work within the drain timeout.
+    Graceful,
+    /// The drain timeout passed; this many tasks were aborted.
+    Forced {
+        /// Tasks still running at the deadline.
+        aborted: usize,
+    },
+}
+
+/// A started replica.
+pub struct RunningRelay {
+    name: String,
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    readiness: Readiness,
+    metrics: Metrics,
+    stop: CancellationToken,
+    tasks: JoinSet<(&'static str, Result<(), RelayError>)>,
+    drain_timeout: Duration,
+}
+
+/// Binds every listener and starts serving. Returns once all listeners are
+/// bound and their servers run; readiness is then SERVING.
+pub async fn start(settings: RelaySettings, runtime: Runtime) -> Result<RunningRelay, RelayError> {
+    let readiness = Readiness::new();
+    let metrics = Metrics::new(&settings.name);
+    let grpc_listener = bind(&runtime, "gRPC", settings.grpc_addr).await?;
+    let http_listener = bind(&runtime, "HTTP", settings.http_addr).await?;
+    let grpc_addr = grpc_listener.local_addr();
+    let http_addr = http_listener.local_addr();
+
+    let stop = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    tasks.spawn({
+        let (readiness, metrics, stop) = (readiness.clone(), metrics.clone(), stop.clone());
+        async move {
+            let result = grpc::serve(grpc_listener, settings.grpc, readiness, metrics, stop).await;
+            ("gRPC", result.map_err(RelayError::from))
+        }
+    });
+    tasks.spawn({
+        let state = HttpState {
+            replica: settings.name.clone(),
+            readiness: readiness.clone(),
+            metrics: metrics.clone(),
+        };
+        let stop = stop.clone();
+        async move {
+            let result = http::serve(http_listener, state, stop).await;
+            ("HTTP", result.map_err(RelayError::from))
+        }
+    });
+    readiness.set_ok(STARTING);
+    tracing::info!(replica = %settings.name, grpc = %grpc_addr, http = %http_addr, "relay serving");
+    Ok(RunningRelay {
+        name: settings.name,
+        grpc_addr,
+        http_addr,
+        readiness,
+        metrics,
+        stop,
+        tasks,
+        drain_timeout: settings.drain_timeout,
+    })
+}
+
+async fn bind(
+    runtime: &Runtime,
+    listener: &'static str,
+    addr: SocketAddr,
+) -> Result<Box<dyn crate::net::Listener>, RelayError> {
+    runtime
+        .net
+        .bind_tcp(addr)
+        .await
+        .map_err(|source| RelayError::Bind {
+            listener,
+            addr,
+            hint: match source.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    "; another process (perhaps another relay) uses this port: stop it or pick another port"
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "; ports below 1024 need privileges: pick a port of 1024 or more"
+                }
+                _ => "",
+            },
+            source,
+        })
+}
+
+impl RunningRelay {
+    /// Replica name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// Bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Shared readiness (tests and later subsystems set conditions on it).
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    /// This replica's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Resolves when a server task ends on its own (an error: servers only
+    /// end when asked). Never resolves while all servers run.
+    pub async fn failed(&mut self) -> RelayError {
+        match self.tasks.join_next().await {
+            Some(Ok((_, Err(err)))) => err,
+            Some(Ok((server, Ok(())))) => RelayError::ServerExited(server),
+            Some(Err(join_error)) => RelayError::Panicked(join_error.to_string()),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Drains and stops: readiness turns NOT_SERVING first (load balancers stop
+    /// sending new work), listeners stop accepting, in-flight calls get until
+    /// the drain timeout to finish, then whatever remains is aborted.
+    pub async fn shutdown(mut self) -> ShutdownOutcome {
+        self.readiness
+            .set_failing(DRAINING, "replica is shutting down");
+        self.stop.cancel();
+        let deadline = tokio::time::Instant::now() + self.drain_timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+                Ok(None) => return ShutdownOutcome::Graceful,
+                Ok(Some(Ok((server, Err(err))))) => {
+                    tracing::warn!(server, error = %err, "server ended with an error while draining");
+                }
+                Ok(Some(Ok((_, Ok(()))))) => {}
+                Ok(Some(Err(join_error))) => {
+                    tracing::warn!(error = %join_error, "server task failed while draining");
+                }
+                Err(_elapsed) => {
+                    let aborted = self.tasks.len();
+                    tracing::warn!(
+                        aborted,
+                        drain_timeout = ?self.drain_timeout,
+                        "drain timeout reached; aborting remaining work"
+                    );
+                    self.tasks.shutdown().await;
+                    return ShutdownOutcome::Forced { aborted };
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for RunningRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningRelay")
+            .field("name", &self.name)
+            .field("grpc_addr", &self.grpc_addr)
+            .field("http_addr", &self.http_addr)
+            .finish_non_exhaustive()
+    }
+}

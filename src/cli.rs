@@ -1,0 +1,148 @@
+//! The command line: `run`, `dev` and `check-config`, and their exit codes.
+//!
+//! This is the binary's edge: the only place that prints for humans, maps
+//! errors to exit codes (2 for configuration and usage errors, 1 for runtime
+//! failures) and uses `anyhow`.
+
+mod check;
+mod dev;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{ConfigError, LogFormat};
+
+/// Exit code for a bad config or bad command line.
+pub const EXIT_CONFIG: u8 = 2;
+/// Exit code for a failure while running.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// aegis-relay: the highly available Relay Coordinator for AEGIS edge daemons.
+#[derive(Debug, Parser)]
+#[command(name = "aegis-relay", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one replica from a config file (the deployment guide's pod).
+    Run(RunArgs),
+    /// Run a local relay with zero set-up: loopback only, data under --data-dir.
+    Dev(DevArgs),
+    /// Validate a config file and exit (0 valid, 2 invalid).
+    CheckConfig(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+struct ConfigArgs {
+    /// Path of aegis-config.yaml.
+    #[arg(long, short = 'c', env = "AEGIS_RELAY_CONFIG")]
+    config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Debug, Args)]
+struct DevArgs {
+    /// Where the local relay keeps its state (endpoints.json; later the store and keys).
+    #[arg(long, default_value = ".aegis-relay")]
+    data_dir: PathBuf,
+    /// Cluster gRPC port on 127.0.0.1 (0 = pick a free port).
+    #[arg(long, default_value_t = crate::config::DEFAULT_GRPC_PORT)]
+    grpc_port: u16,
+    /// HTTP port on 127.0.0.1 (0 = pick a free port).
+    #[arg(long, default_value_t = crate::config::DEFAULT_HTTP_PORT)]
+    http_port: u16,
+    /// Log line format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// A failure with its exit code.
+#[derive(Debug)]
+enum Failure {
+    Config(ConfigError),
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(err: anyhow::Error) -> Self {
+        Self::Runtime(err)
+    }
+}
+
+impl From<crate::app::RelayError> for Failure {
+    fn from(err: crate::app::RelayError) -> Self {
+        Self::Runtime(err.into())
+    }
+}
+
+/// Parses the command line, runs the command and returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(&args.config.config),
+        Command::Dev(args) => dev::dev(args),
+        Command::CheckConfig(args) => check::check(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(err)) => {
+            eprintln!("aegis-relay: invalid config: {err}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(Failure::Runtime(err)) => {
+            eprintln!("aegis-relay: {err:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// A multi-threaded tokio runtime for the commands that serve.
+fn tokio_runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| Failure::Runtime(anyhow::anyhow!("cannot start the async runtime: {err}")))
+}
+
+/// Runs `relay` until a signal or a server failure, then drains it. A second
+/// signal while draining cuts the drain short.
+async fn serve_until_signal(
+    relay: crate::app::RunningRelay,
+    signals: &mut crate::shutdown::Signals,
+) -> anyhow::Result<()> {
+    let mut relay = relay;
+    let failure = tokio::select! {
+        name = signals.recv() => {
+            tracing::info!(signal = name, "shutdown requested; draining");
+            None
+        }
+        err = relay.failed() => Some(err),
+    };
+    let drained = async {
+        match relay.shutdown().await {
+            crate::app::ShutdownOutcome::Graceful => tracing::info!("shutdown complete"),
+            crate::app::ShutdownOutcome::Forced { aborted } => {
+                tracing::warn!(aborted, "shutdown forced at the drain timeout");
+            }
+        }
+    };
+    tokio::select! {
+        () = drained => {}
+        name = signals.recv() => tracing::warn!(signal = name, "second signal; exiting without waiting for the drain"),
+    }
+    match failure {
+        Some(err) => Err(err.into()),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,172 @@
+//! NodeClusterService as a relay serves it.
+//!
+//! The five relay RPCs are implemented here (for now they answer
+//! UNIMPLEMENTED naming the RPC until their issues land). Every other method
+//! of the AEGIS service reaches [`NodeClusterRoutes`], which answers
+//! UNIMPLEMENTED with a message saying a relay-coordinator does not serve it,
+//! instead of tonic's empty UNIMPLEMENTED.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use tonic::server::NamedService;
+use tonic::{Request, Response, Status, Streaming};
+use tower_service::Service;
+
+use crate::net::BoxFuture;
+use crate::proto::cluster::node_cluster_service_server::{
+    NodeClusterService, NodeClusterServiceServer,
+};
+use crate::proto::cluster::{
+    AttestNodeRequest, AttestNodeResponse, ChallengeNodeRequest, ChallengeNodeResponse,
+    EdgeCommand, EdgeEvent, IssueEnrollmentTokenRequest, IssueEnrollmentTokenResponse,
+    RotateEdgeKeyRequest, RotateEdgeKeyResponse,
+};
+use crate::proto::NODE_CLUSTER_SERVICE;
+
+/// The RPCs a relay-coordinator serves.
+pub const SERVED_RPCS: [&str; 5] = [
+    "AttestNode",
+    "ChallengeNode",
+    "ConnectEdge",
+    "RotateEdgeKey",
+    "IssueEnrollmentToken",
+];
+
+/// The rest of AEGIS's NodeClusterService: worker membership, execution
+/// routing and config sync, which have no meaning on a relay.
+pub const NOT_SERVED_RPCS: [&str; 8] = [
+    "RegisterNode",
+    "Heartbeat",
+    "DeregisterNode",
+    "RouteExecution",
+    "ForwardExecution",
+    "SyncConfig",
+    "PushConfig",
+    "ListPeers",
+];
+
+/// The relay's implementation of the five served RPCs.
+#[derive(Debug, Clone, Default)]
+pub struct RelayNodeCluster;
+
+fn not_yet(rpc: &str) -> Status {
+    Status::unimplemented(format!(
+        "{rpc} is not available in this build of aegis-relay yet"
+    ))
+}
+
+type EdgeCommandStream = Pin<Box<dyn Stream<Item = Result<EdgeCommand, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl NodeClusterService for RelayNodeCluster {
+    async fn attest_node(
+        &self,
+        _request: Request<AttestNodeRequest>,
+    ) -> Result<Response<AttestNodeResponse>, Status> {
+        Err(not_yet("AttestNode"))
+    }
+
+    async fn challenge_node(
+        &self,
+        _request: Request<ChallengeNodeRequest>,
+    ) -> Result<Response<ChallengeNodeResponse>, Status> {
+        Err(not_yet("ChallengeNode"))
+    }
+
+    type ConnectEdgeStream = EdgeCommandStream;
+
+    async fn connect_edge(
+        &self,
+        _request: Request<Streaming<EdgeEvent>>,
+    ) -> Result<Response<Self::ConnectEdgeStream>, Status> {
+        Err(not_yet("ConnectEdge"))
+    }
+
+    async fn rotate_edge_key(
+        &self,
+        _request: Request<RotateEdgeKeyRequest>,
+    ) -> Result<Response<RotateEdgeKeyResponse>, Status> {
+        Err(not_yet("RotateEdgeKey"))
+    }
+
+    async fn issue_enrollment_token(
+        &self,
+        _request: Request<IssueEnrollmentTokenRequest>,
+    ) -> Result<Response<IssueEnrollmentTokenResponse>, Status> {
+        Err(not_yet("IssueEnrollmentToken"))
+    }
+}
+
+/// NodeClusterService with a clear answer for every method the relay does
+/// not serve.
+#[derive(Clone)]
+pub struct NodeClusterRoutes {
+    served: NodeClusterServiceServer<RelayNodeCluster>,
+}
+
+impl NodeClusterRoutes {
+    /// Routes for `service`, with `max_message_bytes` as the decode and
+    /// encode limit (edge results carry whole stdout/stderr).
+    pub fn new(service: RelayNodeCluster, max_message_bytes: usize) -> Self {
+        Self {
+            served: NodeClusterServiceServer::new(service)
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes),
+        }
+    }
+}
+
+impl NamedService for NodeClusterRoutes {
+    const NAME: &'static str = NODE_CLUSTER_SERVICE;
+}
+
+/// Why a method of NodeClusterService is not answered by the served stubs.
+fn refusal(method: &str) -> Option<Status> {
+    if SERVED_RPCS.contains(&method) {
+        return None;
+    }
+    let message = if NOT_SERVED_RPCS.contains(&method) {
+        format!(
+            "{method} is not served here: this is a relay-coordinator, which serves only \
+             AttestNode, ChallengeNode, ConnectEdge, RotateEdgeKey and IssueEnrollmentToken; \
+             send worker and controller RPCs to an AEGIS controller"
+        )
+    } else {
+        format!(
+            "unknown method {method:?} of {NODE_CLUSTER_SERVICE}; this relay serves \
+             AttestNode, ChallengeNode, ConnectEdge, RotateEdgeKey and IssueEnrollmentToken"
+        )
+    };
+    Some(Status::unimplemented(message))
+}
+
+impl<B> Service<http::Request<B>> for NodeClusterRoutes
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<http::Request<B>>::poll_ready(&mut self.served, cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = request
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        match refusal(&method) {
+            Some(status) => Box::pin(async move { Ok(status.into_http()) }),
+            None => Box::pin(self.served.call(request)),
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The HTTP server (port 8080): `/healthz`, `/readyz`, `/metrics`, and later
+//! the `/v1/edge/*` REST surface. Errors use AEGIS's JSON error shape
+//! `{status, code, message}`.
+
+mod error;
+mod metrics_layer;
+mod probes;
+
+use axum::routing::get;
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+
+use crate::net::{AxumListener, Listener};
+use crate::readiness::Readiness;
+use crate::telemetry::Metrics;
+
+/// What the HTTP handlers share.
+#[derive(Debug, Clone)]
+pub struct HttpState {
+    /// This replica's name.
+    pub replica: String,
+    /// Readiness, for `/readyz`.
+    pub readiness: Readiness,
+    /// Metrics, for `/metrics` and request counting.
+    pub metrics: Metrics,
+}
+
+/// The router with every route and the request-counting middleware.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(probes::healthz))
+        .route("/readyz", get(probes::readyz))
+        .route("/metrics", get(probes::metrics))
+        .fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics_layer::count_requests,
+        ))
+        .with_state(state)
+}
+
+/// Errors of the HTTP server.
+#[derive(Debug, thiserror::Error)]
+#[error("HTTP server failed: {0}")]
+pub struct HttpServeError(#[from] std::io::Error);
+
+/// Serves the router on `listener` until `stop` fires, then lets in-flight
+/// requests finish (the caller bounds that wait).
+pub async fn serve(
+    listener: Box<dyn Listener>,
+    state: HttpState,
+    stop: CancellationToken,
+) -> Result<(), HttpServeError> {
+    axum::serve(AxumListener(listener), router(state))
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,45 @@
+//! The JSON error body every HTTP error uses, as AEGIS's controller does:
+//! `{"status": 404, "code": "not_found", "message": "..."}`.
+
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+/// An HTTP error with AEGIS's error body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiError {
+    /// HTTP status code.
+    pub status: u16,
+    /// Machine-readable kind: bad_request, not_found, conflict, internal,
+    /// unauthorized, forbidden, unavailable.
+    pub code: &'static str,
+    /// What went wrong and what to do about it.
+    pub message: String,
+}
+
+impl ApiError {
+    /// A 404 with `message`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            status: 404,
+            code: "not_found",
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self)).into_response()
+    }
+}
+
+/// Fallback for paths no route matches.
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "no route for {}; this relay serves /healthz, /readyz and /metrics",
+        uri.path()
+    ))
+}

@@ -1,0 +1,98 @@
+//! Shared fixtures of the integration tests: an in-process relay on
+//! ephemeral loopback ports, clients for it, and polling with a deadline.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use aegis_relay::app::{self, RelaySettings, RunningRelay};
+use aegis_relay::runtime::Runtime;
+use tonic::transport::Channel;
+
+pub type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Starts a relay on 127.0.0.1 with ephemeral ports.
+pub async fn start_relay(drain_timeout: Duration) -> Result<RunningRelay, app::RelayError> {
+    let mut settings = RelaySettings::local("relay-test", IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0);
+    settings.drain_timeout = drain_timeout;
+    app::start(settings, Runtime::real()).await
+}
+
+/// A gRPC channel to the relay's cluster port.
+pub async fn grpc_channel(relay: &RunningRelay) -> Result<Channel, Box<dyn std::error::Error>> {
+    let endpoint = Channel::from_shared(format!("http://{}", relay.grpc_addr()))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10));
+    Ok(endpoint.connect().await?)
+}
+
+/// GET `path` on the relay's HTTP port: (status, body).
+pub async fn http_get(
+    relay: &RunningRelay,
+    path: &str,
+) -> Result<(u16, String), Box<dyn std::error::Error>> {
+    http_get_url(&format!("http://{}{path}", relay.http_addr())).await
+}
+
+/// GET `url` (HTTP/1.1, 10 s timeout): (status, body).
+pub async fn http_get_url(url: &str) -> Result<(u16, String), Box<dyn std::error::Error>> {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let response =
+        tokio::time::timeout(Duration::from_secs(10), client.get(url.parse()?)).await??;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Polls `check` until it returns `Some` or `deadline` passes.
+pub async fn eventually<T, F, Fut>(
+    deadline: Duration,
+    what: &str,
+    mut check: F,
+) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() >= until {
+            return Err(format!("timed out after {deadline:?} waiting for {what}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The value of the counter line `name{labels}` in a Prometheus exposition
+/// (0 when absent). `labels` must be written in the exporter's order.
+pub fn counter_value(exposition: &str, name_and_labels: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(name_and_labels)
+                .and_then(|rest| rest.trim().parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// The path of an external tool named by env var `var`. When unset, the test
+/// is skipped with a printed reason, except under `CI=true`, where it fails.
+pub fn required_tool(var: &str) -> Result<Option<String>, String> {
+    match std::env::var(var) {
+        Ok(path) if !path.is_empty() => Ok(Some(path)),
+        _ if std::env::var("CI").is_ok_and(|ci| ci == "true") => Err(format!(
+            "{var} is not set but CI=true: cluster/test installs it and sets {var}"
+        )),
+        _ => {
+            eprintln!("skipping: {var} is not set (cluster/test sets it)");
+            Ok(None)
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The binary as an operator runs it: `dev` writes endpoints.json and serves
+//! until SIGTERM, `run --config` serves from a config file, and both shut
+//! down gracefully with exit code 0.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use aegis_relay::endpoints::Endpoints;
+use common::{eventually, http_get_url, TestResult};
+
+const BIN: &str = env!("CARGO_BIN_EXE_aegis-relay");
+
+/// Kills the child if a test fails before it stops it.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sigterm(child: &Child) -> std::io::Result<()> {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("kill -TERM failed"))
+    }
+}
+
+async fn wait_exit(process: &mut Process, deadline: Duration) -> Result<i32, String> {
+    eventually(deadline, "process exit", || {
+        let status = process.0.try_wait().ok().flatten();
+        async move { status.and_then(|status| status.code()) }
+    })
+    .await
+}
+
+async fn wait_endpoints(path: &Path) -> Result<Endpoints, String> {
+    eventually(Duration::from_secs(30), "endpoints.json", || async {
+        Endpoints::read(path)
+    })
+    .await
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+#[tokio::test]
+async fn dev_writes_endpoints_serves_and_stops_on_sigterm() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let data_dir = dir.path().join("data");
+    let mut relay = Process(
+        Command::new(BIN)
+            .args(["dev", "--grpc-port", "0", "--http-port", "0", "--data-dir"])
+            .arg(&data_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let endpoints_path = data_dir.join("endpoints.json");
+    let endpoints = wait_endpoints(&endpoints_path).await?;
+    let [replica] = endpoints.replicas.as_slice() else {
+        return Err(format!("expected one replica: {endpoints:?}").into());
+    };
+    assert_eq!(replica.name, "relay-0");
+    assert_eq!(replica.pid, relay.0.id());
+    assert!(
+        replica.grpc.starts_with("http://127.0.0.1:"),
+        "{}",
+        replica.grpc
+    );
+    assert!(
+        replica.http.starts_with("http://127.0.0.1:"),
+        "{}",
+        replica.http
+    );
+    assert_eq!(
+        (replica.peer.as_deref(), replica.gossip.as_deref()),
+        (None, None)
+    );
+    assert_ne!(replica.grpc, "http://127.0.0.1:0");
+
+    let (status, body) = http_get_url(&format!("{}/readyz", replica.http)).await?;
+    assert_eq!(status, 200, "{body}");
+
+    // A second dev relay on the same data dir is refused.
+    let second = Command::new(BIN)
+        .args(["dev", "--grpc-port", "0", "--http-port", "0", "--data-dir"])
+        .arg(&data_dir)
+        .output()?;
+    assert_eq!(second.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("another aegis-relay dev"));
+
+    sigterm(&relay.0)?;
+    assert_eq!(wait_exit(&mut relay, Duration::from_secs(25)).await?, 0);
+    assert!(
+        !endpoints_path.exists(),
+        "endpoints.json is removed on exit"
+    );
+    let mut stdout = String::new();
+    if let Some(mut pipe) = relay.0.stdout.take() {
+        std::io::Read::read_to_string(&mut pipe, &mut stdout)?;
+    }
+    assert!(stdout.contains("next: grpcurl -plaintext"), "{stdout}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn run_serves_from_a_config_file_and_drains_on_sigterm() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (grpc_port, http_port) = (free_port()?, free_port()?);
+    let config = dir.path().join("aegis-config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "cluster:\n  enabled: true\n  role: relay-coordinator\n  cluster_grpc_port: {grpc_port}\n  \
+             ingress:\n    public_endpoint: http://127.0.0.1:{grpc_port}\n\
+             relay:\n  name: relay-run\n  bind_address: 127.0.0.1\n  http_port: {http_port}\n  drain_timeout: 5s\n  log_format: json\n"
+        ),
+    )?;
+    let mut relay = Process(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env_remove("POSTGRES_DSN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?,
+    );
+    let base = format!("http://127.0.0.1:{http_port}");
+    let body = eventually(Duration::from_secs(30), "run to serve /healthz", || async {
+        http_get_url(&format!("{base}/healthz"))
+            .await
+            .ok()
+            .map(|(_, body)| body)
+    })
+    .await?;
+    assert!(body.contains("relay-run"), "{body}");
+
+    sigterm(&relay.0)?;
+    assert_eq!(wait_exit(&mut relay, Duration::from_secs(10)).await?, 0);
+    let mut stderr = String::new();
+    if let Some(mut pipe) = relay.0.stderr.take() {
+        std::io::Read::read_to_string(&mut pipe, &mut stderr)?;
+    }
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(first.starts_with('{'), "json logs expected: {stderr}");
+    assert!(stderr.contains("shutdown complete"), "{stderr}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn port_in_use_fails_with_a_clear_message() -> TestResult {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = taken.local_addr()?.port().to_string();
+    let dir = tempfile::tempdir()?;
+    let output = Command::new(BIN)
+        .args([
+            "dev",
+            "--http-port",
+            "0",
+            "--grpc-port",
+            &port,
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()?;
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot bind the gRPC listener"), "{stderr}");
+    assert!(stderr.contains("pick another port"), "{stderr}");
+    Ok(())
+}
