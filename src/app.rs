@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::grpc::{self, GrpcServerSettings};
@@ -123,6 +124,7 @@ pub async fn start(settings: RelaySettings, runtime: Runtime) -> Result<RunningR
     let http_addr = http_listener.local_addr();
 
     let stop = CancellationToken::new();
+    let span = tracing::info_span!("replica", replica = %settings.name);
     let mut tasks = JoinSet::new();
     tasks.spawn({
         let (readiness, metrics, stop) = (readiness.clone(), metrics.clone(), stop.clone());
@@ -130,6 +132,7 @@ pub async fn start(settings: RelaySettings, runtime: Runtime) -> Result<RunningR
             let result = grpc::serve(grpc_listener, settings.grpc, readiness, metrics, stop).await;
             ("gRPC", result.map_err(RelayError::from))
         }
+        .instrument(span.clone())
     });
     tasks.spawn({
         let state = HttpState {
@@ -142,6 +145,7 @@ pub async fn start(settings: RelaySettings, runtime: Runtime) -> Result<RunningR
             let result = http::serve(http_listener, state, stop).await;
             ("HTTP", result.map_err(RelayError::from))
         }
+        .instrument(span.clone())
     });
     readiness.set_ok(STARTING);
     tracing::info!(replica = %settings.name, grpc = %grpc_addr, http = %http_addr, "relay serving");
