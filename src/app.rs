@@ -3,7 +3,8 @@
 //! order within a hard deadline.
 //!
 //! Architecture invariant: every task a replica spawns lives in its
-//! [`RunningRelay`]'s task set and ends by the end of [`RunningRelay::shutdown`].
+//! [`RunningRelay`]'s task set and ends by the end of [`RunningRelay::shutdown`];
+//! connections the servers still hold at the drain deadline are severed.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::grpc::{self, GrpcServerSettings};
 use crate::http::{self, HttpState};
+use crate::net;
 use crate::readiness::{Readiness, DRAINING, STARTING};
 use crate::runtime::Runtime;
 use crate::telemetry::Metrics;
@@ -109,6 +111,7 @@ pub struct RunningRelay {
     readiness: Readiness,
     metrics: Metrics,
     stop: CancellationToken,
+    kill: CancellationToken,
     tasks: JoinSet<(&'static str, Result<(), RelayError>)>,
     drain_timeout: Duration,
 }
@@ -122,6 +125,12 @@ pub async fn start(settings: RelaySettings, runtime: Runtime) -> Result<RunningR
     let http_listener = bind(&runtime, "HTTP", settings.http_addr).await?;
     let grpc_addr = grpc_listener.local_addr();
     let http_addr = http_listener.local_addr();
+    // `stop` asks servers to finish gracefully; `kill` severs every connection
+    // when the drain deadline passes (tonic and hyper own per-connection tasks
+    // we cannot abort directly).
+    let kill = CancellationToken::new();
+    let grpc_listener = net::with_kill_switch(grpc_listener, kill.clone());
+    let http_listener = net::with_kill_switch(http_listener, kill.clone());
 
     let stop = CancellationToken::new();
     let span = tracing::info_span!("replica", replica = %settings.name);
@@ -156,6 +165,7 @@ pub async fn start(settings: RelaySettings, runtime: Runtime) -> Result<RunningR
         readiness,
         metrics,
         stop,
+        kill,
         tasks,
         drain_timeout: settings.drain_timeout,
     })
@@ -248,11 +258,20 @@ impl RunningRelay {
                         drain_timeout = ?self.drain_timeout,
                         "drain timeout reached; aborting remaining work"
                     );
+                    self.kill.cancel();
                     self.tasks.shutdown().await;
                     return ShutdownOutcome::Forced { aborted };
                 }
             }
         }
+    }
+}
+
+impl Drop for RunningRelay {
+    /// A replica dropped without `shutdown` still ends everything it started.
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.kill.cancel();
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// A boxed, sendable future (object-safe async in the seam traits).
@@ -44,6 +45,7 @@ pub struct Connection {
     io: Box<dyn Io>,
     local: SocketAddr,
     remote: SocketAddr,
+    kill: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
 }
 
 impl Connection {
@@ -53,7 +55,25 @@ impl Connection {
             io: Box::new(io),
             local,
             remote,
+            kill: None,
         }
+    }
+
+    /// Makes every read and write fail once `token` is cancelled, which ends
+    /// the server's per-connection task even if a stream on it never finishes.
+    pub fn with_kill_switch(mut self, token: CancellationToken) -> Self {
+        self.kill = Some(Box::pin(token.cancelled_owned()));
+        self
+    }
+
+    fn poll_killed(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        let kill = self.kill.as_mut()?;
+        kill.as_mut().poll(cx).is_ready().then(|| {
+            io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the replica stopped this connection",
+            )
+        })
     }
 
     /// The peer's address.
@@ -82,6 +102,9 @@ impl AsyncRead for Connection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Some(err) = self.poll_killed(cx) {
+            return Poll::Ready(Err(err));
+        }
         Pin::new(&mut *self.io).poll_read(cx, buf)
     }
 }
@@ -92,6 +115,9 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if let Some(err) = self.poll_killed(cx) {
+            return Poll::Ready(Err(err));
+        }
         Pin::new(&mut *self.io).poll_write(cx, buf)
     }
 
@@ -100,6 +126,9 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Some(err) = self.poll_killed(cx) {
+            return Poll::Ready(Err(err));
+        }
         Pin::new(&mut *self.io).poll_write_vectored(cx, bufs)
     }
 
@@ -108,6 +137,9 @@ impl AsyncWrite for Connection {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(err) = self.poll_killed(cx) {
+            return Poll::Ready(Err(err));
+        }
         Pin::new(&mut *self.io).poll_flush(cx)
     }
 
@@ -169,6 +201,33 @@ impl Listener for TokioListener {
 
     fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+}
+
+/// A listener whose connections all fail once `kill` is cancelled (see
+/// [`Connection::with_kill_switch`]).
+pub fn with_kill_switch(listener: Box<dyn Listener>, kill: CancellationToken) -> Box<dyn Listener> {
+    Box::new(KillSwitchListener {
+        inner: listener,
+        kill,
+    })
+}
+
+struct KillSwitchListener {
+    inner: Box<dyn Listener>,
+    kill: CancellationToken,
+}
+
+impl Listener for KillSwitchListener {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<Connection>> {
+        Box::pin(async move {
+            let connection = self.inner.accept().await?;
+            Ok(connection.with_kill_switch(self.kill.clone()))
+        })
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr()
     }
 }
 

@@ -298,10 +298,11 @@ async fn grpcurl_health_check_without_proto_file() -> TestResult {
 
 #[tokio::test]
 async fn shutdown_turns_readiness_off_and_is_bounded_by_the_drain_timeout() -> TestResult {
+    use tonic_reflection::pb::v1;
     let drain = Duration::from_millis(600);
     let relay = start_relay(drain).await?;
-    let mut health = HealthClient::new(grpc_channel(&relay).await?);
-    // A Watch stream never ends by itself: it holds the graceful shutdown open.
+    let channel = grpc_channel(&relay).await?;
+    let mut health = HealthClient::new(channel.clone());
     let mut watch = health
         .watch(HealthCheckRequest {
             service: READINESS.to_owned(),
@@ -310,6 +311,25 @@ async fn shutdown_turns_readiness_off_and_is_bounded_by_the_drain_timeout() -> T
         .into_inner();
     let first = watch.next().await.ok_or("watch ended")??;
     assert_eq!(first.status(), ServingStatus::Serving);
+    // A reflection stream whose client never closes its side holds the
+    // graceful shutdown open, like an edge stream would.
+    let (requests_tx, requests_rx) = tokio::sync::mpsc::channel(4);
+    let mut reflection = v1::server_reflection_client::ServerReflectionClient::new(channel);
+    let list = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    requests_tx.send(list).await?;
+    let mut open_stream = reflection
+        .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(requests_rx))
+        .await?
+        .into_inner();
+    open_stream
+        .next()
+        .await
+        .ok_or("reflection stream ended")??;
 
     let started = tokio::time::Instant::now();
     let shutdown = tokio::spawn(relay.shutdown());
@@ -331,5 +351,12 @@ async fn shutdown_turns_readiness_off_and_is_bounded_by_the_drain_timeout() -> T
         took < drain + Duration::from_secs(3),
         "shutdown overran: {took:?}"
     );
+    // The stream the drain waited for is severed, not left running.
+    let after = tokio::time::timeout(Duration::from_secs(5), open_stream.next()).await?;
+    assert!(
+        !matches!(after, Some(Ok(_))),
+        "stream still open after a forced shutdown: {after:?}"
+    );
+    drop(requests_tx);
     Ok(())
 }
