@@ -9,6 +9,6 @@ mod reflection;
 mod server;
 
 pub use health::{HealthPublisher, LIVENESS_SERVICES, READINESS_SERVICE};
-pub use metrics_layer::{method_label, GrpcMetricsLayer};
+pub use metrics_layer::{method_labels, GrpcMetricsLayer};
 pub use node_cluster::{NodeClusterRoutes, NOT_SERVED_RPCS, SERVED_RPCS};
 pub use server::{serve, GrpcServeError, GrpcServerSettings};

@@ -167,11 +167,9 @@ async fn served_rpcs_not_built_yet_name_themselves() -> TestResult {
 async fn grpc_counters_move_by_method_and_code() -> TestResult {
     let relay = start_relay(Duration::from_secs(5)).await?;
     let channel = grpc_channel(&relay).await?;
-    let check_ok =
-        r#"aegis_relay_grpc_requests_total{method="grpc.health.v1.Health/Check",code="OK"}"#;
-    let check_not_found =
-        r#"aegis_relay_grpc_requests_total{method="grpc.health.v1.Health/Check",code="NOT_FOUND"}"#;
-    let list_peers = r#"aegis_relay_grpc_requests_total{method="aegis.cluster.v1.NodeClusterService/ListPeers",code="UNIMPLEMENTED"}"#;
+    let check_ok = r#"aegis_relay_grpc_requests_total{service="grpc.health.v1.Health",method="Check",code="OK"}"#;
+    let check_not_found = r#"aegis_relay_grpc_requests_total{service="grpc.health.v1.Health",method="Check",code="NOT_FOUND"}"#;
+    let list_peers = r#"aegis_relay_grpc_requests_total{service="aegis.cluster.v1.NodeClusterService",method="ListPeers",code="UNIMPLEMENTED"}"#;
     let before = http_get(&relay, "/metrics").await?.1;
 
     let mut health = HealthClient::new(channel.clone());

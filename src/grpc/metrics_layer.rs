@@ -13,55 +13,47 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::node_cluster::{NOT_SERVED_RPCS, SERVED_RPCS};
 use crate::net::BoxFuture;
+use crate::proto::NODE_CLUSTER_SERVICE;
 use crate::telemetry::Metrics;
 
-/// Label for a path outside the known set (bounds label cardinality).
-const OTHER_METHOD: &str = "other";
+/// Label for a service or method outside the known set (bounds label
+/// cardinality: paths are chosen by clients).
+const OTHER: &str = "other";
 
-/// The metric label of a request path: the full method name when it is one
-/// this server knows, else `other`.
-pub fn method_label(path: &str) -> &'static str {
-    const FIXED: [&str; 4] = [
-        "grpc.health.v1.Health/Check",
-        "grpc.health.v1.Health/Watch",
-        "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-        "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-    ];
-    let path = path.trim_start_matches('/');
-    if let Some(known) = FIXED.iter().find(|known| **known == path) {
-        return known;
-    }
-    let Some(method) = path.strip_prefix("aegis.cluster.v1.NodeClusterService/") else {
-        return OTHER_METHOD;
+/// Services this server answers, with their methods.
+const KNOWN: [(&str, &[&str]); 5] = [
+    (NODE_CLUSTER_SERVICE, &SERVED_RPCS),
+    (NODE_CLUSTER_SERVICE, &NOT_SERVED_RPCS),
+    ("grpc.health.v1.Health", &["Check", "Watch"]),
+    (
+        "grpc.reflection.v1.ServerReflection",
+        &["ServerReflectionInfo"],
+    ),
+    (
+        "grpc.reflection.v1alpha.ServerReflection",
+        &["ServerReflectionInfo"],
+    ),
+];
+
+/// The `(service, method)` metric labels of a request path: the names when
+/// this server knows them, else `other`.
+pub fn method_labels(path: &str) -> (&'static str, &'static str) {
+    let Some((service, method)) = path.trim_start_matches('/').split_once('/') else {
+        return (OTHER, OTHER);
     };
-    cluster_method_label(method)
-}
-
-fn cluster_method_label(method: &str) -> &'static str {
-    macro_rules! labels {
-        ($($name:literal),*) => {
-            match method {
-                $($name => concat!("aegis.cluster.v1.NodeClusterService/", $name),)*
-                _ => OTHER_METHOD,
-            }
-        };
+    let mut service_label = OTHER;
+    for (known_service, methods) in KNOWN {
+        if known_service != service {
+            continue;
+        }
+        service_label = known_service;
+        if let Some(known_method) = methods.iter().find(|known| **known == method) {
+            return (known_service, known_method);
+        }
     }
-    labels!(
-        "AttestNode",
-        "ChallengeNode",
-        "ConnectEdge",
-        "RotateEdgeKey",
-        "IssueEnrollmentToken",
-        "RegisterNode",
-        "Heartbeat",
-        "DeregisterNode",
-        "RouteExecution",
-        "ForwardExecution",
-        "SyncConfig",
-        "PushConfig",
-        "ListPeers"
-    )
+    (service_label, OTHER)
 }
 
 /// Adds call counting to a gRPC server.
@@ -111,13 +103,17 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let method = method_label(request.uri().path());
+        let (service, method) = method_labels(request.uri().path());
         let metrics = self.metrics.clone();
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
             let (parts, body) = response.into_parts();
-            let pending = PendingCount { metrics, method };
+            let pending = PendingCount {
+                metrics,
+                service,
+                method,
+            };
             // A trailers-only response (every error) carries its status in the headers.
             let pending = match status_code(&parts.headers) {
                 Some(code) => {
@@ -146,12 +142,13 @@ fn status_code(headers: &http::HeaderMap) -> Option<tonic::Code> {
 /// A call whose status has not been seen yet.
 struct PendingCount {
     metrics: Metrics,
+    service: &'static str,
     method: &'static str,
 }
 
 impl PendingCount {
     fn finish(self, code: tonic::Code) {
-        self.metrics.grpc_request(self.method, code);
+        self.metrics.grpc_request(self.service, self.method, code);
     }
 }
 
@@ -217,34 +214,30 @@ impl<B: Body> Body for CountedBody<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grpc::node_cluster::{NOT_SERVED_RPCS, SERVED_RPCS};
 
     #[test]
     fn known_methods_keep_their_names_and_others_collapse() {
         assert_eq!(
-            method_label("/aegis.cluster.v1.NodeClusterService/AttestNode"),
-            "aegis.cluster.v1.NodeClusterService/AttestNode"
+            method_labels("/aegis.cluster.v1.NodeClusterService/AttestNode"),
+            (NODE_CLUSTER_SERVICE, "AttestNode")
         );
         assert_eq!(
-            method_label("/aegis.cluster.v1.NodeClusterService/ListPeers"),
-            "aegis.cluster.v1.NodeClusterService/ListPeers"
+            method_labels("/grpc.health.v1.Health/Check"),
+            ("grpc.health.v1.Health", "Check")
         );
         assert_eq!(
-            method_label("/grpc.health.v1.Health/Check"),
-            "grpc.health.v1.Health/Check"
+            method_labels("/aegis.cluster.v1.NodeClusterService/Xyz"),
+            (NODE_CLUSTER_SERVICE, "other")
         );
-        assert_eq!(
-            method_label("/aegis.cluster.v1.NodeClusterService/Xyz"),
-            "other"
-        );
-        assert_eq!(method_label("/random/path"), "other");
+        assert_eq!(method_labels("/random.Service/Check"), ("other", "other"));
+        assert_eq!(method_labels("garbage"), ("other", "other"));
     }
 
     #[test]
     fn every_cluster_rpc_has_its_own_label() {
         for rpc in SERVED_RPCS.iter().chain(NOT_SERVED_RPCS.iter()) {
-            let label = method_label(&format!("/aegis.cluster.v1.NodeClusterService/{rpc}"));
-            assert!(label.ends_with(rpc), "{rpc} -> {label}");
+            let path = format!("/{NODE_CLUSTER_SERVICE}/{rpc}");
+            assert_eq!(method_labels(&path), (NODE_CLUSTER_SERVICE, *rpc));
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
-/// Counter of finished gRPC calls by `method` and `code`.
+/// Counter of finished gRPC calls by `service`, `method` and `code`.
 pub const GRPC_REQUESTS: &str = "aegis_relay_grpc_requests_total";
 /// Counter of finished HTTP requests by `route` and `status`.
 pub const HTTP_REQUESTS: &str = "aegis_relay_http_requests_total";
@@ -39,7 +39,7 @@ impl Metrics {
         metrics.record(|| {
             metrics::describe_counter!(
                 GRPC_REQUESTS,
-                "gRPC calls finished, by method and status code"
+                "gRPC calls finished, by service, method and status code"
             );
             metrics::describe_counter!(
                 HTTP_REQUESTS,
@@ -62,10 +62,15 @@ impl Metrics {
     }
 
     /// Counts one finished gRPC call.
-    pub fn grpc_request(&self, method: &'static str, code: tonic::Code) {
+    pub fn grpc_request(&self, service: &'static str, method: &'static str, code: tonic::Code) {
         self.record(|| {
-            metrics::counter!(GRPC_REQUESTS, "method" => method, "code" => grpc_code_name(code))
-                .increment(1);
+            metrics::counter!(
+                GRPC_REQUESTS,
+                "service" => service,
+                "method" => method,
+                "code" => grpc_code_name(code)
+            )
+            .increment(1);
         });
     }
 
