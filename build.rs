@@ -8,6 +8,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::env::set_var("PROTOC", protoc);
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     println!("cargo:rerun-if-changed=proto");
+    // sqlx::migrate! embeds these; a new file must rebuild the crate.
+    println!("cargo:rerun-if-changed=migrations");
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("aegis_cluster_descriptor.bin"))
         .build_client(true)

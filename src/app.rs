@@ -7,6 +7,7 @@
 //! connections the servers still hold at the drain deadline are severed.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -19,6 +20,8 @@ use crate::http::{self, HttpState};
 use crate::net;
 use crate::readiness::{Readiness, DRAINING, STARTING};
 use crate::runtime::Runtime;
+use crate::store::Store;
+use crate::store_health::{self, StoreCheck};
 use crate::telemetry::Metrics;
 
 /// What one replica needs to start (derived from [`Config`] or built by
@@ -35,6 +38,8 @@ pub struct RelaySettings {
     pub grpc: GrpcServerSettings,
     /// Hard bound on a graceful shutdown.
     pub drain_timeout: Duration,
+    /// Store readiness checks.
+    pub store_check: StoreCheck,
 }
 
 impl RelaySettings {
@@ -47,6 +52,7 @@ impl RelaySettings {
             http_addr: SocketAddr::new(bind, config.relay.http_port),
             grpc: GrpcServerSettings::default(),
             drain_timeout: config.relay.drain_timeout,
+            store_check: StoreCheck::default(),
         }
     }
 
@@ -58,6 +64,7 @@ impl RelaySettings {
             http_addr: SocketAddr::new(ip, http_port),
             grpc: GrpcServerSettings::default(),
             drain_timeout: crate::config::DEFAULT_DRAIN_TIMEOUT,
+            store_check: StoreCheck::default(),
         }
     }
 }
@@ -114,11 +121,16 @@ pub struct RunningRelay {
     kill: CancellationToken,
     tasks: JoinSet<(&'static str, Result<(), RelayError>)>,
     drain_timeout: Duration,
+    store: Arc<dyn Store>,
 }
 
 /// Binds every listener and starts serving. Returns once all listeners are
 /// bound and their servers run; readiness is then SERVING.
-pub async fn start(settings: RelaySettings, runtime: Runtime) -> Result<RunningRelay, RelayError> {
+pub async fn start(
+    settings: RelaySettings,
+    runtime: Runtime,
+    store: Arc<dyn Store>,
+) -> Result<RunningRelay, RelayError> {
     let readiness = Readiness::new();
     let metrics = Metrics::new(&settings.name);
     let grpc_listener = bind(&runtime, "gRPC", settings.grpc_addr).await?;
@@ -156,6 +168,19 @@ pub async fn start(settings: RelaySettings, runtime: Runtime) -> Result<RunningR
         }
         .instrument(span.clone())
     });
+    tasks.spawn({
+        let watch = store_health::watch_store(
+            Arc::clone(&store),
+            settings.store_check,
+            readiness.clone(),
+            stop.clone(),
+        );
+        async move {
+            watch.await;
+            ("store check", Ok(()))
+        }
+        .instrument(span.clone())
+    });
     readiness.set_ok(STARTING);
     tracing::info!(replica = %settings.name, grpc = %grpc_addr, http = %http_addr, "relay serving");
     Ok(RunningRelay {
@@ -168,6 +193,7 @@ pub async fn start(settings: RelaySettings, runtime: Runtime) -> Result<RunningR
         kill,
         tasks,
         drain_timeout: settings.drain_timeout,
+        store,
     })
 }
 
@@ -220,6 +246,11 @@ impl RunningRelay {
     /// This replica's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The store this replica uses.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     /// Resolves when a server task ends on its own (an error: servers only

@@ -6,6 +6,7 @@
 
 mod check;
 mod dev;
+mod migrate;
 mod run;
 
 use std::path::PathBuf;
@@ -36,6 +37,8 @@ enum Command {
     Dev(DevArgs),
     /// Validate a config file and exit (0 valid, 2 invalid).
     CheckConfig(ConfigArgs),
+    /// Apply the store's migrations and exit (shared mode: only the relay's own tables).
+    Migrate(ConfigArgs),
 }
 
 #[derive(Debug, Args)]
@@ -49,11 +52,14 @@ struct ConfigArgs {
 struct RunArgs {
     #[command(flatten)]
     config: ConfigArgs,
+    /// Do not apply migrations at start; only check the schema is complete.
+    #[arg(long)]
+    no_migrate: bool,
 }
 
 #[derive(Debug, Args)]
 struct DevArgs {
-    /// Where the local relay keeps its state (endpoints.json; later the store and keys).
+    /// Where the local relay keeps its state (endpoints.json, the SQLite store; later keys).
     #[arg(long, default_value = ".aegis-relay")]
     data_dir: PathBuf,
     /// Cluster gRPC port on 127.0.0.1 (0 = pick a free port).
@@ -90,9 +96,10 @@ impl From<crate::app::RelayError> for Failure {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run::run(&args.config.config),
+        Command::Run(args) => run::run(&args.config.config, args.no_migrate),
         Command::Dev(args) => dev::dev(args),
         Command::CheckConfig(args) => check::check(&args),
+        Command::Migrate(args) => migrate::migrate(&args.config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -106,6 +113,30 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+/// How long start-up waits for a database that is not reachable yet.
+const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The store a config asks for.
+fn store_settings(config: &crate::config::Config) -> crate::store::StoreSettings {
+    use crate::store::{PostgresMode, StoreSettings};
+    match &config.postgres {
+        Some(pg) => StoreSettings::Postgres {
+            dsn: pg.dsn.clone(),
+            mode: if pg.shared_with_aegis {
+                PostgresMode::SharedWithAegis
+            } else {
+                PostgresMode::Standalone
+            },
+        },
+        None => StoreSettings::Sqlite {
+            path: config.relay.data_dir.join(SQLITE_FILE),
+        },
+    }
+}
+
+/// The SQLite file inside a data dir.
+const SQLITE_FILE: &str = "relay.db";
 
 /// A multi-threaded tokio runtime for the commands that serve.
 fn tokio_runtime() -> Result<tokio::runtime::Runtime, Failure> {

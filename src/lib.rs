@@ -15,4 +15,6 @@ pub mod proto;
 pub mod readiness;
 pub mod runtime;
 pub mod shutdown;
+pub mod store;
+pub mod store_health;
 pub mod telemetry;

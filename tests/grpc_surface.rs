@@ -55,7 +55,7 @@ async fn readiness_follows_conditions_on_grpc_and_http() -> TestResult {
     let mut health = HealthClient::new(grpc_channel(&relay).await?);
     relay
         .readiness()
-        .set_failing("store", "store unreachable: connection refused");
+        .set_failing("maintenance", "operator maintenance window");
     eventually(Duration::from_secs(5), "readiness NOT_SERVING", || {
         let mut health = health.clone();
         async move {
@@ -71,11 +71,11 @@ async fn readiness_follows_conditions_on_grpc_and_http() -> TestResult {
     assert_eq!(check(&mut health, "").await?, ServingStatus::Serving);
     let (status, body) = http_get(&relay, "/readyz").await?;
     assert_eq!(status, 503);
-    assert!(body.contains("store unreachable"), "{body}");
+    assert!(body.contains("operator maintenance window"), "{body}");
     let (status, _) = http_get(&relay, "/healthz").await?;
     assert_eq!(status, 200);
 
-    relay.readiness().set_ok("store");
+    relay.readiness().set_ok("maintenance");
     eventually(Duration::from_secs(5), "readiness SERVING again", || {
         let mut health = health.clone();
         async move {

@@ -2,10 +2,12 @@
 //! the runtime seam and answers a health check over simulated TCP.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aegis_relay::app::{self, RelaySettings};
 use aegis_relay::runtime::Clock;
+use aegis_relay::store::SqliteStore;
 use aegis_relay_simulation::{grpc_channel, sim_runtime, SimClock, SIM_EPOCH};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -22,7 +24,10 @@ async fn relay_host() -> turmoil::Result {
         GRPC_PORT,
         8080,
     );
-    let mut relay = app::start(settings, sim_runtime(SEED)).await?;
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(&dir.path().join("relay.db")).await?;
+    store.migrate().await?;
+    let mut relay = app::start(settings, sim_runtime(SEED), Arc::new(store)).await?;
     // Servers only end on failure; the simulation ends when the probe is done.
     Err(relay.failed().await.into())
 }
@@ -41,19 +46,16 @@ async fn check(service: &str) -> Result<ServingStatus, Box<dyn std::error::Error
 fn relay_on_turmoil_answers_health_checks() -> turmoil::Result {
     let mut sim = turmoil::Builder::new()
         .rng_seed(SEED)
-        .simulation_duration(Duration::from_secs(60))
+        .simulation_duration(Duration::from_secs(600))
         .build();
     sim.host("relay", relay_host);
     sim.client("probe", async {
-        assert_eq!(check("").await?, ServingStatus::Serving);
-        assert_eq!(
-            check("grpc.health.v1.Health").await?,
-            ServingStatus::Serving
-        );
-        // Readiness is published asynchronously after start; poll simulated time.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        // The relay host opens its store before binding: poll (in simulated
+        // time) until the readiness service answers SERVING.
+        // Generous: SQLite works on real threads while simulated time runs fast.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(500);
         loop {
-            if check("aegis.cluster.v1.NodeClusterService").await? == ServingStatus::Serving {
+            if let Ok(ServingStatus::Serving) = check("aegis.cluster.v1.NodeClusterService").await {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -61,10 +63,15 @@ fn relay_on_turmoil_answers_health_checks() -> turmoil::Result {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        assert_eq!(check("").await?, ServingStatus::Serving);
+        assert_eq!(
+            check("grpc.health.v1.Health").await?,
+            ServingStatus::Serving
+        );
         // The wall clock the relay sees is simulated, not the host's.
         let now = SimClock.now().duration_since(std::time::UNIX_EPOCH)?;
         assert!(
-            now >= SIM_EPOCH && now < SIM_EPOCH + Duration::from_secs(60),
+            now >= SIM_EPOCH && now < SIM_EPOCH + Duration::from_secs(600),
             "{now:?}"
         );
         Ok(())

@@ -20,6 +20,7 @@ pub(super) fn check(args: &ConfigArgs) -> Result<(), Failure> {
         "  enrollment tokens advertise {}",
         config.cluster.public_endpoint
     );
+    println!("  store: {}", super::store_settings(&config).describe());
     for warning in &config.warnings {
         println!("  warning: {warning}");
     }

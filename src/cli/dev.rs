@@ -7,11 +7,12 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use super::{serve_until_signal, tokio_runtime, DevArgs, Failure};
+use super::{serve_until_signal, tokio_runtime, DevArgs, Failure, SQLITE_FILE, STORE_WAIT};
 use crate::app::{self, RelaySettings};
 use crate::endpoints::{Endpoints, ReplicaEndpoints, ENDPOINTS_FILE};
 use crate::runtime::Runtime;
 use crate::shutdown::Signals;
+use crate::store::{self, Migrations, StoreSettings};
 use crate::telemetry::init_logging;
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -25,7 +26,13 @@ pub(super) fn dev(args: DevArgs) -> Result<(), Failure> {
 
     tokio_runtime()?.block_on(async move {
         let mut signals = Signals::install().context("cannot install signal handlers")?;
-        let relay = app::start(settings, Runtime::real()).await?;
+        let store_settings = StoreSettings::Sqlite {
+            path: args.data_dir.join(SQLITE_FILE),
+        };
+        let store = store::open(&store_settings, Migrations::Apply, STORE_WAIT)
+            .await
+            .context("cannot open the local store")?;
+        let relay = app::start(settings, Runtime::real(), store).await?;
         let grpc = format!("http://{}", relay.grpc_addr());
         let http = format!("http://{}", relay.http_addr());
         let endpoints = Endpoints {
@@ -44,6 +51,7 @@ pub(super) fn dev(args: DevArgs) -> Result<(), Failure> {
         println!("aegis-relay dev: replica {} is serving", relay.name());
         println!("  gRPC  {grpc}  (NodeClusterService, grpc.health.v1.Health, reflection)");
         println!("  HTTP  {http}  (/healthz, /readyz, /metrics)");
+        println!("  store {}", store_settings.describe());
         println!("  endpoints written to {}", endpoints_path.display());
         println!(
             "next: grpcurl -plaintext {} grpc.health.v1.Health/Check   (Ctrl-C stops the relay)",

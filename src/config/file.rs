@@ -53,6 +53,7 @@ pub struct FileEndpoint {
 #[serde(deny_unknown_fields)]
 pub struct FilePostgres {
     pub dsn: Option<String>,
+    pub shared_with_aegis: Option<bool>,
 }
 
 /// `relay:`: everything the deployment guide leaves open.
@@ -60,6 +61,7 @@ pub struct FilePostgres {
 #[serde(deny_unknown_fields)]
 pub struct FileRelay {
     pub name: Option<String>,
+    pub data_dir: Option<PathBuf>,
     pub bind_address: Option<String>,
     pub http_port: Option<Port>,
     pub peer_port: Option<Port>,

@@ -21,6 +21,8 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(90);
 /// Default gossip cluster id.
 pub const DEFAULT_CLUSTER_ID: &str = "aegis-relay";
+/// Default local state directory (the guide's pod mounts /var/lib/aegis).
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/aegis/relay";
 /// The only role this binary plays.
 pub const RELAY_ROLE: &str = "relay-coordinator";
 
@@ -33,8 +35,8 @@ pub struct Config {
     pub keycloak_endpoint: Option<String>,
     /// `openbao.endpoint`, when set.
     pub openbao_endpoint: Option<String>,
-    /// `postgres.dsn`, when set.
-    pub postgres_dsn: Option<Secret>,
+    /// `postgres:`, when a DSN is set (otherwise the embedded SQLite store).
+    pub postgres: Option<PostgresConfig>,
     /// `relay:`.
     pub relay: RelayConfig,
     /// Things an operator should know that do not stop the relay.
@@ -50,11 +52,24 @@ pub struct ClusterConfig {
     pub public_endpoint: String,
 }
 
+/// `postgres:` after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    /// Connection URL.
+    pub dsn: Secret,
+    /// Share the database with an AEGIS controller: no DDL on its tables,
+    /// relay tables in schema `aegis_relay`.
+    pub shared_with_aegis: bool,
+}
+
 /// `relay:` after validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayConfig {
     /// This replica's name (metrics, logs, endpoints.json).
     pub name: String,
+    /// Local state: the SQLite store when no PostgreSQL is configured (and,
+    /// later, the local signing key).
+    pub data_dir: PathBuf,
     /// Address every listener binds.
     pub bind_address: IpAddr,
     /// HTTP port (REST, `/metrics`, `/healthz`, `/readyz`).

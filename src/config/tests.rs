@@ -36,8 +36,12 @@ fn guide_example_loads_when_postgres_dsn_is_set() -> Result<(), ConfigError> {
         Some("https://auth.example.com")
     );
     assert_eq!(
-        config.postgres_dsn.as_ref().map(Secret::expose),
+        config.postgres.as_ref().map(|pg| pg.dsn.expose()),
         Some("postgres://relay:pw@db:5432/aegis")
+    );
+    assert_eq!(
+        config.postgres.as_ref().map(|pg| pg.shared_with_aegis),
+        Some(false)
     );
     assert_eq!(config.relay.bind_address.to_string(), "0.0.0.0");
     assert_eq!(config.relay.http_port, 8080);
@@ -135,7 +139,7 @@ fn endpoint_env_overrides_apply() -> Result<(), ConfigError> {
         config.openbao_endpoint.as_deref(),
         Some("http://127.0.0.1:8200")
     );
-    assert!(config.postgres_dsn.is_some());
+    assert!(config.postgres.is_some());
     Ok(())
 }
 
@@ -239,4 +243,23 @@ fn missing_cluster_and_endpoint_say_what_to_set() {
         text.starts_with("cluster.ingress.public_endpoint:"),
         "{text}"
     );
+}
+
+#[test]
+fn shared_mode_needs_a_dsn_and_data_dir_defaults() -> Result<(), ConfigError> {
+    let text = error_text(
+        &format!("{MINIMAL}postgres:\n  shared_with_aegis: true\n"),
+        &env(&[]),
+    );
+    assert!(text.starts_with("postgres.shared_with_aegis:"), "{text}");
+    let config = parse_str(
+        &format!("{MINIMAL}postgres:\n  dsn: postgres://db/aegis\n  shared_with_aegis: true\n"),
+        &env(&[]),
+    )?;
+    assert_eq!(config.postgres.map(|pg| pg.shared_with_aegis), Some(true));
+    assert_eq!(
+        config.relay.data_dir,
+        std::path::PathBuf::from(DEFAULT_DATA_DIR)
+    );
+    Ok(())
 }

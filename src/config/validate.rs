@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use super::error::ConfigError;
 use super::expand::Env;
-use super::file::{FileConfig, FileRelay};
+use super::file::{FileConfig, FilePostgres, FileRelay};
 use super::model::{
-    ClusterConfig, Config, RelayConfig, DEFAULT_CLUSTER_ID, DEFAULT_DRAIN_TIMEOUT,
-    DEFAULT_GOSSIP_PORT, DEFAULT_GRPC_PORT, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_HTTP_PORT,
-    DEFAULT_PEER_PORT, RELAY_ROLE,
+    ClusterConfig, Config, PostgresConfig, RelayConfig, DEFAULT_CLUSTER_ID, DEFAULT_DATA_DIR,
+    DEFAULT_DRAIN_TIMEOUT, DEFAULT_GOSSIP_PORT, DEFAULT_GRPC_PORT, DEFAULT_HEARTBEAT_TIMEOUT,
+    DEFAULT_HTTP_PORT, DEFAULT_PEER_PORT, RELAY_ROLE,
 };
 use super::values::Secret;
 
@@ -86,10 +86,7 @@ pub fn validate(file: FileConfig, env: &dyn Env) -> Result<Config, ConfigError> 
     if let Some(url) = &openbao_endpoint {
         check_http_url("openbao.endpoint", url)?;
     }
-    let postgres_dsn = file.postgres.and_then(|block| block.dsn);
-    if let Some(dsn) = &postgres_dsn {
-        check_postgres_dsn(dsn)?;
-    }
+    let postgres = validate_postgres(file.postgres.unwrap_or_default())?;
 
     let relay = validate_relay(file.relay.unwrap_or_default(), grpc_port, env)?;
     Ok(Config {
@@ -99,10 +96,28 @@ pub fn validate(file: FileConfig, env: &dyn Env) -> Result<Config, ConfigError> 
         },
         keycloak_endpoint,
         openbao_endpoint,
-        postgres_dsn: postgres_dsn.map(Secret::new),
+        postgres,
         relay,
         warnings,
     })
+}
+
+fn validate_postgres(postgres: FilePostgres) -> Result<Option<PostgresConfig>, ConfigError> {
+    let shared_with_aegis = postgres.shared_with_aegis.unwrap_or(false);
+    let Some(dsn) = postgres.dsn else {
+        if shared_with_aegis {
+            return Err(ConfigError::invalid(
+                "postgres.shared_with_aegis",
+                "needs postgres.dsn: sharing is with the AEGIS controller's PostgreSQL database",
+            ));
+        }
+        return Ok(None);
+    };
+    check_postgres_dsn(&dsn)?;
+    Ok(Some(PostgresConfig {
+        dsn: Secret::new(dsn),
+        shared_with_aegis,
+    }))
 }
 
 fn validate_relay(
@@ -118,6 +133,12 @@ fn validate_relay(
         }
         None => default_replica_name(env),
     };
+    let data_dir = relay
+        .data_dir
+        .unwrap_or_else(|| std::path::PathBuf::from(DEFAULT_DATA_DIR));
+    if data_dir.as_os_str().is_empty() {
+        return Err(ConfigError::invalid("relay.data_dir", "must not be empty"));
+    }
     let bind_address = match relay.bind_address {
         Some(text) => text.parse::<IpAddr>().map_err(|_| {
             ConfigError::invalid(
@@ -179,6 +200,7 @@ fn validate_relay(
     }
     Ok(RelayConfig {
         name,
+        data_dir,
         bind_address,
         http_port,
         peer_port,

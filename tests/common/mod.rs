@@ -7,17 +7,58 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use aegis_relay::app::{self, RelaySettings, RunningRelay};
 use aegis_relay::runtime::Runtime;
+use aegis_relay::store::SqliteStore;
 use tonic::transport::Channel;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-/// Starts a relay on 127.0.0.1 with ephemeral ports.
-pub async fn start_relay(drain_timeout: Duration) -> Result<RunningRelay, app::RelayError> {
+/// A relay started by a test, with its temporary SQLite store.
+pub struct TestRelay {
+    relay: RunningRelay,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for TestRelay {
+    type Target = RunningRelay;
+    fn deref(&self) -> &RunningRelay {
+        &self.relay
+    }
+}
+
+impl TestRelay {
+    /// Drains and stops the relay.
+    pub async fn shutdown(self) -> app::ShutdownOutcome {
+        self.relay.shutdown().await
+    }
+}
+
+/// Starts a relay on 127.0.0.1 with ephemeral ports and a fresh SQLite store.
+pub async fn start_relay(drain_timeout: Duration) -> Result<TestRelay, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(&dir.path().join("relay.db")).await?;
+    store.migrate().await?;
+    let mut relay = start_relay_with(Arc::new(store), |settings| {
+        settings.drain_timeout = drain_timeout;
+    })
+    .await?;
+    relay._dir = Some(dir);
+    Ok(relay)
+}
+
+/// Starts a relay on 127.0.0.1 with ephemeral ports on `store`, after
+/// `configure` adjusts its settings.
+pub async fn start_relay_with(
+    store: Arc<dyn aegis_relay::store::Store>,
+    configure: impl FnOnce(&mut RelaySettings),
+) -> Result<TestRelay, Box<dyn std::error::Error>> {
     let mut settings = RelaySettings::local("relay-test", IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0);
-    settings.drain_timeout = drain_timeout;
-    app::start(settings, Runtime::real()).await
+    configure(&mut settings);
+    let relay = app::start(settings, Runtime::real(), store).await?;
+    Ok(TestRelay { relay, _dir: None })
 }
 
 /// A gRPC channel to the relay's cluster port.
@@ -96,3 +137,6 @@ pub fn required_tool(var: &str) -> Result<Option<String>, String> {
         }
     }
 }
+
+pub mod pg_server;
+pub mod postgres;

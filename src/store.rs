@@ -1,0 +1,126 @@
+//! Persistent state shared by all replicas (and, in shared mode, with the
+//! AEGIS controller): enrolled edges, enrollment-token redemptions, groups,
+//! challenges, key history and revocation tombstones.
+//!
+//! One [`Store`] trait, two sqlx backends: PostgreSQL (production, every
+//! multi-host cluster; AEGIS-compatible tables) and SQLite (the embedded
+//! default of `dev`). One contract suite (`tests/store_contract.rs`) runs
+//! against both. Every method takes the current time from its caller (the
+//! runtime clock), so expiry is testable and simulable.
+//!
+//! Architecture invariant: session traffic never causes one statement per
+//! message; heartbeats and capabilities arrive through
+//! [`Store::apply_edge_updates`], one statement per batch.
+
+mod batch;
+mod error;
+mod open;
+mod postgres;
+mod sqlite;
+mod types;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use batch::coalesce_updates;
+pub use error::StoreError;
+pub use open::{open, Migrations, StoreSettings};
+pub use postgres::{PostgresMode, PostgresStore};
+pub use sqlite::SqliteStore;
+pub use types::*;
+
+/// Result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The relay's persistent state. `tenant: Option<&str>` scopes an operation
+/// to one tenant; `None` means every tenant (operators).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// "postgres" or "sqlite".
+    fn backend(&self) -> &'static str;
+
+    /// Checks the database answers (readiness).
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Stores an AttestNode challenge.
+    async fn put_challenge(&self, challenge: &NodeChallenge) -> StoreResult<()>;
+
+    /// A challenge younger than [`CHALLENGE_TTL`] at `now`; expired ones are
+    /// purged on the way.
+    async fn get_challenge(
+        &self,
+        challenge_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<NodeChallenge>>;
+
+    /// Redeems the token's `jti` (one atomic statement: exactly one of any
+    /// number of concurrent redemptions wins) and, only then, upserts the
+    /// edge, deletes the challenge and clears an earlier tombstone, all in one
+    /// transaction.
+    async fn complete_enrollment(&self, enrollment: &Enrollment) -> StoreResult<EnrollmentOutcome>;
+
+    /// One edge.
+    async fn get_edge(&self, node_id: Uuid) -> StoreResult<Option<EdgeRecord>>;
+
+    /// Edges of one tenant (or all), ordered by node id.
+    async fn list_edges(&self, tenant: Option<&str>) -> StoreResult<Vec<EdgeRecord>>;
+
+    /// Applies heartbeats, capabilities and statuses of many edges in one
+    /// statement. Unknown edges are skipped. Returns the rows updated.
+    async fn apply_edge_updates(&self, updates: &[EdgeUpdate]) -> StoreResult<u64>;
+
+    /// Replaces an edge's server-side tags; `None` when the edge is not found
+    /// in scope.
+    async fn set_edge_tags(
+        &self,
+        tenant: Option<&str>,
+        node_id: Uuid,
+        tags: &[String],
+    ) -> StoreResult<Option<EdgeRecord>>;
+
+    /// Installs a new key if the current one is still `current_key`, keeping
+    /// the old one until `previous_valid_until`; refuses a reused nonce.
+    async fn rotate_edge_key(&self, rotation: &KeyRotation) -> StoreResult<RotationOutcome>;
+
+    /// Replaced keys still inside their overlap window at `now`.
+    async fn previous_keys(
+        &self,
+        node_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<PreviousKey>>;
+
+    /// Hard-deletes the edge (as AEGIS does) and records a tombstone, in one
+    /// transaction. `None` when the edge is not found in scope.
+    async fn revoke_edge(
+        &self,
+        tenant: Option<&str>,
+        node_id: Uuid,
+        revoked_by: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Tombstone>>;
+
+    /// The tombstone of a revoked node, if any.
+    async fn tombstone(&self, node_id: Uuid) -> StoreResult<Option<Tombstone>>;
+
+    /// Creates a group; [`StoreError::Conflict`] if the tenant already has
+    /// one of that name.
+    async fn create_group(&self, group: &EdgeGroup) -> StoreResult<EdgeGroup>;
+
+    /// One group, if in scope.
+    async fn get_group(&self, tenant: Option<&str>, id: Uuid) -> StoreResult<Option<EdgeGroup>>;
+
+    /// Groups of one tenant (or all), ordered by tenant and name.
+    async fn list_groups(&self, tenant: Option<&str>) -> StoreResult<Vec<EdgeGroup>>;
+
+    /// Changes a group; `None` when not found in scope.
+    async fn update_group(
+        &self,
+        tenant: Option<&str>,
+        id: Uuid,
+        update: &GroupUpdate,
+    ) -> StoreResult<Option<EdgeGroup>>;
+
+    /// Deletes a group; false when not found in scope.
+    async fn delete_group(&self, tenant: Option<&str>, id: Uuid) -> StoreResult<bool>;
+}

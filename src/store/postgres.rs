@@ -1,0 +1,219 @@
+//! The PostgreSQL store: production backend for every multi-host cluster,
+//! able to share one database with the AEGIS controller. This file holds the
+//! connection, the mode and the [`Store`] wiring; the SQL lives in the
+//! submodules (schema, edges, keys, groups, row decoding).
+
+mod edges;
+mod groups;
+mod keys;
+mod rows;
+mod schema;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{
+    EdgeGroup, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome, GroupUpdate, KeyRotation,
+    NodeChallenge, PreviousKey, RotationOutcome, Store, StoreError, StoreResult, Tombstone,
+};
+
+/// Schema holding the relay's own tables (and its `_sqlx_migrations`).
+pub(crate) const RELAY_SCHEMA: &str = "aegis_relay";
+
+/// Pool size: enough for a replica's sessions, batches and admin calls.
+const MAX_CONNECTIONS: u32 = 16;
+
+/// How long a caller waits for a pooled connection before `Unavailable`.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Who owns the AEGIS tables (`edge_daemons`, `enrollment_tokens`,
+/// `edge_groups`) in this database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostgresMode {
+    /// The relay owns the whole database: `migrate` creates the AEGIS-shaped
+    /// tables in `public` as well as its own.
+    Standalone,
+    /// The AEGIS controller owns `public` and migrates the AEGIS tables; the
+    /// relay never runs DDL there and only checks the columns it uses.
+    SharedWithAegis,
+}
+
+/// The PostgreSQL backend of [`Store`].
+///
+/// Every connection starts with `search_path = aegis_relay, public`. The
+/// relay's own tables (challenges, key history, tombstones) and its sqlx
+/// bookkeeping table `_sqlx_migrations` are created unqualified, so they land
+/// in schema `aegis_relay`; the AEGIS tables resolve to `public`. That keeps
+/// the relay's migration history apart from AEGIS's `public._sqlx_migrations`
+/// when both share a database ([`PostgresMode::SharedWithAegis`]), where the
+/// relay runs no DDL on AEGIS tables. In [`PostgresMode::Standalone`] it
+/// creates those tables itself, with the same shape.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    mode: PostgresMode,
+}
+
+impl PostgresStore {
+    /// Connects a pool (16 connections, 3 s acquire timeout) to `dsn`. An
+    /// unparsable DSN is reported without echoing it (it may hold a password).
+    pub async fn connect(dsn: &str, mode: PostgresMode) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(dsn)
+            .map_err(|err| {
+                StoreError::Database(format!(
+                    "invalid PostgreSQL connection URL (not shown, it may contain a password): {err}"
+                ))
+            })?
+            .options([("search_path", format!("{RELAY_SCHEMA},public"))]);
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool, mode })
+    }
+
+    /// The underlying pool (tests, benchmarks).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The mode this store was opened in.
+    pub fn mode(&self) -> PostgresMode {
+        self.mode
+    }
+
+    /// Creates schema `aegis_relay` and applies migrations: in standalone
+    /// mode the AEGIS-shaped tables then the relay's; in shared mode it first
+    /// checks the AEGIS tables (never changing them), then applies only the
+    /// relay's. Idempotent; concurrent replicas serialize on advisory locks.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        schema::migrate(&self.pool, self.mode).await
+    }
+
+    /// Checks, without changing anything, that every AEGIS column the relay
+    /// uses exists and that all relay migrations are applied. Run at start in
+    /// shared mode or with `--no-migrate`; the error says what to do.
+    pub async fn verify_schema(&self) -> Result<(), StoreError> {
+        schema::verify(&self.pool, self.mode).await
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn put_challenge(&self, challenge: &NodeChallenge) -> StoreResult<()> {
+        edges::put_challenge(&self.pool, challenge).await
+    }
+
+    async fn get_challenge(
+        &self,
+        challenge_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<NodeChallenge>> {
+        edges::get_challenge(&self.pool, challenge_id, now).await
+    }
+
+    async fn complete_enrollment(&self, enrollment: &Enrollment) -> StoreResult<EnrollmentOutcome> {
+        edges::complete_enrollment(&self.pool, enrollment).await
+    }
+
+    async fn get_edge(&self, node_id: Uuid) -> StoreResult<Option<EdgeRecord>> {
+        edges::get_edge(&self.pool, node_id).await
+    }
+
+    async fn list_edges(&self, tenant: Option<&str>) -> StoreResult<Vec<EdgeRecord>> {
+        edges::list_edges(&self.pool, tenant).await
+    }
+
+    async fn apply_edge_updates(&self, updates: &[EdgeUpdate]) -> StoreResult<u64> {
+        edges::apply_edge_updates(&self.pool, updates).await
+    }
+
+    async fn set_edge_tags(
+        &self,
+        tenant: Option<&str>,
+        node_id: Uuid,
+        tags: &[String],
+    ) -> StoreResult<Option<EdgeRecord>> {
+        edges::set_edge_tags(&self.pool, tenant, node_id, tags).await
+    }
+
+    async fn rotate_edge_key(&self, rotation: &KeyRotation) -> StoreResult<RotationOutcome> {
+        keys::rotate_edge_key(&self.pool, rotation).await
+    }
+
+    async fn previous_keys(
+        &self,
+        node_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<PreviousKey>> {
+        keys::previous_keys(&self.pool, node_id, now).await
+    }
+
+    async fn revoke_edge(
+        &self,
+        tenant: Option<&str>,
+        node_id: Uuid,
+        revoked_by: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Tombstone>> {
+        keys::revoke_edge(&self.pool, tenant, node_id, revoked_by, now).await
+    }
+
+    async fn tombstone(&self, node_id: Uuid) -> StoreResult<Option<Tombstone>> {
+        keys::tombstone(&self.pool, node_id).await
+    }
+
+    async fn create_group(&self, group: &EdgeGroup) -> StoreResult<EdgeGroup> {
+        groups::create_group(&self.pool, group).await
+    }
+
+    async fn get_group(&self, tenant: Option<&str>, id: Uuid) -> StoreResult<Option<EdgeGroup>> {
+        groups::get_group(&self.pool, tenant, id).await
+    }
+
+    async fn list_groups(&self, tenant: Option<&str>) -> StoreResult<Vec<EdgeGroup>> {
+        groups::list_groups(&self.pool, tenant).await
+    }
+
+    async fn update_group(
+        &self,
+        tenant: Option<&str>,
+        id: Uuid,
+        update: &GroupUpdate,
+    ) -> StoreResult<Option<EdgeGroup>> {
+        groups::update_group(&self.pool, tenant, id, update).await
+    }
+
+    async fn delete_group(&self, tenant: Option<&str>, id: Uuid) -> StoreResult<bool> {
+        groups::delete_group(&self.pool, tenant, id).await
+    }
+}
+
+/// ` AND tenant_id = $n` when the operation is scoped to one tenant.
+fn tenant_clause(tenant: Option<&str>, param: usize) -> String {
+    match tenant {
+        Some(_) => format!(" AND tenant_id = ${param}"),
+        None => String::new(),
+    }
+}

@@ -1,0 +1,278 @@
+//! Enrollment and session state in PostgreSQL: AttestNode challenges, the
+//! single-use token redemption with the edge upsert, edge reads, server-side
+//! tags and the one-statement batch of heartbeats and capabilities.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::rows::{self, ChallengeRow, EdgeRow, CHALLENGE_COLUMNS, EDGE_COLUMNS};
+use super::tenant_clause;
+use crate::store::{
+    EdgeCapabilities, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome, NodeChallenge,
+    StoreError, StoreResult, CHALLENGE_TTL,
+};
+
+pub(super) async fn put_challenge(pool: &PgPool, challenge: &NodeChallenge) -> StoreResult<()> {
+    let capabilities = rows::to_json(&challenge.capabilities, "attested capabilities")?;
+    sqlx::query(
+        "INSERT INTO edge_challenges (challenge_id, node_id, nonce, public_key, role, \
+         capabilities_json, grpc_address, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(challenge.challenge_id)
+    .bind(challenge.node_id)
+    .bind(&challenge.nonce)
+    .bind(&challenge.public_key)
+    .bind(&challenge.role)
+    .bind(capabilities)
+    .bind(&challenge.grpc_address)
+    .bind(challenge.created_at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Purges challenges past their TTL at `now`, then reads a live one. The
+/// caller's `now` is used throughout (never the server clock).
+pub(super) async fn get_challenge(
+    pool: &PgPool,
+    challenge_id: Uuid,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<NodeChallenge>> {
+    let ttl = TimeDelta::from_std(CHALLENGE_TTL)
+        .map_err(|err| StoreError::Database(format!("challenge TTL out of range: {err}")))?;
+    let cutoff = now - ttl;
+    sqlx::query("DELETE FROM edge_challenges WHERE created_at <= $1")
+        .bind(cutoff)
+        .execute(pool)
+        .await?;
+    let row: Option<ChallengeRow> = sqlx::query_as(&format!(
+        "SELECT {CHALLENGE_COLUMNS} FROM edge_challenges \
+         WHERE challenge_id = $1 AND created_at > $2"
+    ))
+    .bind(challenge_id)
+    .bind(cutoff)
+    .fetch_optional(pool)
+    .await?;
+    row.map(NodeChallenge::try_from).transpose()
+}
+
+/// Redeems the `jti` and, only when this call won, upserts the edge, deletes
+/// the challenge and forgets an earlier revocation, all in one transaction.
+pub(super) async fn complete_enrollment(
+    pool: &PgPool,
+    enrollment: &Enrollment,
+) -> StoreResult<EnrollmentOutcome> {
+    let empty_capabilities = rows::to_json(&EdgeCapabilities::default(), "capabilities")?;
+    let mut tx = pool.begin().await?;
+    // Concurrent redemptions of one jti queue on the primary key: exactly one
+    // inserts, the others see the conflict once it commits.
+    let redeemed: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO enrollment_tokens (jti, tenant_id, issued_to, exp, redeemed_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (jti) DO NOTHING RETURNING jti",
+    )
+    .bind(enrollment.jti)
+    .bind(&enrollment.tenant_id)
+    .bind(&enrollment.issued_to)
+    .bind(enrollment.token_expires_at)
+    .bind(enrollment.now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if redeemed.is_none() {
+        tx.rollback().await?;
+        return Ok(EnrollmentOutcome::TokenAlreadyRedeemed);
+    }
+    // A re-enrollment overwrites everything but the first enrollment time.
+    sqlx::query(
+        "INSERT INTO edge_daemons (node_id, tenant_id, public_key, capabilities_json, tags, \
+         status, enrolled_at, last_heartbeat_at, display_name) \
+         VALUES ($1, $2, $3, $4, '{}', 'active', $5, NULL, $6) \
+         ON CONFLICT (node_id) DO UPDATE SET tenant_id = EXCLUDED.tenant_id, \
+         public_key = EXCLUDED.public_key, capabilities_json = EXCLUDED.capabilities_json, \
+         tags = '{}', status = 'active', display_name = EXCLUDED.display_name, \
+         last_heartbeat_at = NULL",
+    )
+    .bind(enrollment.node_id)
+    .bind(&enrollment.tenant_id)
+    .bind(&enrollment.public_key)
+    .bind(empty_capabilities)
+    .bind(enrollment.now)
+    .bind(&enrollment.issued_to)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM edge_challenges WHERE challenge_id = $1")
+        .bind(enrollment.challenge_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM edge_tombstones WHERE node_id = $1")
+        .bind(enrollment.node_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM edge_key_history WHERE node_id = $1")
+        .bind(enrollment.node_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(EnrollmentOutcome::Enrolled)
+}
+
+pub(super) async fn get_edge(pool: &PgPool, node_id: Uuid) -> StoreResult<Option<EdgeRecord>> {
+    let row: Option<EdgeRow> = sqlx::query_as(&format!(
+        "SELECT {EDGE_COLUMNS} FROM edge_daemons WHERE node_id = $1"
+    ))
+    .bind(node_id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(EdgeRecord::try_from).transpose()
+}
+
+pub(super) async fn list_edges(
+    pool: &PgPool,
+    tenant: Option<&str>,
+) -> StoreResult<Vec<EdgeRecord>> {
+    let filter = match tenant {
+        Some(_) => " WHERE tenant_id = $1",
+        None => "",
+    };
+    let sql = format!("SELECT {EDGE_COLUMNS} FROM edge_daemons{filter} ORDER BY node_id");
+    let mut query = sqlx::query_as::<_, EdgeRow>(&sql);
+    if let Some(tenant) = tenant {
+        query = query.bind(tenant);
+    }
+    rows::edges(query.fetch_all(pool).await?)
+}
+
+/// One UPDATE for the whole batch. A node listed more than once is merged
+/// first: its later entries win field by field (a `None` keeps the earlier
+/// value), so the statement never sees a node twice.
+pub(super) async fn apply_edge_updates(pool: &PgPool, updates: &[EdgeUpdate]) -> StoreResult<u64> {
+    if updates.is_empty() {
+        return Ok(0);
+    }
+    let merged = merge_updates(updates);
+    let mut ids = Vec::with_capacity(merged.len());
+    let mut heartbeats = Vec::with_capacity(merged.len());
+    let mut capabilities = Vec::with_capacity(merged.len());
+    let mut statuses = Vec::with_capacity(merged.len());
+    for update in merged {
+        ids.push(update.node_id);
+        heartbeats.push(update.last_heartbeat_at);
+        capabilities.push(
+            update
+                .capabilities
+                .as_ref()
+                .map(|caps| rows::to_json(caps, "capabilities"))
+                .transpose()?,
+        );
+        statuses.push(update.status.map(|status| status.as_str().to_owned()));
+    }
+    // The JSON copy of the tags is always rewritten from the tags column.
+    let result = sqlx::query(
+        "UPDATE edge_daemons e SET \
+         last_heartbeat_at = COALESCE(u.hb, e.last_heartbeat_at), \
+         capabilities_json = COALESCE(jsonb_set(u.caps, '{tags}', to_jsonb(e.tags)), \
+         e.capabilities_json), \
+         status = COALESCE(u.status, e.status) \
+         FROM UNNEST($1::uuid[], $2::timestamptz[], $3::jsonb[], $4::text[]) \
+         AS u(node_id, hb, caps, status) \
+         WHERE e.node_id = u.node_id",
+    )
+    .bind(ids)
+    .bind(heartbeats)
+    .bind(capabilities)
+    .bind(statuses)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// Folds repeated nodes into one update each, in order of first appearance.
+fn merge_updates(updates: &[EdgeUpdate]) -> Vec<EdgeUpdate> {
+    let mut position: HashMap<Uuid, usize> = HashMap::with_capacity(updates.len());
+    let mut merged: Vec<EdgeUpdate> = Vec::with_capacity(updates.len());
+    for update in updates {
+        let earlier = position
+            .get(&update.node_id)
+            .and_then(|&index| merged.get_mut(index));
+        match earlier {
+            Some(earlier) => {
+                if update.last_heartbeat_at.is_some() {
+                    earlier.last_heartbeat_at = update.last_heartbeat_at;
+                }
+                if update.capabilities.is_some() {
+                    earlier.capabilities.clone_from(&update.capabilities);
+                }
+                if update.status.is_some() {
+                    earlier.status = update.status;
+                }
+            }
+            None => {
+                position.insert(update.node_id, merged.len());
+                merged.push(update.clone());
+            }
+        }
+    }
+    merged
+}
+
+/// Replaces the tags column and keeps the JSON copy in step.
+pub(super) async fn set_edge_tags(
+    pool: &PgPool,
+    tenant: Option<&str>,
+    node_id: Uuid,
+    tags: &[String],
+) -> StoreResult<Option<EdgeRecord>> {
+    let sql = format!(
+        "UPDATE edge_daemons SET tags = $2::text[], capabilities_json = CASE \
+         WHEN jsonb_typeof(capabilities_json) = 'object' \
+         THEN jsonb_set(capabilities_json, '{{tags}}', to_jsonb($2::text[])) \
+         ELSE capabilities_json END \
+         WHERE node_id = $1{} RETURNING {EDGE_COLUMNS}",
+        tenant_clause(tenant, 3)
+    );
+    let mut query = sqlx::query_as::<_, EdgeRow>(&sql).bind(node_id).bind(tags);
+    if let Some(tenant) = tenant {
+        query = query.bind(tenant);
+    }
+    query
+        .fetch_optional(pool)
+        .await?
+        .map(EdgeRecord::try_from)
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EdgeStatus;
+
+    fn update(node: Uuid, hb: Option<i64>, status: Option<EdgeStatus>) -> EdgeUpdate {
+        EdgeUpdate {
+            node_id: node,
+            last_heartbeat_at: hb.and_then(|secs| DateTime::from_timestamp(secs, 0)),
+            capabilities: None,
+            status,
+        }
+    }
+
+    #[test]
+    fn merging_keeps_first_order_and_later_fields_win() {
+        let a = Uuid::from_u128(1);
+        let b = Uuid::from_u128(2);
+        let merged = merge_updates(&[
+            update(a, Some(10), Some(EdgeStatus::Active)),
+            update(b, Some(11), None),
+            update(a, Some(20), None),
+            update(a, None, Some(EdgeStatus::Draining)),
+        ]);
+        assert_eq!(
+            merged,
+            vec![
+                update(a, Some(20), Some(EdgeStatus::Draining)),
+                update(b, Some(11), None),
+            ]
+        );
+    }
+}

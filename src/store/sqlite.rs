@@ -1,0 +1,194 @@
+//! The embedded store: one SQLite file (WAL, busy timeout), the zero-set-up
+//! default of `dev` and of single-host deployments. Several local processes
+//! (replicas of `dev --replicas N`) can share the file: SQLite serialises
+//! writers, WAL lets readers run alongside, and every write transaction takes
+//! the write lock up front.
+
+mod codec;
+mod edges;
+mod groups;
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+use uuid::Uuid;
+
+use super::types::{
+    EdgeGroup, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome, GroupUpdate, KeyRotation,
+    NodeChallenge, PreviousKey, RotationOutcome, Tombstone,
+};
+use super::{Store, StoreError, StoreResult};
+
+/// How long a writer waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The SQLite backend.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path`.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(15))
+            .connect_with(options)
+            .await
+            .map_err(|err| {
+                StoreError::Unavailable(format!("cannot open {}: {err}", path.display()))
+            })?;
+        Ok(Self { pool })
+    }
+
+    /// Applies the SQLite migrations (idempotent).
+    pub async fn migrate(&self) -> StoreResult<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Checks every migration has been applied (for `--no-migrate`).
+    pub async fn verify_schema(&self) -> StoreResult<()> {
+        let applied: Vec<(i64,)> =
+            sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|_| {
+                    StoreError::Schema(
+                        "the database has no migrations applied; run `aegis-relay migrate`"
+                            .to_owned(),
+                    )
+                })?;
+        for migration in MIGRATOR.iter() {
+            if !applied
+                .iter()
+                .any(|(version,)| *version == migration.version)
+            {
+                return Err(StoreError::Schema(format!(
+                    "migration {} ({}) is not applied; run `aegis-relay migrate`",
+                    migration.version, migration.description
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The connection pool (tests and benchmarks).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn put_challenge(&self, challenge: &NodeChallenge) -> StoreResult<()> {
+        edges::put_challenge(&self.pool, challenge).await
+    }
+
+    async fn get_challenge(
+        &self,
+        challenge_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<NodeChallenge>> {
+        edges::get_challenge(&self.pool, challenge_id, now).await
+    }
+
+    async fn complete_enrollment(&self, enrollment: &Enrollment) -> StoreResult<EnrollmentOutcome> {
+        edges::complete_enrollment(&self.pool, enrollment).await
+    }
+
+    async fn get_edge(&self, node_id: Uuid) -> StoreResult<Option<EdgeRecord>> {
+        edges::get_edge(&self.pool, node_id).await
+    }
+
+    async fn list_edges(&self, tenant: Option<&str>) -> StoreResult<Vec<EdgeRecord>> {
+        edges::list_edges(&self.pool, tenant).await
+    }
+
+    async fn apply_edge_updates(&self, updates: &[EdgeUpdate]) -> StoreResult<u64> {
+        edges::apply_edge_updates(&self.pool, updates).await
+    }
+
+    async fn set_edge_tags(
+        &self,
+        tenant: Option<&str>,
+        node_id: Uuid,
+        tags: &[String],
+    ) -> StoreResult<Option<EdgeRecord>> {
+        edges::set_edge_tags(&self.pool, tenant, node_id, tags).await
+    }
+
+    async fn rotate_edge_key(&self, rotation: &KeyRotation) -> StoreResult<RotationOutcome> {
+        edges::rotate_edge_key(&self.pool, rotation).await
+    }
+
+    async fn previous_keys(
+        &self,
+        node_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<PreviousKey>> {
+        edges::previous_keys(&self.pool, node_id, now).await
+    }
+
+    async fn revoke_edge(
+        &self,
+        tenant: Option<&str>,
+        node_id: Uuid,
+        revoked_by: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<Tombstone>> {
+        edges::revoke_edge(&self.pool, tenant, node_id, revoked_by, now).await
+    }
+
+    async fn tombstone(&self, node_id: Uuid) -> StoreResult<Option<Tombstone>> {
+        edges::tombstone(&self.pool, node_id).await
+    }
+
+    async fn create_group(&self, group: &EdgeGroup) -> StoreResult<EdgeGroup> {
+        groups::create_group(&self.pool, group).await
+    }
+
+    async fn get_group(&self, tenant: Option<&str>, id: Uuid) -> StoreResult<Option<EdgeGroup>> {
+        groups::get_group(&self.pool, tenant, id).await
+    }
+
+    async fn list_groups(&self, tenant: Option<&str>) -> StoreResult<Vec<EdgeGroup>> {
+        groups::list_groups(&self.pool, tenant).await
+    }
+
+    async fn update_group(
+        &self,
+        tenant: Option<&str>,
+        id: Uuid,
+        update: &GroupUpdate,
+    ) -> StoreResult<Option<EdgeGroup>> {
+        groups::update_group(&self.pool, tenant, id, update).await
+    }
+
+    async fn delete_group(&self, tenant: Option<&str>, id: Uuid) -> StoreResult<bool> {
+        groups::delete_group(&self.pool, tenant, id).await
+    }
+}

@@ -1,0 +1,304 @@
+//! SQLite: enrollment, edges, keys and revocation.
+
+use chrono::{DateTime, Utc};
+use sqlx::SqlitePool;
+use uuid::Uuid;
+
+use super::codec::{self, id, json, millis};
+use crate::store::batch::coalesce_updates;
+use crate::store::types::{
+    EdgeCapabilities, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome, KeyRotation,
+    NodeChallenge, PreviousKey, RotationOutcome, Tombstone, CHALLENGE_TTL,
+};
+use crate::store::{StoreError, StoreResult};
+
+/// Write transactions take the write lock up front: a deferred transaction
+/// that reads first can fail to upgrade under contention, whatever the busy
+/// timeout.
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+fn ttl_millis() -> i64 {
+    i64::try_from(CHALLENGE_TTL.as_millis()).unwrap_or(i64::MAX)
+}
+
+pub async fn put_challenge(pool: &SqlitePool, challenge: &NodeChallenge) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO edge_challenges (challenge_id, node_id, nonce, public_key, role, \
+         capabilities_json, grpc_address, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(id(challenge.challenge_id))
+    .bind(id(challenge.node_id))
+    .bind(&challenge.nonce)
+    .bind(&challenge.public_key)
+    .bind(&challenge.role)
+    .bind(json(&challenge.capabilities)?)
+    .bind(&challenge.grpc_address)
+    .bind(millis(challenge.created_at))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn get_challenge(
+    pool: &SqlitePool,
+    challenge_id: Uuid,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<NodeChallenge>> {
+    let cutoff = millis(now) - ttl_millis();
+    sqlx::query("DELETE FROM edge_challenges WHERE created_at <= ?")
+        .bind(cutoff)
+        .execute(pool)
+        .await?;
+    let row =
+        sqlx::query("SELECT * FROM edge_challenges WHERE challenge_id = ? AND created_at > ?")
+            .bind(id(challenge_id))
+            .bind(cutoff)
+            .fetch_optional(pool)
+            .await?;
+    row.as_ref().map(codec::challenge).transpose()
+}
+
+pub async fn complete_enrollment(
+    pool: &SqlitePool,
+    enrollment: &Enrollment,
+) -> StoreResult<EnrollmentOutcome> {
+    let node = id(enrollment.node_id);
+    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    let redeemed = sqlx::query(
+        "INSERT INTO enrollment_tokens (jti, tenant_id, issued_to, exp, redeemed_at) \
+         VALUES (?, ?, ?, ?, ?) ON CONFLICT (jti) DO NOTHING RETURNING jti",
+    )
+    .bind(id(enrollment.jti))
+    .bind(&enrollment.tenant_id)
+    .bind(&enrollment.issued_to)
+    .bind(millis(enrollment.token_expires_at))
+    .bind(millis(enrollment.now))
+    .fetch_optional(&mut *tx)
+    .await?;
+    if redeemed.is_none() {
+        tx.rollback().await?;
+        return Ok(EnrollmentOutcome::TokenAlreadyRedeemed);
+    }
+    sqlx::query(
+        "INSERT INTO edge_daemons (node_id, tenant_id, public_key, capabilities_json, tags, \
+         status, enrolled_at, last_heartbeat_at, display_name) \
+         VALUES (?, ?, ?, ?, '[]', 'active', ?, NULL, ?) \
+         ON CONFLICT (node_id) DO UPDATE SET tenant_id = excluded.tenant_id, \
+         public_key = excluded.public_key, capabilities_json = excluded.capabilities_json, \
+         tags = '[]', status = 'active', last_heartbeat_at = NULL, \
+         display_name = excluded.display_name",
+    )
+    .bind(&node)
+    .bind(&enrollment.tenant_id)
+    .bind(&enrollment.public_key)
+    .bind(json(&EdgeCapabilities::default())?)
+    .bind(millis(enrollment.now))
+    .bind(&enrollment.issued_to)
+    .execute(&mut *tx)
+    .await?;
+    for statement in [
+        "DELETE FROM edge_tombstones WHERE node_id = ?",
+        "DELETE FROM edge_key_history WHERE node_id = ?",
+    ] {
+        sqlx::query(statement).bind(&node).execute(&mut *tx).await?;
+    }
+    sqlx::query("DELETE FROM edge_challenges WHERE challenge_id = ?")
+        .bind(id(enrollment.challenge_id))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(EnrollmentOutcome::Enrolled)
+}
+
+pub async fn get_edge(pool: &SqlitePool, node_id: Uuid) -> StoreResult<Option<EdgeRecord>> {
+    let row = sqlx::query("SELECT * FROM edge_daemons WHERE node_id = ?")
+        .bind(id(node_id))
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(codec::edge).transpose()
+}
+
+pub async fn list_edges(pool: &SqlitePool, tenant: Option<&str>) -> StoreResult<Vec<EdgeRecord>> {
+    let rows = sqlx::query(
+        "SELECT * FROM edge_daemons WHERE (?1 IS NULL OR tenant_id = ?1) ORDER BY node_id",
+    )
+    .bind(tenant)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(codec::edge).collect()
+}
+
+pub async fn apply_edge_updates(pool: &SqlitePool, updates: &[EdgeUpdate]) -> StoreResult<u64> {
+    let updates = coalesce_updates(updates);
+    if updates.is_empty() {
+        return Ok(0);
+    }
+    let batch = updates
+        .iter()
+        .map(|update| {
+            Ok(serde_json::json!({
+                "node_id": id(update.node_id),
+                "hb": update.last_heartbeat_at.map(millis),
+                "caps": update.capabilities.as_ref().map(serde_json::to_value).transpose()
+                    .map_err(|err| StoreError::Corrupt(err.to_string()))?,
+                "status": update.status.map(|status| status.as_str()),
+            }))
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    let result = sqlx::query(
+        "UPDATE edge_daemons AS e SET \
+         last_heartbeat_at = COALESCE(u.hb, e.last_heartbeat_at), \
+         capabilities_json = COALESCE(json_set(u.caps, '$.tags', json(e.tags)), e.capabilities_json), \
+         status = COALESCE(u.status, e.status) \
+         FROM (SELECT json_extract(value, '$.node_id') AS node_id, \
+                      json_extract(value, '$.hb') AS hb, \
+                      json_extract(value, '$.caps') AS caps, \
+                      json_extract(value, '$.status') AS status \
+               FROM json_each(?)) AS u \
+         WHERE e.node_id = u.node_id",
+    )
+    .bind(json(&batch)?)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+pub async fn set_edge_tags(
+    pool: &SqlitePool,
+    tenant: Option<&str>,
+    node_id: Uuid,
+    tags: &[String],
+) -> StoreResult<Option<EdgeRecord>> {
+    let row = sqlx::query(
+        "UPDATE edge_daemons SET tags = ?1 WHERE node_id = ?2 AND (?3 IS NULL OR tenant_id = ?3) \
+         RETURNING *",
+    )
+    .bind(json(&tags)?)
+    .bind(id(node_id))
+    .bind(tenant)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(codec::edge).transpose()
+}
+
+pub async fn rotate_edge_key(
+    pool: &SqlitePool,
+    rotation: &KeyRotation,
+) -> StoreResult<RotationOutcome> {
+    let node = id(rotation.node_id);
+    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    let recorded = sqlx::query(
+        "INSERT INTO edge_key_history (node_id, public_key, replaced_at, valid_until, rotation_nonce) \
+         VALUES (?, ?, ?, ?, ?) ON CONFLICT (node_id, rotation_nonce) DO NOTHING RETURNING node_id",
+    )
+    .bind(&node)
+    .bind(&rotation.current_key)
+    .bind(millis(rotation.now))
+    .bind(millis(rotation.previous_valid_until))
+    .bind(&rotation.nonce)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let outcome = if recorded.is_none() {
+        RotationOutcome::NonceReused
+    } else {
+        let swapped = sqlx::query(
+            "UPDATE edge_daemons SET public_key = ? WHERE node_id = ? AND public_key = ? RETURNING node_id",
+        )
+        .bind(&rotation.new_key)
+        .bind(&node)
+        .bind(&rotation.current_key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if swapped.is_some() {
+            tx.commit().await?;
+            return Ok(RotationOutcome::Rotated);
+        }
+        RotationOutcome::KeyChanged
+    };
+    let exists = sqlx::query("SELECT 1 FROM edge_daemons WHERE node_id = ?")
+        .bind(&node)
+        .fetch_optional(&mut *tx)
+        .await?;
+    tx.rollback().await?;
+    Ok(if exists.is_none() {
+        RotationOutcome::UnknownEdge
+    } else {
+        outcome
+    })
+}
+
+pub async fn previous_keys(
+    pool: &SqlitePool,
+    node_id: Uuid,
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<PreviousKey>> {
+    let rows: Vec<(Vec<u8>, i64)> = sqlx::query_as(
+        "SELECT public_key, valid_until FROM edge_key_history \
+         WHERE node_id = ? AND valid_until > ? ORDER BY replaced_at DESC",
+    )
+    .bind(id(node_id))
+    .bind(millis(now))
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(public_key, valid_until)| {
+            Ok(PreviousKey {
+                public_key,
+                valid_until: codec::time("edge_key_history.valid_until", valid_until)?,
+            })
+        })
+        .collect()
+}
+
+pub async fn revoke_edge(
+    pool: &SqlitePool,
+    tenant: Option<&str>,
+    node_id: Uuid,
+    revoked_by: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<Tombstone>> {
+    let node = id(node_id);
+    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    let deleted: Option<(String,)> = sqlx::query_as(
+        "DELETE FROM edge_daemons WHERE node_id = ?1 AND (?2 IS NULL OR tenant_id = ?2) \
+         RETURNING tenant_id",
+    )
+    .bind(&node)
+    .bind(tenant)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((tenant_id,)) = deleted else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    sqlx::query(
+        "INSERT INTO edge_tombstones (node_id, tenant_id, revoked_at, revoked_by) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (node_id) DO UPDATE SET tenant_id = excluded.tenant_id, \
+         revoked_at = excluded.revoked_at, revoked_by = excluded.revoked_by",
+    )
+    .bind(&node)
+    .bind(&tenant_id)
+    .bind(millis(now))
+    .bind(revoked_by)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM edge_key_history WHERE node_id = ?")
+        .bind(&node)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(Tombstone {
+        node_id,
+        tenant_id,
+        revoked_at: codec::time("revoked_at", millis(now))?,
+        revoked_by: revoked_by.to_owned(),
+    }))
+}
+
+pub async fn tombstone(pool: &SqlitePool, node_id: Uuid) -> StoreResult<Option<Tombstone>> {
+    let row = sqlx::query("SELECT * FROM edge_tombstones WHERE node_id = ?")
+        .bind(id(node_id))
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(codec::tombstone).transpose()
+}

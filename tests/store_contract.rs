@@ -1,0 +1,568 @@
+//! One contract for every store backend: the same tests run against SQLite
+//! and PostgreSQL (the PostgreSQL half needs AEGIS_RELAY_TEST_POSTGRES_URL;
+//! cluster/test starts a server and sets it).
+
+mod common;
+
+use std::sync::Arc;
+
+use aegis_relay::store::{
+    AttestedCapabilities, EdgeCapabilities, EdgeGroup, EdgeStatus, EdgeUpdate, Enrollment,
+    EnrollmentOutcome, GroupUpdate, KeyRotation, NodeChallenge, PostgresMode, PostgresStore,
+    RotationOutcome, SqliteStore, Store, StoreError, CHALLENGE_TTL,
+};
+use chrono::{DateTime, TimeZone, Utc};
+use common::TestResult;
+use uuid::Uuid;
+
+/// A store and whatever must outlive it.
+struct TestStore {
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn sqlite(_label: &str) -> Result<Option<TestStore>, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(&dir.path().join("relay.db")).await?;
+    store.migrate().await?;
+    Ok(Some(TestStore {
+        store: Arc::new(store),
+        _dir: Some(dir),
+    }))
+}
+
+async fn postgres(label: &str) -> Result<Option<TestStore>, Box<dyn std::error::Error>> {
+    let Some(url) = common::postgres::fresh_database(label).await? else {
+        return Ok(None);
+    };
+    let store = PostgresStore::connect(&url, PostgresMode::Standalone).await?;
+    store.migrate().await?;
+    Ok(Some(TestStore {
+        store: Arc::new(store),
+        _dir: None,
+    }))
+}
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_767_225_600 + seconds, 0)
+        .single()
+        .unwrap_or_default()
+}
+
+fn challenge(node_id: Uuid, created_at: DateTime<Utc>) -> NodeChallenge {
+    NodeChallenge {
+        challenge_id: Uuid::new_v4(),
+        node_id,
+        nonce: vec![9; 32],
+        public_key: vec![1; 32],
+        role: "edge".into(),
+        capabilities: AttestedCapabilities::default(),
+        grpc_address: String::new(),
+        created_at,
+    }
+}
+
+fn enrollment(jti: Uuid, node_id: Uuid, tenant: &str, key: u8, now: DateTime<Utc>) -> Enrollment {
+    Enrollment {
+        jti,
+        tenant_id: tenant.into(),
+        issued_to: format!("host-{key}"),
+        token_expires_at: now + chrono::Duration::minutes(15),
+        node_id,
+        public_key: vec![key; 32],
+        challenge_id: Uuid::new_v4(),
+        now,
+    }
+}
+
+async fn enroll(
+    store: &dyn Store,
+    tenant: &str,
+    key: u8,
+    now: DateTime<Utc>,
+) -> Result<Uuid, StoreError> {
+    let node_id = Uuid::new_v4();
+    let outcome = store
+        .complete_enrollment(&enrollment(Uuid::new_v4(), node_id, tenant, key, now))
+        .await?;
+    assert_eq!(outcome, EnrollmentOutcome::Enrolled);
+    Ok(node_id)
+}
+
+async fn challenge_round_trip_and_expiry(store: &dyn Store) -> TestResult {
+    let created = at(0);
+    let stored = challenge(Uuid::new_v4(), created);
+    store.put_challenge(&stored).await?;
+    assert_eq!(
+        store.get_challenge(stored.challenge_id, at(10)).await?,
+        Some(stored.clone())
+    );
+    assert_eq!(store.get_challenge(Uuid::new_v4(), at(10)).await?, None);
+    let ttl = chrono::Duration::from_std(CHALLENGE_TTL)?;
+    let just_before = created + ttl - chrono::Duration::milliseconds(1);
+    assert!(store
+        .get_challenge(stored.challenge_id, just_before)
+        .await?
+        .is_some());
+    assert_eq!(
+        store
+            .get_challenge(stored.challenge_id, created + ttl)
+            .await?,
+        None
+    );
+    // Expired challenges are purged: going back in time does not revive it.
+    assert_eq!(store.get_challenge(stored.challenge_id, at(1)).await?, None);
+    Ok(())
+}
+
+async fn enrollment_redeems_once_and_stores_the_edge(store: &dyn Store) -> TestResult {
+    let node_id = Uuid::new_v4();
+    let attested = NodeChallenge {
+        node_id,
+        ..challenge(node_id, at(0))
+    };
+    store.put_challenge(&attested).await?;
+    let jti = Uuid::new_v4();
+    let mut first = enrollment(jti, node_id, "t-acme", 3, at(5));
+    first.challenge_id = attested.challenge_id;
+    assert_eq!(
+        store.complete_enrollment(&first).await?,
+        EnrollmentOutcome::Enrolled
+    );
+    let edge = store.get_edge(node_id).await?.ok_or("edge not stored")?;
+    assert_eq!(edge.tenant_id, "t-acme");
+    assert_eq!(edge.public_key, vec![3; 32]);
+    assert_eq!(edge.display_name, "host-3");
+    assert_eq!(edge.status, EdgeStatus::Active);
+    assert_eq!(edge.capabilities, EdgeCapabilities::default());
+    assert!(edge.tags.is_empty());
+    assert_eq!(edge.enrolled_at, at(5));
+    assert_eq!(edge.last_heartbeat_at, None);
+    assert_eq!(
+        store.get_challenge(attested.challenge_id, at(6)).await?,
+        None,
+        "challenge consumed"
+    );
+
+    let other_node = Uuid::new_v4();
+    let replay = enrollment(jti, other_node, "t-acme", 4, at(6));
+    assert_eq!(
+        store.complete_enrollment(&replay).await?,
+        EnrollmentOutcome::TokenAlreadyRedeemed
+    );
+    assert_eq!(
+        store.get_edge(other_node).await?,
+        None,
+        "nothing written on replay"
+    );
+    Ok(())
+}
+
+async fn concurrent_redemptions_of_one_jti_have_one_winner(store: Arc<dyn Store>) -> TestResult {
+    let jti = Uuid::new_v4();
+    let mut attempts = tokio::task::JoinSet::new();
+    for key in 0..50u8 {
+        let store = Arc::clone(&store);
+        attempts.spawn(async move {
+            let node_id = Uuid::new_v4();
+            let outcome = store
+                .complete_enrollment(&enrollment(jti, node_id, "t-race", key, at(0)))
+                .await;
+            (node_id, outcome)
+        });
+    }
+    let mut winners = Vec::new();
+    let mut losers = 0;
+    while let Some(joined) = attempts.join_next().await {
+        let (node_id, outcome) = joined?;
+        match outcome? {
+            EnrollmentOutcome::Enrolled => winners.push(node_id),
+            EnrollmentOutcome::TokenAlreadyRedeemed => losers += 1,
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one redemption wins");
+    assert_eq!(losers, 49);
+    let edges = store.list_edges(Some("t-race")).await?;
+    assert_eq!(edges.iter().map(|e| e.node_id).collect::<Vec<_>>(), winners);
+    Ok(())
+}
+
+async fn re_enrollment_overwrites_but_keeps_enrolled_at(store: &dyn Store) -> TestResult {
+    let node_id = Uuid::new_v4();
+    store
+        .complete_enrollment(&enrollment(Uuid::new_v4(), node_id, "t-one", 1, at(0)))
+        .await?;
+    store
+        .set_edge_tags(None, node_id, &["prod".to_owned()])
+        .await?;
+    store
+        .complete_enrollment(&enrollment(Uuid::new_v4(), node_id, "t-two", 2, at(100)))
+        .await?;
+    let edge = store.get_edge(node_id).await?.ok_or("edge missing")?;
+    assert_eq!(edge.tenant_id, "t-two");
+    assert_eq!(edge.public_key, vec![2; 32]);
+    assert!(edge.tags.is_empty(), "tags reset on re-enrollment");
+    assert_eq!(edge.enrolled_at, at(0));
+    Ok(())
+}
+
+async fn batched_updates_of_a_thousand_edges(store: &dyn Store) -> TestResult {
+    let mut nodes = Vec::new();
+    for i in 0..1000u32 {
+        let node_id = Uuid::from_u128(0xA000_0000 + u128::from(i));
+        store
+            .complete_enrollment(&enrollment(Uuid::new_v4(), node_id, "t-fleet", 1, at(0)))
+            .await?;
+        nodes.push(node_id);
+    }
+    store
+        .set_edge_tags(Some("t-fleet"), nodes[0], &["gpu".to_owned()])
+        .await?;
+    let capabilities = EdgeCapabilities {
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        local_tools: vec!["shell".into()],
+        custom_labels: [("zone".to_owned(), "a".to_owned())].into(),
+        tags: vec!["ignored-from-edge".into()],
+        ..Default::default()
+    };
+    let mut updates: Vec<EdgeUpdate> = nodes
+        .iter()
+        .map(|node_id| EdgeUpdate {
+            node_id: *node_id,
+            last_heartbeat_at: Some(at(60)),
+            capabilities: None,
+            status: None,
+        })
+        .collect();
+    updates[0].capabilities = Some(capabilities.clone());
+    updates[1].status = Some(EdgeStatus::Unhealthy);
+    updates.push(EdgeUpdate {
+        node_id: Uuid::new_v4(),
+        last_heartbeat_at: Some(at(60)),
+        capabilities: None,
+        status: None,
+    });
+    assert_eq!(
+        store.apply_edge_updates(&updates).await?,
+        1000,
+        "unknown edges are skipped"
+    );
+    let edges = store.list_edges(Some("t-fleet")).await?;
+    assert_eq!(edges.len(), 1000);
+    assert!(edges
+        .iter()
+        .all(|edge| edge.last_heartbeat_at == Some(at(60))));
+    let first = store.get_edge(nodes[0]).await?.ok_or("missing")?;
+    assert_eq!(first.capabilities.os, "linux");
+    assert_eq!(
+        first
+            .capabilities
+            .custom_labels
+            .get("zone")
+            .map(String::as_str),
+        Some("a")
+    );
+    assert_eq!(first.tags, vec!["gpu".to_owned()], "server-side tags kept");
+    assert_eq!(first.capabilities.tags, vec!["gpu".to_owned()]);
+    let second = store.get_edge(nodes[1]).await?.ok_or("missing")?;
+    assert_eq!(second.status, EdgeStatus::Unhealthy);
+    assert_eq!(store.apply_edge_updates(&[]).await?, 0);
+    Ok(())
+}
+
+async fn tags_are_tenant_scoped(store: &dyn Store) -> TestResult {
+    let node_id = enroll(store, "t-left", 1, at(0)).await?;
+    assert_eq!(
+        store
+            .set_edge_tags(Some("t-right"), node_id, &["x".to_owned()])
+            .await?,
+        None
+    );
+    let updated = store
+        .set_edge_tags(Some("t-left"), node_id, &["a".to_owned(), "b".to_owned()])
+        .await?
+        .ok_or("not updated")?;
+    assert_eq!(updated.tags, vec!["a".to_owned(), "b".to_owned()]);
+    assert!(store.list_edges(Some("t-right")).await?.is_empty());
+    Ok(())
+}
+
+async fn key_rotation_keeps_the_old_key_until_its_deadline(store: &dyn Store) -> TestResult {
+    let node_id = enroll(store, "t-keys", 1, at(0)).await?;
+    let rotation = KeyRotation {
+        node_id,
+        current_key: vec![1; 32],
+        new_key: vec![2; 32],
+        nonce: vec![7; 32],
+        previous_valid_until: at(160),
+        now: at(100),
+    };
+    assert_eq!(
+        store.rotate_edge_key(&rotation).await?,
+        RotationOutcome::Rotated
+    );
+    assert_eq!(
+        store.get_edge(node_id).await?.map(|e| e.public_key),
+        Some(vec![2; 32])
+    );
+    let previous = store.previous_keys(node_id, at(159)).await?;
+    assert_eq!(
+        previous
+            .iter()
+            .map(|k| k.public_key.clone())
+            .collect::<Vec<_>>(),
+        vec![vec![1; 32]]
+    );
+    assert!(
+        store.previous_keys(node_id, at(160)).await?.is_empty(),
+        "gone at the deadline"
+    );
+
+    let replay = KeyRotation {
+        current_key: vec![2; 32],
+        new_key: vec![3; 32],
+        ..rotation.clone()
+    };
+    assert_eq!(
+        store.rotate_edge_key(&replay).await?,
+        RotationOutcome::NonceReused
+    );
+    let stale = KeyRotation {
+        nonce: vec![8; 32],
+        ..rotation.clone()
+    };
+    assert_eq!(
+        store.rotate_edge_key(&stale).await?,
+        RotationOutcome::KeyChanged
+    );
+    let refresh = KeyRotation {
+        current_key: vec![2; 32],
+        new_key: vec![2; 32],
+        nonce: vec![9; 32],
+        ..rotation.clone()
+    };
+    assert_eq!(
+        store.rotate_edge_key(&refresh).await?,
+        RotationOutcome::Rotated,
+        "same-key refresh"
+    );
+    let unknown = KeyRotation {
+        node_id: Uuid::new_v4(),
+        nonce: vec![10; 32],
+        ..rotation
+    };
+    assert_eq!(
+        store.rotate_edge_key(&unknown).await?,
+        RotationOutcome::UnknownEdge
+    );
+    Ok(())
+}
+
+async fn revoke_deletes_and_leaves_a_tombstone(store: &dyn Store) -> TestResult {
+    let node_id = enroll(store, "t-rev", 1, at(0)).await?;
+    assert_eq!(
+        store
+            .revoke_edge(Some("t-other"), node_id, "mallory", at(5))
+            .await?,
+        None
+    );
+    assert!(
+        store.get_edge(node_id).await?.is_some(),
+        "other tenants cannot revoke"
+    );
+    let tombstone = store
+        .revoke_edge(Some("t-rev"), node_id, "alice", at(10))
+        .await?
+        .ok_or("not revoked")?;
+    assert_eq!(
+        (tombstone.tenant_id.as_str(), tombstone.revoked_by.as_str()),
+        ("t-rev", "alice")
+    );
+    assert_eq!(store.get_edge(node_id).await?, None, "row hard-deleted");
+    assert_eq!(store.tombstone(node_id).await?, Some(tombstone));
+    let rotation = KeyRotation {
+        node_id,
+        current_key: vec![1; 32],
+        new_key: vec![2; 32],
+        nonce: vec![1; 32],
+        previous_valid_until: at(70),
+        now: at(11),
+    };
+    assert_eq!(
+        store.rotate_edge_key(&rotation).await?,
+        RotationOutcome::UnknownEdge
+    );
+    assert_eq!(
+        store.revoke_edge(None, node_id, "alice", at(12)).await?,
+        None,
+        "already gone"
+    );
+    store
+        .complete_enrollment(&enrollment(Uuid::new_v4(), node_id, "t-rev", 5, at(20)))
+        .await?;
+    assert_eq!(
+        store.tombstone(node_id).await?,
+        None,
+        "re-enrollment clears the tombstone"
+    );
+    Ok(())
+}
+
+fn group(tenant: &str, name: &str) -> EdgeGroup {
+    EdgeGroup {
+        id: Uuid::new_v4(),
+        tenant_id: tenant.into(),
+        name: name.into(),
+        selector: serde_json::json!({"os": "linux", "tools": [], "labels": [], "tags": []}),
+        pinned_members: vec![Uuid::from_u128(5)],
+        created_by: "alice".into(),
+        created_at: at(0),
+    }
+}
+
+async fn groups_are_unique_per_tenant_and_name(store: &dyn Store) -> TestResult {
+    let web = store.create_group(&group("t-a", "web")).await?;
+    assert_eq!(web.pinned_members, vec![Uuid::from_u128(5)]);
+    let duplicate = store.create_group(&group("t-a", "web")).await;
+    assert!(
+        matches!(duplicate, Err(StoreError::Conflict(_))),
+        "{duplicate:?}"
+    );
+    store.create_group(&group("t-b", "web")).await?;
+    store.create_group(&group("t-a", "db")).await?;
+    let names: Vec<String> = store
+        .list_groups(Some("t-a"))
+        .await?
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    assert_eq!(names, vec!["db".to_owned(), "web".to_owned()]);
+    assert_eq!(store.list_groups(None).await?.len(), 3);
+    assert_eq!(
+        store.get_group(Some("t-b"), web.id).await?,
+        None,
+        "scoped to tenant"
+    );
+    assert_eq!(store.get_group(None, web.id).await?, Some(web.clone()));
+    let renamed = store
+        .update_group(
+            Some("t-a"),
+            web.id,
+            &GroupUpdate {
+                name: Some("frontend".into()),
+                pinned_members: Some(vec![]),
+                ..Default::default()
+            },
+        )
+        .await?
+        .ok_or("not updated")?;
+    assert_eq!(
+        (renamed.name.as_str(), renamed.pinned_members.len()),
+        ("frontend", 0)
+    );
+    assert_eq!(renamed.selector, web.selector);
+    let clash = store
+        .update_group(
+            Some("t-a"),
+            web.id,
+            &GroupUpdate {
+                name: Some("db".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(matches!(clash, Err(StoreError::Conflict(_))), "{clash:?}");
+    assert!(!store.delete_group(Some("t-b"), web.id).await?);
+    assert!(store.delete_group(Some("t-a"), web.id).await?);
+    assert_eq!(store.get_group(None, web.id).await?, None);
+    Ok(())
+}
+
+async fn list_edges_is_ordered_and_scoped(store: &dyn Store) -> TestResult {
+    let a = enroll(store, "t-list", 1, at(0)).await?;
+    let b = enroll(store, "t-list", 2, at(0)).await?;
+    enroll(store, "t-else", 3, at(0)).await?;
+    let mut expected = vec![a, b];
+    expected.sort();
+    let listed: Vec<Uuid> = store
+        .list_edges(Some("t-list"))
+        .await?
+        .iter()
+        .map(|e| e.node_id)
+        .collect();
+    assert_eq!(listed, expected);
+    assert_eq!(store.list_edges(None).await?.len(), 3);
+    store.ping().await?;
+    Ok(())
+}
+
+macro_rules! contract {
+    ($backend:ident) => {
+        mod $backend {
+            use super::*;
+
+            macro_rules! case {
+                ($name:ident, arc) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $name() -> TestResult {
+                        let Some(test) = super::$backend(stringify!($name)).await? else {
+                            return Ok(());
+                        };
+                        super::$name(Arc::clone(&test.store)).await
+                    }
+                };
+                ($name:ident) => {
+                    #[tokio::test]
+                    async fn $name() -> TestResult {
+                        let Some(test) = super::$backend(stringify!($name)).await? else {
+                            return Ok(());
+                        };
+                        super::$name(test.store.as_ref()).await
+                    }
+                };
+            }
+
+            case!(challenge_round_trip_and_expiry);
+            case!(enrollment_redeems_once_and_stores_the_edge);
+            case!(concurrent_redemptions_of_one_jti_have_one_winner, arc);
+            case!(re_enrollment_overwrites_but_keeps_enrolled_at);
+            case!(batched_updates_of_a_thousand_edges);
+            case!(tags_are_tenant_scoped);
+            case!(key_rotation_keeps_the_old_key_until_its_deadline);
+            case!(revoke_deletes_and_leaves_a_tombstone);
+            case!(groups_are_unique_per_tenant_and_name);
+            case!(list_edges_is_ordered_and_scoped);
+        }
+    };
+}
+
+contract!(sqlite);
+contract!(postgres);
+
+#[tokio::test]
+async fn unreachable_stores_report_unavailable() -> TestResult {
+    let sqlite = SqliteStore::open(std::path::Path::new("/proc/nonexistent/relay.db")).await;
+    assert!(
+        matches!(sqlite, Err(StoreError::Unavailable(_))),
+        "{sqlite:?}"
+    );
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let postgres = PostgresStore::connect(
+        &format!("postgres://relay:secret-pw@127.0.0.1:{closed_port}/relay"),
+        PostgresMode::Standalone,
+    )
+    .await;
+    match postgres {
+        Err(err @ StoreError::Unavailable(_)) => {
+            assert!(
+                !err.to_string().contains("secret-pw"),
+                "password leaked: {err}"
+            );
+        }
+        other => return Err(format!("expected Unavailable, got {other:?}").into()),
+    }
+    Ok(())
+}
