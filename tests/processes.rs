@@ -92,6 +92,10 @@ async fn dev_writes_endpoints_serves_and_stops_on_sigterm() -> TestResult {
 
     let (status, body) = http_get_url(&format!("{}/readyz", replica.http)).await?;
     assert_eq!(status, 200, "{body}");
+    assert!(
+        data_dir.join("relay.db").exists(),
+        "dev keeps its SQLite store in the data dir"
+    );
 
     // A second dev relay on the same data dir is refused.
     let second = Command::new(BIN)
@@ -125,7 +129,8 @@ async fn run_serves_from_a_config_file_and_drains_on_sigterm() -> TestResult {
         format!(
             "cluster:\n  enabled: true\n  role: relay-coordinator\n  cluster_grpc_port: {grpc_port}\n  \
              ingress:\n    public_endpoint: http://127.0.0.1:{grpc_port}\n\
-             relay:\n  name: relay-run\n  bind_address: 127.0.0.1\n  http_port: {http_port}\n  drain_timeout: 5s\n  log_format: json\n"
+             relay:\n  name: relay-run\n  bind_address: 127.0.0.1\n  http_port: {http_port}\n  drain_timeout: 5s\n  log_format: json\n  data_dir: {}\n",
+            dir.path().join("state").display()
         ),
     )?;
     let mut relay = Process(
@@ -179,5 +184,74 @@ async fn port_in_use_fails_with_a_clear_message() -> TestResult {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot bind the gRPC listener"), "{stderr}");
     assert!(stderr.contains("pick another port"), "{stderr}");
+    Ok(())
+}
+
+fn sqlite_config(
+    dir: &Path,
+    grpc_port: u16,
+    http_port: u16,
+) -> std::io::Result<std::path::PathBuf> {
+    let config = dir.join("aegis-config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "cluster:\n  role: relay-coordinator\n  cluster_grpc_port: {grpc_port}\n  \
+             ingress:\n    public_endpoint: http://127.0.0.1:{grpc_port}\n\
+             relay:\n  bind_address: 127.0.0.1\n  http_port: {http_port}\n  data_dir: {}\n",
+            dir.join("state").display()
+        ),
+    )?;
+    Ok(config)
+}
+
+#[tokio::test]
+async fn no_migrate_refuses_an_unmigrated_store_until_migrate_runs() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (grpc_port, http_port) = (free_port()?, free_port()?);
+    let config = sqlite_config(dir.path(), grpc_port, http_port)?;
+    let refused = Command::new(BIN)
+        .args(["run", "--no-migrate", "--config"])
+        .arg(&config)
+        .env_remove("POSTGRES_DSN")
+        .output()?;
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("aegis-relay migrate"), "{stderr}");
+
+    let migrated = Command::new(BIN)
+        .args(["migrate", "--config"])
+        .arg(&config)
+        .env_remove("POSTGRES_DSN")
+        .output()?;
+    assert_eq!(
+        migrated.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    assert!(String::from_utf8_lossy(&migrated.stdout).contains("migrations applied"));
+
+    let mut relay = Process(
+        Command::new(BIN)
+            .args(["run", "--no-migrate", "--config"])
+            .arg(&config)
+            .env_remove("POSTGRES_DSN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let base = format!("http://127.0.0.1:{http_port}");
+    eventually(
+        Duration::from_secs(30),
+        "run --no-migrate to become ready",
+        || async {
+            let (status, _) = http_get_url(&format!("{base}/readyz")).await.ok()?;
+            (status == 200).then_some(())
+        },
+    )
+    .await?;
+    sigterm(&relay.0)?;
+    assert_eq!(wait_exit(&mut relay, Duration::from_secs(10)).await?, 0);
     Ok(())
 }
