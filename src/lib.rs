@@ -5,9 +5,11 @@
 //! See ARCHITECTURE.md for the code map.
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod endpoints;
+pub mod enroll;
 pub mod grpc;
 pub mod http;
 pub mod net;

@@ -566,3 +566,35 @@ async fn unreachable_stores_report_unavailable() -> TestResult {
     }
     Ok(())
 }
+
+/// `dev --replicas N` runs several processes on one SQLite file: separate
+/// pools on the same file still give exactly one winner per token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_file_shared_by_two_pools_keeps_single_redemption() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("relay.db");
+    let first = SqliteStore::open(&path).await?;
+    first.migrate().await?;
+    let second = SqliteStore::open(&path).await?;
+    second.migrate().await?;
+    let stores: [Arc<dyn Store>; 2] = [Arc::new(first), Arc::new(second)];
+    let jti = Uuid::new_v4();
+    let mut attempts = tokio::task::JoinSet::new();
+    for key in 0..40u8 {
+        let store = Arc::clone(&stores[usize::from(key % 2)]);
+        attempts.spawn(async move {
+            store
+                .complete_enrollment(&enrollment(jti, Uuid::new_v4(), "t-shared", key, at(0)))
+                .await
+        });
+    }
+    let mut wins = 0;
+    while let Some(joined) = attempts.join_next().await {
+        if joined?? == EnrollmentOutcome::Enrolled {
+            wins += 1;
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(stores[1].list_edges(Some("t-shared")).await?.len(), 1);
+    Ok(())
+}

@@ -1,0 +1,26 @@
+//! Identity: signing and verifying the relay's JWTs (enrollment tokens,
+//! NodeSecurityTokens, dev admin tokens), edge proof-of-possession, and
+//! caller authentication and authorisation.
+//!
+//! Tokens are compact JWS with the exact claim order of the AEGIS contract
+//! (protocol.md §4.1, §5.3); signing goes through one [`Signer`] trait
+//! (a local RSA key today, OpenBao Transit next) and verification is always
+//! local.
+
+mod caller;
+mod jws;
+mod local_signer;
+mod signer;
+mod tokens;
+
+pub use caller::{
+    resolve_tenant, Caller, CallerAuth, CallerError, LocalCallerAuth, OperatorLevel, TenantHeaders,
+    ENROLL_ROLE,
+};
+pub use jws::{b64url, b64url_decode, JwsParts};
+pub use local_signer::LocalSigner;
+pub use signer::{SignError, Signer};
+pub use tokens::{
+    cap_hash, is_valid_tenant_id, AdminClaims, EnrollmentClaims, EnrollmentTokenError, IssuedToken,
+    NodeTokenClaims, TokenIssuer, ENROLLMENT_AUDIENCE, ENROLLMENT_TTL, NODE_TOKEN_TTL,
+};

@@ -1,0 +1,74 @@
+//! Enrollment errors and their gRPC status codes and HTTP statuses.
+
+use crate::auth::{CallerError, EnrollmentTokenError, SignError};
+use crate::store::StoreError;
+
+/// Why an enrollment step was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    /// A field is missing, malformed or too large.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// This relay admits only edges.
+    #[error("this relay admits only edges (NODE_ROLE_EDGE); register {0} nodes with an AEGIS controller")]
+    NotAnEdge(&'static str),
+    /// The proof (signature, challenge or token) did not hold.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The enrollment token was refused.
+    #[error(transparent)]
+    Token(EnrollmentTokenError),
+    /// The caller could not be authenticated or authorised.
+    #[error(transparent)]
+    Caller(#[from] CallerError),
+    /// Too many attempts from one source.
+    #[error("rate limited: {0}")]
+    RateLimited(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The signer failed.
+    #[error(transparent)]
+    Signer(#[from] SignError),
+}
+
+impl From<EnrollmentTokenError> for EnrollError {
+    fn from(err: EnrollmentTokenError) -> Self {
+        match err {
+            EnrollmentTokenError::Signer(signer) => Self::Signer(signer),
+            other => Self::Token(other),
+        }
+    }
+}
+
+impl EnrollError {
+    /// The gRPC status for this error.
+    pub fn to_status(&self) -> tonic::Status {
+        use tonic::Code;
+        let code = match self {
+            Self::InvalidArgument(_) => Code::InvalidArgument,
+            Self::NotAnEdge(_) => Code::PermissionDenied,
+            Self::Unauthenticated(_) | Self::Token(_) => Code::Unauthenticated,
+            Self::Caller(CallerError::Missing | CallerError::Invalid(_)) => Code::Unauthenticated,
+            Self::Caller(CallerError::Forbidden(_)) => Code::PermissionDenied,
+            Self::Caller(CallerError::BadRequest(_)) => Code::InvalidArgument,
+            Self::RateLimited(_) => Code::ResourceExhausted,
+            Self::Store(err) if err.is_transient() => Code::Unavailable,
+            Self::Signer(SignError::Unavailable(_)) => Code::Unavailable,
+            Self::Store(_) | Self::Signer(_) => Code::Internal,
+        };
+        tonic::Status::new(code, self.to_string())
+    }
+
+    /// The HTTP status and AEGIS error code for this error.
+    pub fn http_status(&self) -> (u16, &'static str) {
+        match self.to_status().code() {
+            tonic::Code::InvalidArgument => (400, "bad_request"),
+            tonic::Code::Unauthenticated => (401, "unauthorized"),
+            tonic::Code::PermissionDenied => (403, "forbidden"),
+            tonic::Code::ResourceExhausted => (429, "rate_limited"),
+            tonic::Code::Unavailable => (503, "unavailable"),
+            _ => (500, "internal"),
+        }
+    }
+}
