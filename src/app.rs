@@ -14,12 +14,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::auth::{CallerAuth, LocalCallerAuth, Signer, TokenIssuer};
 use crate::config::Config;
+use crate::enroll::EnrollmentService;
 use crate::grpc::{self, GrpcServerSettings};
 use crate::http::{self, HttpState};
 use crate::net;
 use crate::readiness::{Readiness, DRAINING, STARTING};
-use crate::runtime::Runtime;
+use crate::runtime::{Clock, Runtime};
 use crate::store::Store;
 use crate::store_health::{self, StoreCheck};
 use crate::telemetry::Metrics;
@@ -40,6 +42,24 @@ pub struct RelaySettings {
     pub drain_timeout: Duration,
     /// Store readiness checks.
     pub store_check: StoreCheck,
+    /// `iss` of minted tokens.
+    pub issuer: String,
+    /// Other issuers whose enrollment tokens are accepted.
+    pub accepted_issuers: Vec<String>,
+    /// `cep`: what enrollment tokens tell edges to dial; `None` means this
+    /// replica's bound gRPC address over plaintext (`dev`).
+    pub public_endpoint: Option<String>,
+}
+
+/// The parts a replica is built from that are chosen outside it.
+#[derive(Clone)]
+pub struct Dependencies {
+    /// Persistent state.
+    pub store: Arc<dyn Store>,
+    /// Token signing.
+    pub signer: Arc<dyn Signer>,
+    /// Caller authentication; `None` accepts only this relay's own admin tokens.
+    pub callers: Option<Arc<dyn CallerAuth>>,
 }
 
 impl RelaySettings {
@@ -53,6 +73,9 @@ impl RelaySettings {
             grpc: GrpcServerSettings::default(),
             drain_timeout: config.relay.drain_timeout,
             store_check: StoreCheck::default(),
+            issuer: config.relay.issuer.clone(),
+            accepted_issuers: config.relay.accepted_issuers.clone(),
+            public_endpoint: Some(config.cluster.public_endpoint.clone()),
         }
     }
 
@@ -65,6 +88,9 @@ impl RelaySettings {
             grpc: GrpcServerSettings::default(),
             drain_timeout: crate::config::DEFAULT_DRAIN_TIMEOUT,
             store_check: StoreCheck::default(),
+            issuer: crate::config::DEFAULT_ISSUER.to_owned(),
+            accepted_issuers: Vec::new(),
+            public_endpoint: None,
         }
     }
 }
@@ -122,6 +148,31 @@ pub struct RunningRelay {
     tasks: JoinSet<(&'static str, Result<(), RelayError>)>,
     drain_timeout: Duration,
     store: Arc<dyn Store>,
+    tokens: Arc<TokenIssuer>,
+}
+
+/// What request handlers of both servers share.
+#[derive(Clone)]
+pub struct Api {
+    /// Enrollment and token issuance.
+    pub enrollment: Arc<EnrollmentService>,
+    /// Caller authentication.
+    pub callers: Arc<dyn CallerAuth>,
+    /// Wall clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").finish_non_exhaustive()
+    }
+}
+
+impl Api {
+    /// The current wall-clock time.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from(self.clock.now())
+    }
 }
 
 /// Binds every listener and starts serving. Returns once all listeners are
@@ -129,7 +180,7 @@ pub struct RunningRelay {
 pub async fn start(
     settings: RelaySettings,
     runtime: Runtime,
-    store: Arc<dyn Store>,
+    deps: Dependencies,
 ) -> Result<RunningRelay, RelayError> {
     let readiness = Readiness::new();
     let metrics = Metrics::new(&settings.name);
@@ -137,6 +188,31 @@ pub async fn start(
     let http_listener = bind(&runtime, "HTTP", settings.http_addr).await?;
     let grpc_addr = grpc_listener.local_addr();
     let http_addr = http_listener.local_addr();
+    let store = deps.store;
+    let tokens = Arc::new(TokenIssuer::new(
+        deps.signer,
+        settings.issuer.clone(),
+        settings.accepted_issuers.clone(),
+        settings
+            .public_endpoint
+            .clone()
+            .unwrap_or_else(|| format!("http://{grpc_addr}")),
+    ));
+    let callers = deps
+        .callers
+        .unwrap_or_else(|| Arc::new(LocalCallerAuth::new(Arc::clone(&tokens))));
+    let enrollment = Arc::new(EnrollmentService::new(
+        Arc::clone(&store),
+        Arc::clone(&tokens),
+        Arc::clone(&runtime.clock),
+        Arc::clone(&runtime.entropy),
+    ));
+    let api = Api {
+        enrollment,
+        callers,
+        clock: Arc::clone(&runtime.clock),
+    };
+
     // `stop` asks servers to finish gracefully; `kill` severs every connection
     // when the drain deadline passes (tonic and hyper own per-connection tasks
     // we cannot abort directly).
@@ -149,8 +225,10 @@ pub async fn start(
     let mut tasks = JoinSet::new();
     tasks.spawn({
         let (readiness, metrics, stop) = (readiness.clone(), metrics.clone(), stop.clone());
+        let api = api.clone();
         async move {
-            let result = grpc::serve(grpc_listener, settings.grpc, readiness, metrics, stop).await;
+            let result =
+                grpc::serve(grpc_listener, settings.grpc, api, readiness, metrics, stop).await;
             ("gRPC", result.map_err(RelayError::from))
         }
         .instrument(span.clone())
@@ -160,6 +238,7 @@ pub async fn start(
             replica: settings.name.clone(),
             readiness: readiness.clone(),
             metrics: metrics.clone(),
+            api: api.clone(),
         };
         let stop = stop.clone();
         async move {
@@ -194,6 +273,7 @@ pub async fn start(
         tasks,
         drain_timeout: settings.drain_timeout,
         store,
+        tokens,
     })
 }
 
@@ -251,6 +331,11 @@ impl RunningRelay {
     /// The store this replica uses.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Mints and verifies this replica's tokens.
+    pub fn tokens(&self) -> &Arc<TokenIssuer> {
+        &self.tokens
     }
 
     /// Resolves when a server task ends on its own (an error: servers only

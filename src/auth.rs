@@ -14,11 +14,11 @@ mod signer;
 mod tokens;
 
 pub use caller::{
-    resolve_tenant, Caller, CallerAuth, CallerError, LocalCallerAuth, OperatorLevel, TenantHeaders,
-    ENROLL_ROLE,
+    authorize, bearer, resolve_tenant, Caller, CallerAuth, CallerError, LocalCallerAuth,
+    OperatorLevel, TenantHeaders, ENROLL_ROLE,
 };
 pub use jws::{b64url, b64url_decode, JwsParts};
-pub use local_signer::LocalSigner;
+pub use local_signer::{write_private, LocalSigner};
 pub use signer::{SignError, Signer};
 pub use tokens::{
     cap_hash, is_valid_tenant_id, AdminClaims, EnrollmentClaims, EnrollmentTokenError, IssuedToken,

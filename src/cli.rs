@@ -137,6 +137,17 @@ fn store_settings(config: &crate::config::Config) -> crate::store::StoreSettings
 
 /// The SQLite file inside a data dir.
 const SQLITE_FILE: &str = "relay.db";
+/// The local signing key inside a data dir.
+const SIGNING_KEY_FILE: &str = "signing-key.pem";
+
+/// The local signer of a data dir (created on first start).
+fn local_signer(
+    data_dir: &std::path::Path,
+) -> anyhow::Result<std::sync::Arc<dyn crate::auth::Signer>> {
+    let signer = crate::auth::LocalSigner::load_or_create(&data_dir.join(SIGNING_KEY_FILE))?;
+    tracing::info!(signer = %crate::auth::Signer::describe(&signer), "signing with a local key");
+    Ok(std::sync::Arc::new(signer))
+}
 
 /// A multi-threaded tokio runtime for the commands that serve.
 fn tokio_runtime() -> Result<tokio::runtime::Runtime, Failure> {

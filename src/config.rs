@@ -19,7 +19,7 @@ pub use load::{load_file, parse_str, ENV_OVERRIDES};
 pub use model::{
     ClusterConfig, Config, PostgresConfig, RelayConfig, DEFAULT_CLUSTER_ID, DEFAULT_DATA_DIR,
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_GOSSIP_PORT, DEFAULT_GRPC_PORT, DEFAULT_HEARTBEAT_TIMEOUT,
-    DEFAULT_HTTP_PORT, DEFAULT_PEER_PORT, RELAY_ROLE,
+    DEFAULT_HTTP_PORT, DEFAULT_ISSUER, DEFAULT_PEER_PORT, RELAY_ROLE,
 };
 pub use validate::check_replica_name;
 pub use values::{parse_duration, LogFormat, Port, Secret};

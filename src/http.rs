@@ -2,16 +2,19 @@
 //! the `/v1/edge/*` REST surface. Errors use AEGIS's JSON error shape
 //! `{status, code, message}`.
 
+mod enrollment;
 mod error;
 mod metrics_layer;
 mod probes;
 
-use axum::routing::get;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
 
+use crate::app::Api;
 use crate::net::{AxumListener, Listener};
 use crate::readiness::Readiness;
 use crate::telemetry::Metrics;
@@ -25,7 +28,12 @@ pub struct HttpState {
     pub readiness: Readiness,
     /// Metrics, for `/metrics` and request counting.
     pub metrics: Metrics,
+    /// Request handling shared with the gRPC server.
+    pub api: Api,
 }
+
+/// Largest request body accepted on the REST surface (413 beyond).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The router with every route and the request-counting middleware.
 pub fn router(state: HttpState) -> Router {
@@ -33,6 +41,11 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
         .route("/metrics", get(probes::metrics))
+        .route(
+            "/v1/edge/enrollment-tokens",
+            post(enrollment::issue_enrollment_token),
+        )
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),

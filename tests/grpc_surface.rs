@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aegis_relay::grpc::NOT_SERVED_RPCS;
 use aegis_relay::proto::cluster::node_cluster_service_client::NodeClusterServiceClient;
-use aegis_relay::proto::cluster::{AttestNodeRequest, NodeCapabilities, NodeRole};
+use aegis_relay::proto::cluster::RotateEdgeKeyRequest;
 use common::{counter_value, eventually, grpc_channel, http_get, start_relay, TestResult};
 use futures::StreamExt;
 use tonic::codegen::http::uri::PathAndQuery;
@@ -143,19 +143,13 @@ async fn served_rpcs_not_built_yet_name_themselves() -> TestResult {
     let relay = start_relay(Duration::from_secs(5)).await?;
     let mut client = NodeClusterServiceClient::new(grpc_channel(&relay).await?);
     let status = client
-        .attest_node(AttestNodeRequest {
-            node_id: "5b0c3c1e-8d2a-4a51-9a57-2f1f3f0e9d10".into(),
-            role: NodeRole::Edge.into(),
-            public_key: vec![7; 32],
-            capabilities: Some(NodeCapabilities::default()),
-            ..Default::default()
-        })
+        .rotate_edge_key(RotateEdgeKeyRequest::default())
         .await
         .err()
-        .ok_or("AttestNode unexpectedly succeeded")?;
+        .ok_or("RotateEdgeKey unexpectedly succeeded")?;
     assert_eq!(status.code(), tonic::Code::Unimplemented);
     assert!(
-        status.message().contains("AttestNode"),
+        status.message().contains("RotateEdgeKey"),
         "{}",
         status.message()
     );

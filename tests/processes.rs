@@ -96,6 +96,33 @@ async fn dev_writes_endpoints_serves_and_stops_on_sigterm() -> TestResult {
         data_dir.join("relay.db").exists(),
         "dev keeps its SQLite store in the data dir"
     );
+    let admin_path = data_dir.join("admin.token");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&admin_path)?.permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let admin_token = std::fs::read_to_string(&admin_path)?;
+    let bearer = format!("Bearer {}", admin_token.trim());
+    let (status, body) = common::http_post(
+        &format!("{}/v1/edge/enrollment-tokens", replica.http),
+        &[("authorization", &bearer)],
+        r#"{"name":"smoke-test-host"}"#,
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    let issued: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(
+        issued["controller_endpoint"],
+        serde_json::json!(replica.grpc)
+    );
+    assert!(issued["command_hint"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("aegis edge enroll ey"));
 
     // A second dev relay on the same data dir is refused.
     let second = Command::new(BIN)
@@ -115,7 +142,12 @@ async fn dev_writes_endpoints_serves_and_stops_on_sigterm() -> TestResult {
     if let Some(mut pipe) = relay.0.stdout.take() {
         std::io::Read::read_to_string(&mut pipe, &mut stdout)?;
     }
-    assert!(stdout.contains("next: grpcurl -plaintext"), "{stdout}");
+    assert!(stdout.contains("next: curl"), "{stdout}");
+    assert!(stdout.contains("admin.token"), "{stdout}");
+    assert!(
+        !stdout.contains(admin_token.trim()),
+        "the token itself is never printed"
+    );
     Ok(())
 }
 

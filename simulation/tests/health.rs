@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aegis_relay::app::{self, RelaySettings};
+use aegis_relay::auth::LocalSigner;
 use aegis_relay::runtime::Clock;
 use aegis_relay::store::SqliteStore;
 use aegis_relay_simulation::{grpc_channel, sim_runtime, SimClock, SIM_EPOCH};
@@ -27,7 +28,13 @@ async fn relay_host() -> turmoil::Result {
     let dir = tempfile::tempdir()?;
     let store = SqliteStore::open(&dir.path().join("relay.db")).await?;
     store.migrate().await?;
-    let mut relay = app::start(settings, sim_runtime(SEED), Arc::new(store)).await?;
+    let signer = LocalSigner::load_or_create(&dir.path().join("key.pem"))?;
+    let deps = app::Dependencies {
+        store: Arc::new(store),
+        signer: Arc::new(signer),
+        callers: None,
+    };
+    let mut relay = app::start(settings, sim_runtime(SEED), deps).await?;
     // Servers only end on failure; the simulation ends when the probe is done.
     Err(relay.failed().await.into())
 }

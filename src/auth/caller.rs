@@ -141,6 +141,29 @@ impl CallerAuth for LocalCallerAuth {
     }
 }
 
+/// Extracts the token from an `Authorization: Bearer <token>` value.
+pub fn bearer(authorization: Option<&str>) -> Result<&str, CallerError> {
+    let value = authorization.ok_or(CallerError::Missing)?.trim();
+    let (scheme, token) = value.split_once(' ').ok_or(CallerError::Missing)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(CallerError::Missing);
+    }
+    Ok(token.trim())
+}
+
+/// Authenticates a request's bearer token and resolves the tenant it acts
+/// for: the one path both gRPC and REST take.
+pub async fn authorize(
+    callers: &dyn CallerAuth,
+    now: DateTime<Utc>,
+    authorization: Option<&str>,
+    headers: TenantHeaders<'_>,
+) -> Result<(Caller, String), CallerError> {
+    let caller = callers.authenticate(bearer(authorization)?, now).await?;
+    let tenant = resolve_tenant(&caller, headers)?;
+    Ok((caller, tenant))
+}
+
 /// Tenant-selection headers of a request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TenantHeaders<'a> {

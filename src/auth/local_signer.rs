@@ -126,7 +126,7 @@ fn generate(path: &Path) -> Result<KeyPair, SignError> {
 }
 
 /// Writes a secret file readable only by its owner, atomically.
-pub(crate) fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }

@@ -7,8 +7,11 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 
-use super::{serve_until_signal, tokio_runtime, DevArgs, Failure, SQLITE_FILE, STORE_WAIT};
+use super::{
+    local_signer, serve_until_signal, tokio_runtime, DevArgs, Failure, SQLITE_FILE, STORE_WAIT,
+};
 use crate::app::{self, RelaySettings};
+use crate::auth::write_private;
 use crate::endpoints::{Endpoints, ReplicaEndpoints, ENDPOINTS_FILE};
 use crate::runtime::Runtime;
 use crate::shutdown::Signals;
@@ -16,6 +19,10 @@ use crate::store::{self, Migrations, StoreSettings};
 use crate::telemetry::init_logging;
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// The dev operator token inside the data dir.
+const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// Lifetime of the dev operator token.
+const ADMIN_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 pub(super) fn dev(args: DevArgs) -> Result<(), Failure> {
     init_logging(args.log_format);
@@ -32,7 +39,20 @@ pub(super) fn dev(args: DevArgs) -> Result<(), Failure> {
         let store = store::open(&store_settings, Migrations::Apply, STORE_WAIT)
             .await
             .context("cannot open the local store")?;
-        let relay = app::start(settings, Runtime::real(), store).await?;
+        let deps = app::Dependencies {
+            store,
+            signer: local_signer(&args.data_dir)?,
+            callers: None,
+        };
+        let relay = app::start(settings, Runtime::real(), deps).await?;
+        let admin_token_path = args.data_dir.join(ADMIN_TOKEN_FILE);
+        let admin = relay
+            .tokens()
+            .mint_admin_token("dev-admin", chrono::Utc::now(), ADMIN_TOKEN_TTL)
+            .await
+            .context("cannot mint the dev admin token")?;
+        write_private(&admin_token_path, admin.token.as_bytes())
+            .with_context(|| format!("cannot write {}", admin_token_path.display()))?;
         let grpc = format!("http://{}", relay.grpc_addr());
         let http = format!("http://{}", relay.http_addr());
         let endpoints = Endpoints {
@@ -52,11 +72,16 @@ pub(super) fn dev(args: DevArgs) -> Result<(), Failure> {
         println!("  gRPC  {grpc}  (NodeClusterService, grpc.health.v1.Health, reflection)");
         println!("  HTTP  {http}  (/healthz, /readyz, /metrics)");
         println!("  store {}", store_settings.describe());
+        println!(
+            "  admin token (aegis:admin, tenant aegis-system, 30 days) in {}",
+            admin_token_path.display()
+        );
         println!("  endpoints written to {}", endpoints_path.display());
         println!(
-            "next: grpcurl -plaintext {} grpc.health.v1.Health/Check   (Ctrl-C stops the relay)",
-            relay.grpc_addr()
+            "next: curl -s -X POST {http}/v1/edge/enrollment-tokens -H \"Authorization: Bearer $(cat {})\" -d '{{\"issued_to\":\"my-host\"}}'",
+            admin_token_path.display()
         );
+        println!("      then: aegis edge enroll <token>   (Ctrl-C stops the relay)");
         let served = serve_until_signal(relay, &mut signals).await;
         if let Err(err) = std::fs::remove_file(&endpoints_path) {
             tracing::warn!(path = %endpoints_path.display(), error = %err, "cannot remove endpoints file");

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::{serve_until_signal, store_settings, tokio_runtime, Failure, STORE_WAIT};
+use super::{local_signer, serve_until_signal, store_settings, tokio_runtime, Failure, STORE_WAIT};
 use crate::app::{self, RelaySettings};
 use crate::config::{load_file, ProcessEnv};
 use crate::runtime::Runtime;
@@ -36,7 +36,13 @@ pub(super) fn run(config_path: &Path, no_migrate: bool) -> Result<(), Failure> {
             .await
             .with_context(|| format!("cannot open the store ({})", store_settings.describe()))?;
         tracing::info!(store = %store_settings.describe(), "store ready");
-        let relay = app::start(settings, Runtime::real(), store).await?;
+        let signer = local_signer(&config.relay.data_dir)?;
+        let deps = app::Dependencies {
+            store,
+            signer,
+            callers: None,
+        };
+        let relay = app::start(settings, Runtime::real(), deps).await?;
         tracing::info!(
             public_endpoint = %config.cluster.public_endpoint,
             "ready: edge daemons dial the public endpoint"

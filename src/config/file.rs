@@ -73,4 +73,6 @@ pub struct FileRelay {
     pub drain_timeout: Option<ConfigDuration>,
     pub heartbeat_timeout: Option<ConfigDuration>,
     pub log_format: Option<LogFormat>,
+    pub issuer: Option<String>,
+    pub accepted_issuers: Option<Vec<String>>,
 }

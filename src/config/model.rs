@@ -23,6 +23,8 @@ pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(90);
 pub const DEFAULT_CLUSTER_ID: &str = "aegis-relay";
 /// Default local state directory (the guide's pod mounts /var/lib/aegis).
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/aegis/relay";
+/// Default `iss` of relay tokens (as AEGIS's relay).
+pub const DEFAULT_ISSUER: &str = "aegis-relay-coordinator";
 /// The only role this binary plays.
 pub const RELAY_ROLE: &str = "relay-coordinator";
 
@@ -92,4 +94,9 @@ pub struct RelayConfig {
     pub heartbeat_timeout: Duration,
     /// Log line format.
     pub log_format: LogFormat,
+    /// `iss` of the tokens this relay mints.
+    pub issuer: String,
+    /// Other issuers whose enrollment tokens are redeemed (same signing key),
+    /// e.g. `aegis-controller`.
+    pub accepted_issuers: Vec<String>,
 }

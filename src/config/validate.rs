@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::error::ConfigError;
 use super::expand::Env;
 use super::file::{FileConfig, FilePostgres, FileRelay};
+use super::model::DEFAULT_ISSUER;
 use super::model::{
     ClusterConfig, Config, PostgresConfig, RelayConfig, DEFAULT_CLUSTER_ID, DEFAULT_DATA_DIR,
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_GOSSIP_PORT, DEFAULT_GRPC_PORT, DEFAULT_HEARTBEAT_TIMEOUT,
@@ -198,9 +199,27 @@ fn validate_relay(
             "must be at least 1s (edges send at most one heartbeat per second)",
         ));
     }
+    let issuer = relay.issuer.unwrap_or_else(|| DEFAULT_ISSUER.to_owned());
+    if issuer.trim().is_empty() || issuer.len() > 256 {
+        return Err(ConfigError::invalid(
+            "relay.issuer",
+            "must be 1-256 characters",
+        ));
+    }
+    let accepted_issuers = relay.accepted_issuers.unwrap_or_default();
+    for (index, accepted) in accepted_issuers.iter().enumerate() {
+        if accepted.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                format!("relay.accepted_issuers[{index}]"),
+                "must not be empty",
+            ));
+        }
+    }
     Ok(RelayConfig {
         name,
         data_dir,
+        issuer,
+        accepted_issuers,
         bind_address,
         http_port,
         peer_port,

@@ -15,6 +15,9 @@ use tonic::server::NamedService;
 use tonic::{Request, Response, Status, Streaming};
 use tower_service::Service;
 
+use crate::app::Api;
+use crate::auth::{authorize, TenantHeaders};
+use crate::enroll::EnrollError;
 use crate::net::BoxFuture;
 use crate::proto::cluster::node_cluster_service_server::{
     NodeClusterService, NodeClusterServiceServer,
@@ -49,8 +52,24 @@ pub const NOT_SERVED_RPCS: [&str; 8] = [
 ];
 
 /// The relay's implementation of the five served RPCs.
-#[derive(Debug, Clone, Default)]
-pub struct RelayNodeCluster;
+#[derive(Debug, Clone)]
+pub struct RelayNodeCluster {
+    api: Api,
+}
+
+impl RelayNodeCluster {
+    /// Serves with `api`.
+    pub fn new(api: Api) -> Self {
+        Self { api }
+    }
+}
+
+fn metadata<'a, T>(request: &'a Request<T>, name: &str) -> Option<&'a str> {
+    request
+        .metadata()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+}
 
 fn not_yet(rpc: &str) -> Status {
     Status::unimplemented(format!(
@@ -64,16 +83,26 @@ type EdgeCommandStream = Pin<Box<dyn Stream<Item = Result<EdgeCommand, Status>> 
 impl NodeClusterService for RelayNodeCluster {
     async fn attest_node(
         &self,
-        _request: Request<AttestNodeRequest>,
+        request: Request<AttestNodeRequest>,
     ) -> Result<Response<AttestNodeResponse>, Status> {
-        Err(not_yet("AttestNode"))
+        self.api
+            .enrollment
+            .attest(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|err| err.to_status())
     }
 
     async fn challenge_node(
         &self,
-        _request: Request<ChallengeNodeRequest>,
+        request: Request<ChallengeNodeRequest>,
     ) -> Result<Response<ChallengeNodeResponse>, Status> {
-        Err(not_yet("ChallengeNode"))
+        self.api
+            .enrollment
+            .challenge(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|err| err.to_status())
     }
 
     type ConnectEdgeStream = EdgeCommandStream;
@@ -94,9 +123,33 @@ impl NodeClusterService for RelayNodeCluster {
 
     async fn issue_enrollment_token(
         &self,
-        _request: Request<IssueEnrollmentTokenRequest>,
+        request: Request<IssueEnrollmentTokenRequest>,
     ) -> Result<Response<IssueEnrollmentTokenResponse>, Status> {
-        Err(not_yet("IssueEnrollmentToken"))
+        let headers = TenantHeaders {
+            aegis_tenant: metadata(&request, "x-aegis-tenant"),
+            tenant_id: metadata(&request, "x-tenant-id"),
+        };
+        let (caller, tenant) = authorize(
+            self.api.callers.as_ref(),
+            self.api.now(),
+            metadata(&request, "authorization"),
+            headers,
+        )
+        .await
+        .map_err(|err| EnrollError::from(err).to_status())?;
+        let issued = self
+            .api
+            .enrollment
+            .issue(&caller, &tenant, &request.get_ref().issued_to)
+            .await
+            .map_err(|err| err.to_status())?;
+        Ok(Response::new(IssueEnrollmentTokenResponse {
+            qr_payload: issued.command_hint.clone(),
+            command_hint: issued.command_hint,
+            token: issued.token,
+            expires_at: issued.expires_at,
+            controller_endpoint: issued.controller_endpoint,
+        }))
     }
 }
 

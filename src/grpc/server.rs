@@ -8,6 +8,7 @@ use super::health::HealthPublisher;
 use super::metrics_layer::GrpcMetricsLayer;
 use super::node_cluster::{NodeClusterRoutes, RelayNodeCluster};
 use super::reflection::{self, ReflectionError};
+use crate::app::Api;
 use crate::net::{incoming, Listener};
 use crate::readiness::Readiness;
 use crate::telemetry::Metrics;
@@ -50,6 +51,7 @@ pub enum GrpcServeError {
 pub async fn serve(
     listener: Box<dyn Listener>,
     settings: GrpcServerSettings,
+    api: Api,
     readiness: Readiness,
     metrics: Metrics,
     stop: CancellationToken,
@@ -63,7 +65,7 @@ pub async fn serve(
         .add_service(reflection::v1()?)
         .add_service(reflection::v1alpha()?)
         .add_service(NodeClusterRoutes::new(
-            RelayNodeCluster,
+            RelayNodeCluster::new(api),
             settings.max_message_bytes,
         ));
     // Both end once `stop` fires; joined rather than spawned so nothing outlives the server.

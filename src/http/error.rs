@@ -19,6 +19,15 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// A 400 with `message`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            status: 400,
+            code: "bad_request",
+            message: message.into(),
+        }
+    }
+
     /// A 404 with `message`.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self {
@@ -39,7 +48,18 @@ impl IntoResponse for ApiError {
 /// Fallback for paths no route matches.
 pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found(format!(
-        "no route for {}; this relay serves /healthz, /readyz and /metrics",
+        "no route for {}; this relay serves /v1/edge/enrollment-tokens, /healthz, /readyz and /metrics",
         uri.path()
     ))
+}
+
+impl From<crate::enroll::EnrollError> for ApiError {
+    fn from(err: crate::enroll::EnrollError) -> Self {
+        let (status, code) = err.http_status();
+        Self {
+            status,
+            code,
+            message: err.to_string(),
+        }
+    }
 }

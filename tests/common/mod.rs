@@ -20,6 +20,7 @@ pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 pub struct TestRelay {
     relay: RunningRelay,
     _dir: Option<tempfile::TempDir>,
+    _store_dir: Option<tempfile::TempDir>,
 }
 
 impl std::ops::Deref for TestRelay {
@@ -45,7 +46,7 @@ pub async fn start_relay(drain_timeout: Duration) -> Result<TestRelay, Box<dyn s
         settings.drain_timeout = drain_timeout;
     })
     .await?;
-    relay._dir = Some(dir);
+    relay._store_dir = Some(dir);
     Ok(relay)
 }
 
@@ -57,8 +58,19 @@ pub async fn start_relay_with(
 ) -> Result<TestRelay, Box<dyn std::error::Error>> {
     let mut settings = RelaySettings::local("relay-test", IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0);
     configure(&mut settings);
-    let relay = app::start(settings, Runtime::real(), store).await?;
-    Ok(TestRelay { relay, _dir: None })
+    let key_dir = tempfile::tempdir()?;
+    let signer = aegis_relay::auth::LocalSigner::load_or_create(&key_dir.path().join("key.pem"))?;
+    let deps = app::Dependencies {
+        store,
+        signer: Arc::new(signer),
+        callers: None,
+    };
+    let relay = app::start(settings, Runtime::real(), deps).await?;
+    Ok(TestRelay {
+        relay,
+        _dir: Some(key_dir),
+        _store_dir: None,
+    })
 }
 
 /// A gRPC channel to the relay's cluster port.
@@ -84,6 +96,28 @@ pub async fn http_get_url(url: &str) -> Result<(u16, String), Box<dyn std::error
         .build_http::<http_body_util::Empty<bytes::Bytes>>();
     let response =
         tokio::time::timeout(Duration::from_secs(10), client.get(url.parse()?)).await??;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// POST `body` to `url` with `headers`: (status, body).
+pub async fn http_post(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<(u16, String), Box<dyn std::error::Error>> {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let mut request = hyper::Request::post(url).header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(http_body_util::Full::new(bytes::Bytes::from(
+        body.to_owned(),
+    )))?;
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request)).await??;
     let status = response.status().as_u16();
     let body = response.into_body().collect().await?.to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))

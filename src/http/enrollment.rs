@@ -1,0 +1,70 @@
+//! `POST /v1/edge/enrollment-tokens` (protocol.md §4.3): the REST face of
+//! token issuance, same rules as the gRPC IssueEnrollmentToken.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::HttpState;
+use crate::auth::{authorize, TenantHeaders};
+use crate::enroll::EnrollError;
+
+/// Request body. Unknown fields are ignored (AEGIS clients send extras);
+/// `name` is accepted as the deployment guide's smoke test sends it.
+#[derive(Debug, Default, Deserialize)]
+struct IssueRequest {
+    issued_to: Option<String>,
+    name: Option<String>,
+}
+
+/// Response body, as the AEGIS controller answers.
+#[derive(Debug, Serialize)]
+struct IssueResponse {
+    token: String,
+    expires_at: String,
+    controller_endpoint: String,
+    qr_payload: String,
+    command_hint: String,
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// Issues an enrollment token for the caller's (resolved) tenant.
+pub async fn issue_enrollment_token(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<impl Serialize>, ApiError> {
+    let request: IssueRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        IssueRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|err| ApiError::bad_request(format!("invalid JSON body: {err}")))?
+    };
+    let api = &state.api;
+    let (caller, tenant) = authorize(
+        api.callers.as_ref(),
+        api.now(),
+        header(&headers, "authorization"),
+        TenantHeaders {
+            aegis_tenant: header(&headers, "x-aegis-tenant"),
+            tenant_id: header(&headers, "x-tenant-id"),
+        },
+    )
+    .await
+    .map_err(EnrollError::from)?;
+    let issued_to = request.issued_to.or(request.name).unwrap_or_default();
+    let issued = api.enrollment.issue(&caller, &tenant, &issued_to).await?;
+    Ok(Json(IssueResponse {
+        qr_payload: issued.command_hint.clone(),
+        command_hint: issued.command_hint,
+        token: issued.token,
+        expires_at: issued.expires_at,
+        controller_endpoint: issued.controller_endpoint,
+    }))
+}
