@@ -6,6 +6,7 @@
 
 mod check;
 mod dev;
+mod edge_sim;
 mod migrate;
 mod run;
 
@@ -39,6 +40,11 @@ enum Command {
     CheckConfig(ConfigArgs),
     /// Apply the store's migrations and exit (shared mode: only the relay's own tables).
     Migrate(ConfigArgs),
+    /// Our own edge client: enroll simulated edges (and, later, hold their sessions).
+    EdgeSim {
+        #[command(subcommand)]
+        command: edge_sim::EdgeSimCommand,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +106,7 @@ pub fn main() -> ExitCode {
         Command::Dev(args) => dev::dev(args),
         Command::CheckConfig(args) => check::check(&args),
         Command::Migrate(args) => migrate::migrate(&args.config),
+        Command::EdgeSim { command } => edge_sim::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

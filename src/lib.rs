@@ -8,6 +8,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod edge_client;
 pub mod endpoints;
 pub mod enroll;
 pub mod grpc;
