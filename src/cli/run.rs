@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use super::{local_signer, serve_until_signal, store_settings, tokio_runtime, Failure, STORE_WAIT};
 use crate::app::{self, RelaySettings};
-use crate::config::{load_file, ProcessEnv};
+use crate::config::{load_file, ConfigError, ProcessEnv, SignerKind};
 use crate::runtime::Runtime;
 use crate::shutdown::Signals;
 use crate::store::{self, Migrations};
@@ -36,7 +36,15 @@ pub(super) fn run(config_path: &Path, no_migrate: bool) -> Result<(), Failure> {
             .await
             .with_context(|| format!("cannot open the store ({})", store_settings.describe()))?;
         tracing::info!(store = %store_settings.describe(), "store ready");
-        let signer = local_signer(&config.relay.data_dir)?;
+        let signer = match config.relay.signer {
+            SignerKind::Local => local_signer(&config.relay.data_dir)?,
+            SignerKind::OpenBao => {
+                return Err(Failure::Config(ConfigError::Invalid {
+                    key: "relay.signer".to_owned(),
+                    reason: "openbao signing is not available in this build yet; use local".to_owned(),
+                }))
+            }
+        };
         let deps = app::Dependencies {
             store,
             signer,

@@ -14,8 +14,8 @@ use super::values::{ConfigDuration, LogFormat, Port};
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub cluster: Option<FileCluster>,
-    pub keycloak: Option<FileEndpoint>,
-    pub openbao: Option<FileEndpoint>,
+    pub keycloak: Option<FileKeycloak>,
+    pub openbao: Option<FileOpenBao>,
     pub postgres: Option<FilePostgres>,
     pub relay: Option<FileRelay>,
     /// Controller-only blocks the guide says a relay does not need.
@@ -41,11 +41,53 @@ pub struct FileIngress {
     pub public_endpoint: Option<String>,
 }
 
-/// `keycloak:` and `openbao:` (later issues add keys here).
+/// `keycloak:`: the OIDC realm that authenticates callers.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileEndpoint {
+pub struct FileKeycloak {
     pub endpoint: Option<String>,
+    pub realm: Option<String>,
+    pub audience: Option<String>,
+    pub claims: Option<FileClaims>,
+    pub jwks_refresh_interval: Option<ConfigDuration>,
+}
+
+/// `keycloak.claims:`: where the caller's facts sit in a token.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileClaims {
+    pub roles: Option<String>,
+    pub tenant: Option<String>,
+    pub operator: Option<String>,
+}
+
+/// `openbao:`: Transit signing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOpenBao {
+    pub endpoint: Option<String>,
+    pub approle: Option<FileAppRole>,
+    pub transit_mount: Option<String>,
+    pub transit_key: Option<String>,
+}
+
+/// `openbao.approle:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAppRole {
+    pub role_id_file: Option<PathBuf>,
+    pub secret_id_file: Option<PathBuf>,
+    pub mount: Option<String>,
+}
+
+/// `relay.attest_rate_limit:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRateLimit {
+    pub per_second: Option<f64>,
+    pub burst: Option<u32>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub forwarded_header: Option<String>,
 }
 
 /// `postgres:`.
@@ -75,4 +117,8 @@ pub struct FileRelay {
     pub log_format: Option<LogFormat>,
     pub issuer: Option<String>,
     pub accepted_issuers: Option<Vec<String>>,
+    pub signer: Option<String>,
+    pub signing_scheme: Option<String>,
+    pub attest_rate_limit: Option<FileRateLimit>,
+    pub rotation_overlap: Option<ConfigDuration>,
 }

@@ -25,6 +25,10 @@ pub const DEFAULT_CLUSTER_ID: &str = "aegis-relay";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/aegis/relay";
 /// Default `iss` of relay tokens (as AEGIS's relay).
 pub const DEFAULT_ISSUER: &str = "aegis-relay-coordinator";
+/// Default Keycloak realm.
+pub const DEFAULT_REALM: &str = "aegis-system";
+/// Default Transit key (shared with the AEGIS controller).
+pub const DEFAULT_TRANSIT_KEY: &str = "edge-enrollment-token";
 /// The only role this binary plays.
 pub const RELAY_ROLE: &str = "relay-coordinator";
 
@@ -33,10 +37,10 @@ pub const RELAY_ROLE: &str = "relay-coordinator";
 pub struct Config {
     /// `cluster:`.
     pub cluster: ClusterConfig,
-    /// `keycloak.endpoint`, when set.
-    pub keycloak_endpoint: Option<String>,
-    /// `openbao.endpoint`, when set.
-    pub openbao_endpoint: Option<String>,
+    /// `keycloak:`, when an endpoint is set (callers are then OIDC-authenticated).
+    pub keycloak: Option<KeycloakConfig>,
+    /// `openbao:`, when an endpoint is set.
+    pub openbao: Option<OpenBaoConfig>,
     /// `postgres:`, when a DSN is set (otherwise the embedded SQLite store).
     pub postgres: Option<PostgresConfig>,
     /// `relay:`.
@@ -65,7 +69,7 @@ pub struct PostgresConfig {
 }
 
 /// `relay:` after validation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RelayConfig {
     /// This replica's name (metrics, logs, endpoints.json).
     pub name: String,
@@ -99,4 +103,87 @@ pub struct RelayConfig {
     /// Other issuers whose enrollment tokens are redeemed (same signing key),
     /// e.g. `aegis-controller`.
     pub accepted_issuers: Vec<String>,
+    /// Which signer mints tokens.
+    pub signer: SignerKind,
+    /// Signature scheme of tokens minted through OpenBao.
+    pub signing_scheme: SigningScheme,
+    /// AttestNode rate limit per source.
+    pub attest_rate_limit: RateLimitConfig,
+    /// How long a rotated-out key stays acceptable.
+    pub rotation_overlap: Duration,
+}
+
+/// `relay.signer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignerKind {
+    /// A key file in `relay.data_dir`.
+    Local,
+    /// OpenBao Transit (`openbao:` block).
+    OpenBao,
+}
+
+/// `relay.signing_scheme`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningScheme {
+    /// True RS256: RSA PKCS#1 v1.5 with SHA-256.
+    Rs256,
+    /// What AEGIS's relay verifies: a default Transit signature (RSA-PSS for
+    /// an RSA key) under an `RS256` header.
+    AegisTransit,
+}
+
+/// `relay.attest_rate_limit`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitConfig {
+    /// Sustained attempts per second per source.
+    pub per_second: f64,
+    /// Attempts allowed in a burst.
+    pub burst: u32,
+    /// Peers whose forwarded header names the real source.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Header carrying the source behind a trusted proxy.
+    pub forwarded_header: String,
+}
+
+/// `keycloak:` after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeycloakConfig {
+    /// Base URL of the OIDC server.
+    pub endpoint: String,
+    /// Realm name.
+    pub realm: String,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+    /// Claim path of realm roles (dots separate levels).
+    pub roles_claim: String,
+    /// Claim path of the tenant.
+    pub tenant_claim: String,
+    /// Claim path of the operator level.
+    pub operator_claim: String,
+    /// Longest time a JWKS is used without refreshing.
+    pub jwks_refresh_interval: Duration,
+}
+
+impl KeycloakConfig {
+    /// The realm's issuer URL (`<endpoint>/realms/<realm>`).
+    pub fn issuer_url(&self) -> String {
+        format!("{}/realms/{}", self.endpoint.trim_end_matches('/'), self.realm)
+    }
+}
+
+/// `openbao:` after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenBaoConfig {
+    /// Base URL.
+    pub endpoint: String,
+    /// AppRole role id file (else env OPENBAO_ROLE_ID).
+    pub role_id_file: Option<PathBuf>,
+    /// AppRole secret id file (else env OPENBAO_SECRET_ID).
+    pub secret_id_file: Option<PathBuf>,
+    /// AppRole auth mount.
+    pub approle_mount: String,
+    /// Transit mount.
+    pub transit_mount: String,
+    /// Transit key name.
+    pub transit_key: String,
 }

@@ -32,9 +32,12 @@ fn guide_example_loads_when_postgres_dsn_is_set() -> Result<(), ConfigError> {
     assert_eq!(config.cluster.grpc_port, 50056);
     assert_eq!(config.cluster.public_endpoint, "relay.example.com");
     assert_eq!(
-        config.keycloak_endpoint.as_deref(),
-        Some("https://auth.example.com")
+        config.keycloak.as_ref().map(|kc| kc.issuer_url()),
+        Some("https://auth.example.com/realms/aegis-system".to_owned())
     );
+    assert_eq!(config.relay.signer, SignerKind::Local);
+    assert_eq!(config.relay.rotation_overlap, Duration::from_secs(60));
+    assert_eq!(config.relay.attest_rate_limit.burst, 50);
     assert_eq!(
         config.postgres.as_ref().map(|pg| pg.dsn.expose()),
         Some("postgres://relay:pw@db:5432/aegis")
@@ -132,11 +135,11 @@ fn endpoint_env_overrides_apply() -> Result<(), ConfigError> {
         ]),
     )?;
     assert_eq!(
-        config.keycloak_endpoint.as_deref(),
+        config.keycloak.as_ref().map(|kc| kc.endpoint.as_str()),
         Some("https://auth.test")
     );
     assert_eq!(
-        config.openbao_endpoint.as_deref(),
+        config.openbao.as_ref().map(|bao| bao.endpoint.as_str()),
         Some("http://127.0.0.1:8200")
     );
     assert!(config.postgres.is_some());
@@ -262,4 +265,33 @@ fn shared_mode_needs_a_dsn_and_data_dir_defaults() -> Result<(), ConfigError> {
         std::path::PathBuf::from(DEFAULT_DATA_DIR)
     );
     Ok(())
+}
+
+#[test]
+fn openbao_signer_names_missing_approle_settings() -> Result<(), ConfigError> {
+    let text = format!("{MINIMAL}openbao:\n  endpoint: http://127.0.0.1:8200\nrelay:\n  signer: openbao\n");
+    let error = error_text(&text, &env(&[]));
+    assert!(error.starts_with("relay.signer:"), "{error}");
+    assert!(error.contains("openbao.approle.role_id_file (or env OPENBAO_ROLE_ID)"), "{error}");
+    assert!(error.contains("OPENBAO_SECRET_ID"), "{error}");
+    let config = parse_str(&text, &env(&[("OPENBAO_ROLE_ID", "r"), ("OPENBAO_SECRET_ID", "s")]))?;
+    assert_eq!(config.relay.signer, SignerKind::OpenBao);
+    let no_endpoint = error_text(&format!("{MINIMAL}relay:\n  signer: openbao\n"), &env(&[]));
+    assert!(no_endpoint.contains("openbao.endpoint"), "{no_endpoint}");
+    Ok(())
+}
+
+#[test]
+fn identity_keys_are_checked() {
+    for (snippet, key) in [
+        ("relay:\n  signer: vault\n", "relay.signer:"),
+        ("relay:\n  signing_scheme: ps256\n", "relay.signing_scheme:"),
+        ("relay:\n  attest_rate_limit:\n    per_second: 0\n", "relay.attest_rate_limit.per_second:"),
+        ("relay:\n  attest_rate_limit:\n    trusted_proxies: [proxy]\n", "relay.attest_rate_limit.trusted_proxies[0]:"),
+        ("keycloak:\n  realm: aegis\n", "keycloak.endpoint:"),
+        ("keycloak:\n  endpoint: https://kc\n  claims:\n    tenant: a..b\n", "keycloak.claims.tenant:"),
+    ] {
+        let text = error_text(&format!("{MINIMAL}{snippet}"), &env(&[]));
+        assert!(text.starts_with(key), "{snippet}: {text}");
+    }
 }

@@ -5,11 +5,12 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::error::ConfigError;
+use super::identity;
 use super::expand::Env;
 use super::file::{FileConfig, FilePostgres, FileRelay};
 use super::model::DEFAULT_ISSUER;
 use super::model::{
-    ClusterConfig, Config, PostgresConfig, RelayConfig, DEFAULT_CLUSTER_ID, DEFAULT_DATA_DIR,
+    ClusterConfig, Config, OpenBaoConfig, PostgresConfig, RelayConfig, DEFAULT_CLUSTER_ID, DEFAULT_DATA_DIR,
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_GOSSIP_PORT, DEFAULT_GRPC_PORT, DEFAULT_HEARTBEAT_TIMEOUT,
     DEFAULT_HTTP_PORT, DEFAULT_PEER_PORT, RELAY_ROLE,
 };
@@ -79,24 +80,23 @@ pub fn validate(file: FileConfig, env: &dyn Env) -> Result<Config, ConfigError> 
         })?;
     check_public_endpoint(&public_endpoint)?;
 
-    let keycloak_endpoint = file.keycloak.and_then(|block| block.endpoint);
-    if let Some(url) = &keycloak_endpoint {
-        check_http_url("keycloak.endpoint", url)?;
-    }
-    let openbao_endpoint = file.openbao.and_then(|block| block.endpoint);
-    if let Some(url) = &openbao_endpoint {
-        check_http_url("openbao.endpoint", url)?;
-    }
+    let keycloak = identity::keycloak(file.keycloak)?;
+    let openbao = identity::openbao(file.openbao)?;
     let postgres = validate_postgres(file.postgres.unwrap_or_default())?;
 
-    let relay = validate_relay(file.relay.unwrap_or_default(), grpc_port, env)?;
+    let relay = validate_relay(
+        file.relay.unwrap_or_default(),
+        grpc_port,
+        openbao.as_ref(),
+        env,
+    )?;
     Ok(Config {
         cluster: ClusterConfig {
             grpc_port,
             public_endpoint,
         },
-        keycloak_endpoint,
-        openbao_endpoint,
+        keycloak,
+        openbao,
         postgres,
         relay,
         warnings,
@@ -124,6 +124,7 @@ fn validate_postgres(postgres: FilePostgres) -> Result<Option<PostgresConfig>, C
 fn validate_relay(
     relay: FileRelay,
     grpc_port: u16,
+    openbao: Option<&OpenBaoConfig>,
     env: &dyn Env,
 ) -> Result<RelayConfig, ConfigError> {
     let name = match relay.name {
@@ -215,11 +216,21 @@ fn validate_relay(
             ));
         }
     }
+    let signer = identity::signer(relay.signer, openbao, env)?;
+    let signing_scheme = identity::signing_scheme(relay.signing_scheme)?;
+    let attest_rate_limit = identity::rate_limit(relay.attest_rate_limit)?;
+    let rotation_overlap = relay
+        .rotation_overlap
+        .map_or(Duration::from_secs(60), |d| d.0);
     Ok(RelayConfig {
         name,
         data_dir,
         issuer,
         accepted_issuers,
+        signer,
+        signing_scheme,
+        attest_rate_limit,
+        rotation_overlap,
         bind_address,
         http_port,
         peer_port,
@@ -284,19 +295,6 @@ fn check_public_endpoint(endpoint: &str) -> Result<(), ConfigError> {
         }
     }
     Ok(())
-}
-
-fn check_http_url(key: &str, url: &str) -> Result<(), ConfigError> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
-    match rest {
-        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(()),
-        _ => Err(ConfigError::invalid(
-            key,
-            format!("{url:?} is not an http:// or https:// URL"),
-        )),
-    }
 }
 
 fn check_postgres_dsn(dsn: &str) -> Result<(), ConfigError> {
