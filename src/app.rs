@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::auth::{CallerAuth, LocalCallerAuth, Signer, TokenIssuer};
-use crate::config::Config;
-use crate::enroll::EnrollmentService;
+use crate::config::{Config, RateLimitConfig};
+use crate::enroll::{EnrollmentService, RateLimiter};
 use crate::grpc::{self, GrpcServerSettings};
 use crate::http::{self, HttpState};
 use crate::net;
@@ -46,6 +46,10 @@ pub struct RelaySettings {
     pub issuer: String,
     /// Other issuers whose enrollment tokens are accepted.
     pub accepted_issuers: Vec<String>,
+    /// How long a rotated-out edge key stays acceptable.
+    pub rotation_overlap: Duration,
+    /// AttestNode rate limit per source.
+    pub attest_rate_limit: RateLimitConfig,
     /// `cep`: what enrollment tokens tell edges to dial; `None` means this
     /// replica's bound gRPC address over plaintext (`dev`).
     pub public_endpoint: Option<String>,
@@ -75,6 +79,8 @@ impl RelaySettings {
             store_check: StoreCheck::default(),
             issuer: config.relay.issuer.clone(),
             accepted_issuers: config.relay.accepted_issuers.clone(),
+            rotation_overlap: config.relay.rotation_overlap,
+            attest_rate_limit: config.relay.attest_rate_limit.clone(),
             public_endpoint: Some(config.cluster.public_endpoint.clone()),
         }
     }
@@ -90,6 +96,13 @@ impl RelaySettings {
             store_check: StoreCheck::default(),
             issuer: crate::config::DEFAULT_ISSUER.to_owned(),
             accepted_issuers: Vec::new(),
+            rotation_overlap: Duration::from_secs(60),
+            attest_rate_limit: RateLimitConfig {
+                per_second: 10.0,
+                burst: 50,
+                trusted_proxies: Vec::new(),
+                forwarded_header: "x-forwarded-for".to_owned(),
+            },
             public_endpoint: None,
         }
     }
@@ -160,6 +173,10 @@ pub struct Api {
     pub callers: Arc<dyn CallerAuth>,
     /// Wall clock.
     pub clock: Arc<dyn Clock>,
+    /// AttestNode buckets per source.
+    pub attest_limiter: Arc<RateLimiter>,
+    /// The store (host management).
+    pub store: Arc<dyn Store>,
 }
 
 impl std::fmt::Debug for Api {
@@ -206,11 +223,14 @@ pub async fn start(
         Arc::clone(&tokens),
         Arc::clone(&runtime.clock),
         Arc::clone(&runtime.entropy),
+        settings.rotation_overlap,
     ));
     let api = Api {
         enrollment,
         callers,
         clock: Arc::clone(&runtime.clock),
+        attest_limiter: Arc::new(RateLimiter::new(&settings.attest_rate_limit)),
+        store: Arc::clone(&store),
     };
 
     // `stop` asks servers to finish gracefully; `kill` severs every connection

@@ -16,14 +16,14 @@ mod values;
 
 pub use error::ConfigError;
 pub use expand::{expand_str, Env, ProcessEnv};
-pub use load::{load_file, parse_str, ENV_OVERRIDES};
 pub use identity::{ROLE_ID_ENV, SECRET_ID_ENV};
+pub use load::{load_file, parse_str, ENV_OVERRIDES};
 pub use model::{
     ClusterConfig, Config, KeycloakConfig, OpenBaoConfig, PostgresConfig, RateLimitConfig,
-    RelayConfig, SignerKind, SigningScheme, DEFAULT_CLUSTER_ID, DEFAULT_DATA_DIR, DEFAULT_REALM,
-    DEFAULT_TRANSIT_KEY,
+    RelayConfig, SignerKind, SigningScheme, DEFAULT_CLUSTER_ID, DEFAULT_DATA_DIR,
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_GOSSIP_PORT, DEFAULT_GRPC_PORT, DEFAULT_HEARTBEAT_TIMEOUT,
-    DEFAULT_HTTP_PORT, DEFAULT_ISSUER, DEFAULT_PEER_PORT, RELAY_ROLE,
+    DEFAULT_HTTP_PORT, DEFAULT_ISSUER, DEFAULT_PEER_PORT, DEFAULT_REALM, DEFAULT_TRANSIT_KEY,
+    RELAY_ROLE,
 };
 pub use validate::check_replica_name;
 pub use values::{parse_duration, LogFormat, Port, Secret};

@@ -9,8 +9,12 @@
 
 mod error;
 mod limits;
+mod rate_limit;
+mod rotate;
 mod service;
 
 pub use error::EnrollError;
 pub use limits::check_text;
+pub use rate_limit::RateLimiter;
+pub use rotate::rotation_challenge;
 pub use service::{EnrollmentService, IssuedEnrollment};

@@ -4,11 +4,12 @@
 
 mod enrollment;
 mod error;
+mod hosts;
 mod metrics_layer;
 mod probes;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +46,7 @@ pub fn router(state: HttpState) -> Router {
             "/v1/edge/enrollment-tokens",
             post(enrollment::issue_enrollment_token),
         )
+        .route("/v1/edge/hosts/{id}", delete(hosts::revoke_host))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(

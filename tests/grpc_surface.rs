@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aegis_relay::grpc::NOT_SERVED_RPCS;
 use aegis_relay::proto::cluster::node_cluster_service_client::NodeClusterServiceClient;
-use aegis_relay::proto::cluster::RotateEdgeKeyRequest;
+use aegis_relay::proto::cluster::EdgeEvent;
 use common::{counter_value, eventually, grpc_channel, http_get, start_relay, TestResult};
 use futures::StreamExt;
 use tonic::codegen::http::uri::PathAndQuery;
@@ -143,13 +143,13 @@ async fn served_rpcs_not_built_yet_name_themselves() -> TestResult {
     let relay = start_relay(Duration::from_secs(5)).await?;
     let mut client = NodeClusterServiceClient::new(grpc_channel(&relay).await?);
     let status = client
-        .rotate_edge_key(RotateEdgeKeyRequest::default())
+        .connect_edge(futures::stream::empty::<EdgeEvent>())
         .await
         .err()
-        .ok_or("RotateEdgeKey unexpectedly succeeded")?;
+        .ok_or("ConnectEdge unexpectedly succeeded")?;
     assert_eq!(status.code(), tonic::Code::Unimplemented);
     assert!(
-        status.message().contains("RotateEdgeKey"),
+        status.message().contains("ConnectEdge"),
         "{}",
         status.message()
     );

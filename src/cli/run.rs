@@ -41,7 +41,8 @@ pub(super) fn run(config_path: &Path, no_migrate: bool) -> Result<(), Failure> {
             SignerKind::OpenBao => {
                 return Err(Failure::Config(ConfigError::Invalid {
                     key: "relay.signer".to_owned(),
-                    reason: "openbao signing is not available in this build yet; use local".to_owned(),
+                    reason: "openbao signing is not available in this build yet; use local"
+                        .to_owned(),
                 }))
             }
         };

@@ -32,7 +32,10 @@ pub fn keycloak(block: Option<FileKeycloak>) -> Result<Option<KeycloakConfig>, C
     check_http_url("keycloak.endpoint", &endpoint)?;
     let realm = block.realm.unwrap_or_else(|| DEFAULT_REALM.to_owned());
     if realm.is_empty() || realm.contains('/') {
-        return Err(ConfigError::invalid("keycloak.realm", "must be a realm name without '/'"));
+        return Err(ConfigError::invalid(
+            "keycloak.realm",
+            "must be a realm name without '/'",
+        ));
     }
     let claims = block.claims.unwrap_or_default();
     let path = |key: &str, value: Option<String>, default: &str| -> Result<String, ConfigError> {
@@ -68,7 +71,10 @@ pub fn openbao(block: Option<FileOpenBao>) -> Result<Option<OpenBaoConfig>, Conf
     let name = |key: &str, value: Option<String>, default: &str| -> Result<String, ConfigError> {
         let value = value.unwrap_or_else(|| default.to_owned());
         if value.is_empty() || value.contains(char::is_whitespace) {
-            return Err(ConfigError::invalid(key.to_owned(), "must be a non-empty name"));
+            return Err(ConfigError::invalid(
+                key.to_owned(),
+                "must be a non-empty name",
+            ));
         }
         Ok(value.trim_matches('/').to_owned())
     };
@@ -78,7 +84,11 @@ pub fn openbao(block: Option<FileOpenBao>) -> Result<Option<OpenBaoConfig>, Conf
         secret_id_file: approle.secret_id_file,
         approle_mount: name("openbao.approle.mount", approle.mount, "approle")?,
         transit_mount: name("openbao.transit_mount", block.transit_mount, "transit")?,
-        transit_key: name("openbao.transit_key", block.transit_key, DEFAULT_TRANSIT_KEY)?,
+        transit_key: name(
+            "openbao.transit_key",
+            block.transit_key,
+            DEFAULT_TRANSIT_KEY,
+        )?,
     }))
 }
 
@@ -99,17 +109,24 @@ pub fn signer(
             };
             let mut missing = Vec::new();
             if openbao.role_id_file.is_none() && env.var(ROLE_ID_ENV).is_none() {
-                missing.push(format!("openbao.approle.role_id_file (or env {ROLE_ID_ENV})"));
+                missing.push(format!(
+                    "openbao.approle.role_id_file (or env {ROLE_ID_ENV})"
+                ));
             }
             if openbao.secret_id_file.is_none() && env.var(SECRET_ID_ENV).is_none() {
-                missing.push(format!("openbao.approle.secret_id_file (or env {SECRET_ID_ENV})"));
+                missing.push(format!(
+                    "openbao.approle.secret_id_file (or env {SECRET_ID_ENV})"
+                ));
             }
             if missing.is_empty() {
                 Ok(SignerKind::OpenBao)
             } else {
                 Err(ConfigError::invalid(
                     "relay.signer",
-                    format!("openbao needs AppRole credentials; set {}", missing.join(" and ")),
+                    format!(
+                        "openbao needs AppRole credentials; set {}",
+                        missing.join(" and ")
+                    ),
                 ))
             }
         }
@@ -142,7 +159,10 @@ pub fn rate_limit(block: Option<FileRateLimit>) -> Result<RateLimitConfig, Confi
     }
     let burst = block.burst.unwrap_or(50);
     if burst == 0 {
-        return Err(ConfigError::invalid("relay.attest_rate_limit.burst", "must be at least 1"));
+        return Err(ConfigError::invalid(
+            "relay.attest_rate_limit.burst",
+            "must be at least 1",
+        ));
     }
     let mut trusted_proxies = Vec::new();
     for (index, proxy) in block.trusted_proxies.unwrap_or_default().iter().enumerate() {

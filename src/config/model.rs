@@ -167,7 +167,11 @@ pub struct KeycloakConfig {
 impl KeycloakConfig {
     /// The realm's issuer URL (`<endpoint>/realms/<realm>`).
     pub fn issuer_url(&self) -> String {
-        format!("{}/realms/{}", self.endpoint.trim_end_matches('/'), self.realm)
+        format!(
+            "{}/realms/{}",
+            self.endpoint.trim_end_matches('/'),
+            self.realm
+        )
     }
 }
 

@@ -269,12 +269,20 @@ fn shared_mode_needs_a_dsn_and_data_dir_defaults() -> Result<(), ConfigError> {
 
 #[test]
 fn openbao_signer_names_missing_approle_settings() -> Result<(), ConfigError> {
-    let text = format!("{MINIMAL}openbao:\n  endpoint: http://127.0.0.1:8200\nrelay:\n  signer: openbao\n");
+    let text = format!(
+        "{MINIMAL}openbao:\n  endpoint: http://127.0.0.1:8200\nrelay:\n  signer: openbao\n"
+    );
     let error = error_text(&text, &env(&[]));
     assert!(error.starts_with("relay.signer:"), "{error}");
-    assert!(error.contains("openbao.approle.role_id_file (or env OPENBAO_ROLE_ID)"), "{error}");
+    assert!(
+        error.contains("openbao.approle.role_id_file (or env OPENBAO_ROLE_ID)"),
+        "{error}"
+    );
     assert!(error.contains("OPENBAO_SECRET_ID"), "{error}");
-    let config = parse_str(&text, &env(&[("OPENBAO_ROLE_ID", "r"), ("OPENBAO_SECRET_ID", "s")]))?;
+    let config = parse_str(
+        &text,
+        &env(&[("OPENBAO_ROLE_ID", "r"), ("OPENBAO_SECRET_ID", "s")]),
+    )?;
     assert_eq!(config.relay.signer, SignerKind::OpenBao);
     let no_endpoint = error_text(&format!("{MINIMAL}relay:\n  signer: openbao\n"), &env(&[]));
     assert!(no_endpoint.contains("openbao.endpoint"), "{no_endpoint}");
@@ -286,10 +294,19 @@ fn identity_keys_are_checked() {
     for (snippet, key) in [
         ("relay:\n  signer: vault\n", "relay.signer:"),
         ("relay:\n  signing_scheme: ps256\n", "relay.signing_scheme:"),
-        ("relay:\n  attest_rate_limit:\n    per_second: 0\n", "relay.attest_rate_limit.per_second:"),
-        ("relay:\n  attest_rate_limit:\n    trusted_proxies: [proxy]\n", "relay.attest_rate_limit.trusted_proxies[0]:"),
+        (
+            "relay:\n  attest_rate_limit:\n    per_second: 0\n",
+            "relay.attest_rate_limit.per_second:",
+        ),
+        (
+            "relay:\n  attest_rate_limit:\n    trusted_proxies: [proxy]\n",
+            "relay.attest_rate_limit.trusted_proxies[0]:",
+        ),
         ("keycloak:\n  realm: aegis\n", "keycloak.endpoint:"),
-        ("keycloak:\n  endpoint: https://kc\n  claims:\n    tenant: a..b\n", "keycloak.claims.tenant:"),
+        (
+            "keycloak:\n  endpoint: https://kc\n  claims:\n    tenant: a..b\n",
+            "keycloak.claims.tenant:",
+        ),
     ] {
         let text = error_text(&format!("{MINIMAL}{snippet}"), &env(&[]));
         assert!(text.starts_with(key), "{snippet}: {text}");

@@ -5,14 +5,14 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::error::ConfigError;
-use super::identity;
 use super::expand::Env;
 use super::file::{FileConfig, FilePostgres, FileRelay};
+use super::identity;
 use super::model::DEFAULT_ISSUER;
 use super::model::{
-    ClusterConfig, Config, OpenBaoConfig, PostgresConfig, RelayConfig, DEFAULT_CLUSTER_ID, DEFAULT_DATA_DIR,
-    DEFAULT_DRAIN_TIMEOUT, DEFAULT_GOSSIP_PORT, DEFAULT_GRPC_PORT, DEFAULT_HEARTBEAT_TIMEOUT,
-    DEFAULT_HTTP_PORT, DEFAULT_PEER_PORT, RELAY_ROLE,
+    ClusterConfig, Config, OpenBaoConfig, PostgresConfig, RelayConfig, DEFAULT_CLUSTER_ID,
+    DEFAULT_DATA_DIR, DEFAULT_DRAIN_TIMEOUT, DEFAULT_GOSSIP_PORT, DEFAULT_GRPC_PORT,
+    DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_HTTP_PORT, DEFAULT_PEER_PORT, RELAY_ROLE,
 };
 use super::values::Secret;
 

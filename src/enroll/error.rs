@@ -21,6 +21,15 @@ pub enum EnrollError {
     /// The caller could not be authenticated or authorised.
     #[error(transparent)]
     Caller(#[from] CallerError),
+    /// The edge was revoked.
+    #[error("this edge was revoked; enroll it again with a new token")]
+    Revoked,
+    /// A revoked node id tried to enroll again.
+    #[error("node {0} was revoked; enroll the host from a fresh state directory (a new node id)")]
+    RevokedNode(uuid::Uuid),
+    /// A concurrent change won; the caller may retry.
+    #[error("{0}")]
+    Aborted(String),
     /// Too many attempts from one source.
     #[error("rate limited: {0}")]
     RateLimited(String),
@@ -53,6 +62,8 @@ impl EnrollError {
             Self::Caller(CallerError::Forbidden(_)) => Code::PermissionDenied,
             Self::Caller(CallerError::BadRequest(_)) => Code::InvalidArgument,
             Self::RateLimited(_) => Code::ResourceExhausted,
+            Self::Revoked | Self::RevokedNode(_) => Code::PermissionDenied,
+            Self::Aborted(_) => Code::Aborted,
             Self::Store(err) if err.is_transient() => Code::Unavailable,
             Self::Signer(SignError::Unavailable(_)) => Code::Unavailable,
             Self::Store(_) | Self::Signer(_) => Code::Internal,
@@ -67,6 +78,7 @@ impl EnrollError {
             tonic::Code::Unauthenticated => (401, "unauthorized"),
             tonic::Code::PermissionDenied => (403, "forbidden"),
             tonic::Code::ResourceExhausted => (429, "rate_limited"),
+            tonic::Code::Aborted => (409, "conflict"),
             tonic::Code::Unavailable => (503, "unavailable"),
             _ => (500, "internal"),
         }

@@ -2,6 +2,7 @@
 //! gRPC handlers and REST routes call these and map [`EnrollError`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ed25519_dalek::{Signature, VerifyingKey};
@@ -36,6 +37,7 @@ pub struct EnrollmentService {
     tokens: Arc<TokenIssuer>,
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
+    rotation_overlap: Duration,
 }
 
 impl std::fmt::Debug for EnrollmentService {
@@ -53,16 +55,30 @@ impl EnrollmentService {
         tokens: Arc<TokenIssuer>,
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
+        rotation_overlap: Duration,
     ) -> Self {
         Self {
             store,
             tokens,
             clock,
             entropy,
+            rotation_overlap,
         }
     }
 
-    fn now(&self) -> DateTime<Utc> {
+    pub(super) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub(super) fn tokens(&self) -> &Arc<TokenIssuer> {
+        &self.tokens
+    }
+
+    pub(super) fn rotation_overlap(&self) -> Duration {
+        self.rotation_overlap
+    }
+
+    pub(super) fn now(&self) -> DateTime<Utc> {
         DateTime::<Utc>::from(self.clock.now())
     }
 
@@ -188,9 +204,12 @@ impl EnrollmentService {
                 "edge role requires bootstrap_proof.enrollment_token".to_owned(),
             ));
         };
-        check_text("enrollment_token", &token, MAX_TOKEN_LEN)?;
-        let claims = self.tokens.verify_enrollment(&token, now).await?;
+        let token = token.trim();
+        check_text("enrollment_token", token, MAX_TOKEN_LEN)?;
+        let claims = self.tokens.verify_enrollment(token, now).await?;
         let jti = parse_uuid("enrollment token jti", &claims.jti)?;
+        self.refuse_cross_tenant_takeover(node_id, &claims.tid)
+            .await?;
         let exp = DateTime::from_timestamp(claims.exp, 0).unwrap_or(now);
         // Signed before redemption: a signing failure must not burn the token.
         let node_token = self
@@ -224,6 +243,32 @@ impl EnrollmentService {
                 nanos: 0,
             }),
         })
+    }
+
+    /// AEGIS lets any token re-enroll any node id, moving it to the token's
+    /// tenant. We allow re-enrollment (`aegis edge enroll --force` keeps the
+    /// node id) only within the tenant that owns the id, and never for a
+    /// revoked id: revocation is final for that identity.
+    async fn refuse_cross_tenant_takeover(
+        &self,
+        node_id: Uuid,
+        tenant: &str,
+    ) -> Result<(), EnrollError> {
+        if self.store.tombstone(node_id).await?.is_some() {
+            return Err(EnrollError::RevokedNode(node_id));
+        }
+        let owner = self
+            .store
+            .get_edge(node_id)
+            .await?
+            .map(|edge| edge.tenant_id);
+        match owner {
+            Some(owner) if owner != tenant => Err(EnrollError::Unauthenticated(format!(
+                "node id {node_id} belongs to another tenant; generate a new node id \
+                 (enroll from a fresh state directory) or revoke it in its own tenant first"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Issues an enrollment token to `caller` for `tenant` (already resolved

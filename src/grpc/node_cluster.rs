@@ -85,6 +85,17 @@ impl NodeClusterService for RelayNodeCluster {
         &self,
         request: Request<AttestNodeRequest>,
     ) -> Result<Response<AttestNodeResponse>, Status> {
+        if let Some(peer) = request.remote_addr() {
+            let limiter = &self.api.attest_limiter;
+            let source = limiter.source(peer.ip(), metadata(&request, limiter.forwarded_header()));
+            if let Err(wait) = limiter.check(source, tokio::time::Instant::now()) {
+                return Err(EnrollError::RateLimited(format!(
+                    "too many AttestNode calls from {source}; retry in {} ms",
+                    wait.as_millis().max(1)
+                ))
+                .to_status());
+            }
+        }
         self.api
             .enrollment
             .attest(request.into_inner())
@@ -116,9 +127,14 @@ impl NodeClusterService for RelayNodeCluster {
 
     async fn rotate_edge_key(
         &self,
-        _request: Request<RotateEdgeKeyRequest>,
+        request: Request<RotateEdgeKeyRequest>,
     ) -> Result<Response<RotateEdgeKeyResponse>, Status> {
-        Err(not_yet("RotateEdgeKey"))
+        self.api
+            .enrollment
+            .rotate(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|err| err.to_status())
     }
 
     async fn issue_enrollment_token(

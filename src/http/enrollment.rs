@@ -2,6 +2,7 @@
 //! token issuance, same rules as the gRPC IssueEnrollmentToken.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
@@ -38,14 +39,8 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 pub async fn issue_enrollment_token(
     State(state): State<HttpState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<impl Serialize>, ApiError> {
-    let request: IssueRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        IssueRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|err| ApiError::bad_request(format!("invalid JSON body: {err}")))?
-    };
     let api = &state.api;
     let (caller, tenant) = authorize(
         api.callers.as_ref(),
@@ -58,6 +53,13 @@ pub async fn issue_enrollment_token(
     )
     .await
     .map_err(EnrollError::from)?;
+    let body = body.map_err(ApiError::from)?;
+    let request: IssueRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        IssueRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|err| ApiError::bad_request(format!("invalid JSON body: {err}")))?
+    };
     let issued_to = request.issued_to.or(request.name).unwrap_or_default();
     let issued = api.enrollment.issue(&caller, &tenant, &issued_to).await?;
     Ok(Json(IssueResponse {

@@ -48,7 +48,7 @@ impl IntoResponse for ApiError {
 /// Fallback for paths no route matches.
 pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found(format!(
-        "no route for {}; this relay serves /v1/edge/enrollment-tokens, /healthz, /readyz and /metrics",
+        "no route for {}; this relay serves /v1/edge/enrollment-tokens, /v1/edge/hosts/{{id}}, /healthz, /readyz and /metrics",
         uri.path()
     ))
 }
@@ -60,6 +60,25 @@ impl From<crate::enroll::EnrollError> for ApiError {
             status,
             code,
             message: err.to_string(),
+        }
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::BytesRejection) -> Self {
+        let status = rejection.status().as_u16();
+        Self {
+            status,
+            code: if status == 413 {
+                "payload_too_large"
+            } else {
+                "bad_request"
+            },
+            message: if status == 413 {
+                format!("request body larger than {} bytes", super::MAX_BODY_BYTES)
+            } else {
+                rejection.body_text()
+            },
         }
     }
 }

@@ -57,6 +57,9 @@ pub async fn start_relay_with(
     configure: impl FnOnce(&mut RelaySettings),
 ) -> Result<TestRelay, Box<dyn std::error::Error>> {
     let mut settings = RelaySettings::local("relay-test", IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0);
+    // Every test client shares 127.0.0.1: the rate-limit test sets its own.
+    settings.attest_rate_limit.per_second = 10_000.0;
+    settings.attest_rate_limit.burst = 10_000;
     configure(&mut settings);
     let key_dir = tempfile::tempdir()?;
     let signer = aegis_relay::auth::LocalSigner::load_or_create(&key_dir.path().join("key.pem"))?;
@@ -172,5 +175,6 @@ pub fn required_tool(var: &str) -> Result<Option<String>, String> {
     }
 }
 
+pub mod enroll;
 pub mod pg_server;
 pub mod postgres;

@@ -1,0 +1,247 @@
+//! RotateEdgeKey (protocol.md §9), revoke (`DELETE /v1/edge/hosts/{id}`) and
+//! the AttestNode rate limit, against a real relay.
+
+mod common;
+
+use std::time::Duration;
+
+use aegis_relay::enroll::rotation_challenge;
+use aegis_relay::proto::cluster::{RotateEdgeKeyInner, RotateEdgeKeyRequest, SealNodeEnvelope};
+use common::enroll::{admin_bearer, assert_refused, client, mint, Client, Node};
+use common::{start_relay, start_relay_with, TestResult};
+use ed25519_dalek::{Signer, SigningKey};
+use prost::Message;
+use uuid::Uuid;
+
+/// A RotateEdgeKey request as the daemon builds it: the inner message signed
+/// by `old`, the digest signed by `new`.
+fn rotate_request(
+    node: Uuid,
+    old: &SigningKey,
+    new: &SigningKey,
+    nonce: [u8; 32],
+) -> RotateEdgeKeyRequest {
+    let new_pub = new.verifying_key().to_bytes().to_vec();
+    let inner = RotateEdgeKeyInner {
+        node_id: node.to_string(),
+        new_public_key: new_pub.clone(),
+        nonce: nonce.to_vec(),
+    }
+    .encode_to_vec();
+    RotateEdgeKeyRequest {
+        current_envelope: Some(SealNodeEnvelope {
+            node_security_token: String::new(),
+            signature: old.sign(&inner).to_bytes().to_vec(),
+            payload: inner,
+        }),
+        new_public_key: new_pub,
+        signature_with_new_key: new
+            .sign(&rotation_challenge(
+                node,
+                &new.verifying_key().to_bytes(),
+                &nonce,
+            ))
+            .to_bytes()
+            .to_vec(),
+    }
+}
+
+fn fresh_key() -> SigningKey {
+    SigningKey::from_bytes(&rand::random::<[u8; 32]>())
+}
+
+async fn enrolled(
+    relay: &aegis_relay::app::RunningRelay,
+    grpc: &mut Client,
+) -> Result<Node, Box<dyn std::error::Error>> {
+    let node = Node::new();
+    node.enroll(grpc, &mint(relay, Uuid::new_v4()).await?)
+        .await?;
+    Ok(node)
+}
+
+#[tokio::test]
+async fn rotation_installs_the_new_key_and_refuses_replays() -> TestResult {
+    let relay = start_relay(Duration::from_secs(5)).await?;
+    let mut grpc = client(&relay).await?;
+    let node = enrolled(&relay, &mut grpc).await?;
+    let new = fresh_key();
+    let nonce = rand::random::<[u8; 32]>();
+    let response = grpc
+        .rotate_edge_key(rotate_request(node.id, &node.key, &new, nonce))
+        .await?
+        .into_inner();
+    let stored = relay.store().get_edge(node.id).await?.ok_or("edge gone")?;
+    assert_eq!(stored.public_key, new.verifying_key().to_bytes().to_vec());
+    let claims = common::enroll::claims_of(&response.node_security_token)?;
+    assert_eq!(claims["sub"], serde_json::json!(node.id.to_string()));
+    let overlap =
+        response.overlap_until.ok_or("no overlap_until")?.seconds - chrono::Utc::now().timestamp();
+    assert!((55..=61).contains(&overlap), "overlap {overlap}s");
+
+    // The same signed request again: the nonce is spent.
+    let replay = grpc
+        .rotate_edge_key(rotate_request(node.id, &node.key, &new, nonce))
+        .await;
+    assert_refused(replay, tonic::Code::Unauthenticated, "nonce already used");
+    // A same-key refresh (aegis edge token refresh) works with the new key.
+    grpc.rotate_edge_key(rotate_request(node.id, &new, &new, rand::random()))
+        .await?;
+    relay.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_signatures_are_refused_and_change_nothing() -> TestResult {
+    let relay = start_relay(Duration::from_secs(5)).await?;
+    let mut grpc = client(&relay).await?;
+    let node = enrolled(&relay, &mut grpc).await?;
+    let new = fresh_key();
+    let mut request = rotate_request(node.id, &node.key, &new, rand::random());
+    request.signature_with_new_key = fresh_key().sign(b"something else").to_bytes().to_vec();
+    assert_refused(
+        grpc.rotate_edge_key(request).await,
+        tonic::Code::Unauthenticated,
+        "signature_with_new_key invalid",
+    );
+    let stranger = fresh_key();
+    assert_refused(
+        grpc.rotate_edge_key(rotate_request(node.id, &stranger, &new, rand::random()))
+            .await,
+        tonic::Code::Unauthenticated,
+        "current_envelope signature invalid",
+    );
+    let mut mismatched = rotate_request(node.id, &node.key, &new, rand::random());
+    mismatched.new_public_key = stranger.verifying_key().to_bytes().to_vec();
+    assert_refused(
+        grpc.rotate_edge_key(mismatched).await,
+        tonic::Code::InvalidArgument,
+        "differs",
+    );
+    assert_refused(
+        grpc.rotate_edge_key(RotateEdgeKeyRequest::default()).await,
+        tonic::Code::InvalidArgument,
+        "current_envelope is required",
+    );
+    let unknown = Uuid::new_v4();
+    assert_refused(
+        grpc.rotate_edge_key(rotate_request(unknown, &node.key, &new, rand::random()))
+            .await,
+        tonic::Code::Unauthenticated,
+        "unknown edge",
+    );
+    let stored = relay.store().get_edge(node.id).await?.ok_or("edge gone")?;
+    assert_eq!(stored.public_key, node.public_key(), "key unchanged");
+    relay.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn previous_key_counts_only_inside_the_overlap() -> TestResult {
+    for (overlap, accepted) in [(Duration::from_secs(60), true), (Duration::ZERO, false)] {
+        let dir = tempfile::tempdir()?;
+        let store = aegis_relay::store::SqliteStore::open(&dir.path().join("relay.db")).await?;
+        store.migrate().await?;
+        let relay = start_relay_with(std::sync::Arc::new(store), |settings| {
+            settings.rotation_overlap = overlap;
+        })
+        .await?;
+        let mut grpc = client(&relay).await?;
+        let node = enrolled(&relay, &mut grpc).await?;
+        let second = fresh_key();
+        grpc.rotate_edge_key(rotate_request(node.id, &node.key, &second, rand::random()))
+            .await?;
+        // The daemon keeps signing with the old key until it reconnects.
+        let third = fresh_key();
+        let with_old = grpc
+            .rotate_edge_key(rotate_request(node.id, &node.key, &third, rand::random()))
+            .await;
+        if accepted {
+            assert!(with_old.is_ok(), "inside the overlap: {with_old:?}");
+        } else {
+            assert_refused(with_old, tonic::Code::Unauthenticated, "overlap");
+        }
+        relay.shutdown().await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn revoke_is_final_for_the_node() -> TestResult {
+    let relay = start_relay(Duration::from_secs(5)).await?;
+    let mut grpc = client(&relay).await?;
+    let node = enrolled(&relay, &mut grpc).await?;
+    let url = |id: &str| format!("http://{}/v1/edge/hosts/{id}", relay.http_addr());
+    let bearer = admin_bearer(&relay).await?;
+    let delete = |target: String, bearer: Option<String>| async move {
+        let client = reqwest::Client::new();
+        let mut request = client.delete(target);
+        if let Some(bearer) = bearer {
+            request = request.header("authorization", bearer);
+        }
+        let response = request.timeout(Duration::from_secs(10)).send().await?;
+        Ok::<_, reqwest::Error>((response.status().as_u16(), response.text().await?))
+    };
+    assert_eq!(delete(url(&node.id.to_string()), None).await?.0, 401);
+    assert_eq!(
+        delete(url("not-a-uuid"), Some(bearer.clone())).await?.0,
+        400
+    );
+    assert_eq!(
+        delete(url(&Uuid::new_v4().to_string()), Some(bearer.clone()))
+            .await?
+            .0,
+        404
+    );
+    let (status, body) = delete(url(&node.id.to_string()), Some(bearer.clone())).await?;
+    assert_eq!(status, 204, "{body}");
+    assert!(relay.store().get_edge(node.id).await?.is_none());
+    assert_eq!(
+        delete(url(&node.id.to_string()), Some(bearer)).await?.0,
+        404
+    );
+
+    assert_refused(
+        grpc.rotate_edge_key(rotate_request(
+            node.id,
+            &node.key,
+            &fresh_key(),
+            rand::random(),
+        ))
+        .await,
+        tonic::Code::PermissionDenied,
+        "revoked",
+    );
+    // A new token does not bring the revoked identity back.
+    let token = mint(&relay, Uuid::new_v4()).await?;
+    assert_refused(
+        node.enroll(&mut grpc, &token).await,
+        tonic::Code::PermissionDenied,
+        "was revoked",
+    );
+    relay.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn attest_node_is_rate_limited_per_source() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = aegis_relay::store::SqliteStore::open(&dir.path().join("relay.db")).await?;
+    store.migrate().await?;
+    let relay = start_relay_with(std::sync::Arc::new(store), |settings| {
+        settings.attest_rate_limit.per_second = 0.5;
+        settings.attest_rate_limit.burst = 3;
+    })
+    .await?;
+    let mut grpc = client(&relay).await?;
+    for _ in 0..3 {
+        Node::new().attest(&mut grpc).await?;
+    }
+    assert_refused(
+        Node::new().attest(&mut grpc).await,
+        tonic::Code::ResourceExhausted,
+        "too many AttestNode calls from 127.0.0.1",
+    );
+    relay.shutdown().await;
+    Ok(())
+}
