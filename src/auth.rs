@@ -4,12 +4,15 @@
 //!
 //! Tokens are compact JWS with the exact claim order of the AEGIS contract
 //! (protocol.md §4.1, §5.3); signing goes through one [`Signer`] trait
-//! (a local RSA key today, OpenBao Transit next) and verification is always
-//! local.
+//! (a local RSA key file, or OpenBao Transit) and verification is always
+//! local. Callers present bearer JWTs: the relay's own operator tokens or
+//! OIDC access tokens from the Keycloak realm.
 
 mod caller;
 mod jws;
 mod local_signer;
+mod oidc;
+mod openbao;
 mod signer;
 mod tokens;
 
@@ -19,6 +22,8 @@ pub use caller::{
 };
 pub use jws::{b64url, b64url_decode, JwsParts};
 pub use local_signer::{write_private, LocalSigner};
+pub use oidc::{ChainCallerAuth, OidcCallerAuth};
+pub use openbao::OpenBaoSigner;
 pub use signer::{SignError, Signer};
 pub use tokens::{
     cap_hash, is_valid_tenant_id, AdminClaims, EnrollmentClaims, EnrollmentTokenError, IssuedToken,

@@ -1,12 +1,17 @@
 //! `aegis-relay run --config F`: one production replica.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 
 use super::{local_signer, serve_until_signal, store_settings, tokio_runtime, Failure, STORE_WAIT};
 use crate::app::{self, RelaySettings};
-use crate::config::{load_file, ConfigError, ProcessEnv, SignerKind};
+use crate::auth::{
+    CallerAuth, ChainCallerAuth, LocalCallerAuth, OidcCallerAuth, OpenBaoSigner, Signer,
+    TokenIssuer,
+};
+use crate::config::{load_file, Config, ProcessEnv, SignerKind};
 use crate::runtime::Runtime;
 use crate::shutdown::Signals;
 use crate::store::{self, Migrations};
@@ -36,20 +41,12 @@ pub(super) fn run(config_path: &Path, no_migrate: bool) -> Result<(), Failure> {
             .await
             .with_context(|| format!("cannot open the store ({})", store_settings.describe()))?;
         tracing::info!(store = %store_settings.describe(), "store ready");
-        let signer = match config.relay.signer {
-            SignerKind::Local => local_signer(&config.relay.data_dir)?,
-            SignerKind::OpenBao => {
-                return Err(Failure::Config(ConfigError::Invalid {
-                    key: "relay.signer".to_owned(),
-                    reason: "openbao signing is not available in this build yet; use local"
-                        .to_owned(),
-                }))
-            }
-        };
+        let signer = signer(&config).await?;
+        let callers = callers(&config, &signer)?;
         let deps = app::Dependencies {
             store,
             signer,
-            callers: None,
+            callers,
         };
         let relay = app::start(settings, Runtime::real(), deps).await?;
         tracing::info!(
@@ -59,4 +56,46 @@ pub(super) fn run(config_path: &Path, no_migrate: bool) -> Result<(), Failure> {
         serve_until_signal(relay, &mut signals).await?;
         Ok(())
     })
+}
+
+/// The signer `relay.signer` names: the local key file, or OpenBao Transit
+/// through an AppRole login.
+async fn signer(config: &Config) -> anyhow::Result<Arc<dyn Signer>> {
+    match (config.relay.signer, &config.openbao) {
+        (SignerKind::OpenBao, Some(openbao)) => {
+            let (role_id, secret_id) = OpenBaoSigner::approle_credentials(openbao)?;
+            let signer =
+                OpenBaoSigner::connect(openbao, config.relay.signing_scheme, role_id, secret_id)
+                    .await
+                    .context("cannot sign with OpenBao")?;
+            tracing::info!(signer = %signer.describe(), "signing with OpenBao Transit");
+            Ok(Arc::new(signer))
+        }
+        _ => local_signer(&config.relay.data_dir),
+    }
+}
+
+/// Callers: OIDC bearer tokens from the Keycloak realm when `keycloak:` is
+/// set (plus this relay's own operator tokens), else only the latter.
+fn callers(
+    config: &Config,
+    signer: &Arc<dyn Signer>,
+) -> anyhow::Result<Option<Arc<dyn CallerAuth>>> {
+    let Some(keycloak) = &config.keycloak else {
+        return Ok(None);
+    };
+    let local = LocalCallerAuth::new(Arc::new(TokenIssuer::new(
+        Arc::clone(signer),
+        config.relay.issuer.clone(),
+        Vec::new(),
+        config.cluster.public_endpoint.clone(),
+    )));
+    let oidc =
+        OidcCallerAuth::new(keycloak.clone()).map_err(|err| anyhow::anyhow!("keycloak: {err}"))?;
+    tracing::info!(issuer = %keycloak.issuer_url(), "callers authenticate with the OIDC realm");
+    Ok(Some(Arc::new(ChainCallerAuth::new(
+        config.relay.issuer.clone(),
+        local,
+        oidc,
+    ))))
 }

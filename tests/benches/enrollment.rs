@@ -1,0 +1,168 @@
+//! Enrollment benchmark: full edge handshakes (AttestNode + ChallengeNode)
+//! per second on one in-process replica, tokens minted before the measured
+//! window. Runs on PostgreSQL when AEGIS_RELAY_TEST_POSTGRES_URL names a
+//! server (else SQLite), with the local signer; prints figures and fails only
+//! on a failed handshake.
+//!
+//!   cargo bench --bench enrollment -- [--edges N] [--concurrency C]
+
+#[path = "../common/postgres.rs"]
+mod postgres_db;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use aegis_relay::app::{self, Dependencies, RelaySettings};
+use aegis_relay::auth::LocalSigner;
+use aegis_relay::proto::cluster::node_cluster_service_client::NodeClusterServiceClient;
+use aegis_relay::proto::cluster::{
+    challenge_node_request, AttestNodeRequest, ChallengeNodeRequest, NodeCapabilities, NodeRole,
+};
+use aegis_relay::runtime::Runtime;
+use aegis_relay::store::{PostgresMode, PostgresStore, SqliteStore, Store};
+use ed25519_dalek::{Signer, SigningKey};
+use tokio::time::Instant;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .find(|pair| pair[0] == name)
+        .and_then(|pair| pair[1].parse().ok())
+        .unwrap_or(default)
+}
+
+async fn handshake(
+    mut client: NodeClusterServiceClient<Channel>,
+    token: String,
+    seed: [u8; 32],
+) -> Result<(), BoxError> {
+    let key = SigningKey::from_bytes(&seed);
+    let node_id = Uuid::new_v4().to_string();
+    let challenge = client
+        .attest_node(AttestNodeRequest {
+            node_id: node_id.clone(),
+            role: NodeRole::Edge.into(),
+            public_key: key.verifying_key().to_bytes().to_vec(),
+            capabilities: Some(NodeCapabilities::default()),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    client
+        .challenge_node(ChallengeNodeRequest {
+            challenge_id: challenge.challenge_id,
+            node_id,
+            challenge_signature: key.sign(&challenge.challenge_nonce).to_bytes().to_vec(),
+            bootstrap_proof: Some(challenge_node_request::BootstrapProof::EnrollmentToken(
+                token,
+            )),
+        })
+        .await?;
+    Ok(())
+}
+
+async fn store() -> Result<
+    (
+        Arc<dyn Store>,
+        &'static str,
+        Option<String>,
+        tempfile::TempDir,
+    ),
+    BoxError,
+> {
+    let dir = tempfile::tempdir()?;
+    if let Some(url) = postgres_db::fresh_database("bench_enroll")
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        let store = PostgresStore::connect(&url, PostgresMode::Standalone).await?;
+        store.migrate().await?;
+        return Ok((Arc::new(store), "postgres", Some(url), dir));
+    }
+    let store = SqliteStore::open(&dir.path().join("relay.db")).await?;
+    store.migrate().await?;
+    Ok((Arc::new(store), "sqlite", None, dir))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), BoxError> {
+    let edges = arg("--edges", 3_000);
+    let concurrency = arg("--concurrency", 64).max(1);
+    let (store, backend, url, dir) = store().await?;
+    let signer = LocalSigner::load_or_create(&dir.path().join("key.pem"))?;
+    let mut settings = RelaySettings::local("bench", IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0);
+    settings.attest_rate_limit.per_second = 1e9;
+    settings.attest_rate_limit.burst = u32::MAX;
+    let deps = Dependencies {
+        store,
+        signer: Arc::new(signer),
+        callers: None,
+    };
+    let relay = app::start(settings, Runtime::real(), deps).await?;
+
+    let now = chrono::Utc::now();
+    let mut tokens = Vec::with_capacity(edges);
+    for _ in 0..edges {
+        tokens.push(
+            relay
+                .tokens()
+                .mint_enrollment("t-bench", "bench", Uuid::new_v4(), now)
+                .await?
+                .token,
+        );
+    }
+    let channels = (concurrency / 8).clamp(1, 16);
+    let mut clients = Vec::new();
+    for _ in 0..channels {
+        let channel = Channel::from_shared(format!("http://{}", relay.grpc_addr()))?
+            .connect()
+            .await?;
+        clients.push(NodeClusterServiceClient::new(channel));
+    }
+
+    let limit = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    let started = Instant::now();
+    for (index, token) in tokens.into_iter().enumerate() {
+        let permit = Arc::clone(&limit).acquire_owned().await?;
+        let client = clients[index % clients.len()].clone();
+        let seed = rand::random::<[u8; 32]>();
+        tasks.spawn(async move {
+            let result = handshake(client, token, seed).await;
+            drop(permit);
+            result
+        });
+    }
+    let mut failures = 0usize;
+    while let Some(joined) = tasks.join_next().await {
+        if joined.map_err(|e| e.to_string())?.is_err() {
+            failures += 1;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let enrolled = relay.store().list_edges(Some("t-bench")).await?.len();
+    println!(
+        "\nenrollment benchmark ({backend}, local signer): {edges} handshakes, {concurrency} in flight"
+    );
+    println!(
+        "  {:.0} handshakes/s ({:.2} s), {} edges stored, {} failures",
+        edges as f64 / elapsed,
+        elapsed,
+        enrolled,
+        failures
+    );
+    relay.shutdown().await;
+    if let Some(url) = url {
+        postgres_db::drop_database(&url)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    if failures > 0 || enrolled != edges {
+        return Err(format!("{failures} handshakes failed; {enrolled} of {edges} stored").into());
+    }
+    Ok(())
+}
