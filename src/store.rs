@@ -16,6 +16,7 @@ mod batch;
 mod error;
 mod open;
 mod postgres;
+mod purge;
 mod sqlite;
 mod types;
 
@@ -46,8 +47,8 @@ pub trait Store: Send + Sync + 'static {
     /// Stores an AttestNode challenge.
     async fn put_challenge(&self, challenge: &NodeChallenge) -> StoreResult<()>;
 
-    /// A challenge younger than [`CHALLENGE_TTL`] at `now`; expired ones are
-    /// purged on the way.
+    /// A challenge younger than [`CHALLENGE_TTL`] at `now`. An expired one
+    /// is deleted when read; the rest are swept at most every 30 s.
     async fn get_challenge(
         &self,
         challenge_id: Uuid,

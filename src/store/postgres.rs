@@ -58,6 +58,7 @@ pub enum PostgresMode {
 pub struct PostgresStore {
     pool: PgPool,
     mode: PostgresMode,
+    sweep: std::sync::Arc<super::purge::SweepClock>,
 }
 
 impl PostgresStore {
@@ -76,7 +77,11 @@ impl PostgresStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
-        Ok(Self { pool, mode })
+        Ok(Self {
+            pool,
+            mode,
+            sweep: std::sync::Arc::default(),
+        })
     }
 
     /// The underlying pool (tests, benchmarks).
@@ -130,7 +135,7 @@ impl Store for PostgresStore {
         challenge_id: Uuid,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<NodeChallenge>> {
-        edges::get_challenge(&self.pool, challenge_id, now).await
+        edges::get_challenge(&self.pool, challenge_id, now, self.sweep.claim(now)).await
     }
 
     async fn complete_enrollment(&self, enrollment: &Enrollment) -> StoreResult<EnrollmentOutcome> {

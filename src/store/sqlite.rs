@@ -32,6 +32,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    sweep: std::sync::Arc<super::purge::SweepClock>,
 }
 
 impl SqliteStore {
@@ -52,7 +53,10 @@ impl SqliteStore {
             .map_err(|err| {
                 StoreError::Unavailable(format!("cannot open {}: {err}", path.display()))
             })?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            sweep: std::sync::Arc::default(),
+        })
     }
 
     /// Applies the SQLite migrations (idempotent).
@@ -113,7 +117,7 @@ impl Store for SqliteStore {
         challenge_id: Uuid,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<NodeChallenge>> {
-        edges::get_challenge(&self.pool, challenge_id, now).await
+        edges::get_challenge(&self.pool, challenge_id, now, self.sweep.claim(now)).await
     }
 
     async fn complete_enrollment(&self, enrollment: &Enrollment) -> StoreResult<EnrollmentOutcome> {

@@ -1,10 +1,12 @@
 //! Enrollment benchmark: full edge handshakes (AttestNode + ChallengeNode)
 //! per second on one in-process replica, tokens minted before the measured
 //! window. Runs on PostgreSQL when AEGIS_RELAY_TEST_POSTGRES_URL names a
-//! server (else SQLite), with the local signer; prints figures and fails only
-//! on a failed handshake.
+//! server (else SQLite), with the local signer or (`--signer openbao`, with
+//! AEGIS_RELAY_TEST_OPENBAO_URL and _ROOT_TOKEN set by cluster/openbao.sh)
+//! OpenBao Transit via AppRole; prints figures and fails only on a failed
+//! handshake.
 //!
-//!   cargo bench --bench enrollment -- [--edges N] [--concurrency C]
+//!   cargo bench --bench enrollment -- [--edges N] [--concurrency C] [--signer local|openbao]
 
 #[path = "../common/postgres.rs"]
 mod postgres_db;
@@ -88,18 +90,70 @@ async fn store() -> Result<
     Ok((Arc::new(store), "sqlite", None, dir))
 }
 
+/// An OpenBao signer logged in with the AppRole `relay` that cluster/openbao.sh creates.
+async fn openbao_signer() -> Result<aegis_relay::auth::OpenBaoSigner, BoxError> {
+    let url = std::env::var("AEGIS_RELAY_TEST_OPENBAO_URL")?;
+    let root = std::env::var("AEGIS_RELAY_TEST_OPENBAO_ROOT_TOKEN")?;
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()?;
+    let read = |method: reqwest::Method, path: &str| {
+        http.request(method, format!("{url}/v1/{path}"))
+            .header("X-Vault-Token", &root)
+    };
+    let role: serde_json::Value = read(reqwest::Method::GET, "auth/approle/role/relay/role-id")
+        .send()
+        .await?
+        .json()
+        .await?;
+    let secret: serde_json::Value =
+        read(reqwest::Method::POST, "auth/approle/role/relay/secret-id")
+            .send()
+            .await?
+            .json()
+            .await?;
+    let config = aegis_relay::config::OpenBaoConfig {
+        endpoint: url,
+        role_id_file: None,
+        secret_id_file: None,
+        approle_mount: "approle".into(),
+        transit_mount: "transit".into(),
+        transit_key: "edge-enrollment-token".into(),
+    };
+    let field = |value: &serde_json::Value, name: &str| {
+        value["data"][name].as_str().unwrap_or_default().to_owned()
+    };
+    Ok(aegis_relay::auth::OpenBaoSigner::connect(
+        &config,
+        aegis_relay::config::SigningScheme::Rs256,
+        field(&role, "role_id"),
+        field(&secret, "secret_id"),
+    )
+    .await?)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), BoxError> {
     let edges = arg("--edges", 3_000);
     let concurrency = arg("--concurrency", 64).max(1);
     let (store, backend, url, dir) = store().await?;
-    let signer = LocalSigner::load_or_create(&dir.path().join("key.pem"))?;
+    let use_openbao = std::env::args().any(|a| a == "openbao");
+    let signer: Arc<dyn aegis_relay::auth::Signer> = if use_openbao {
+        Arc::new(openbao_signer().await?)
+    } else {
+        Arc::new(LocalSigner::load_or_create(&dir.path().join("key.pem"))?)
+    };
+    let signer_name = if use_openbao {
+        "openbao transit rs256"
+    } else {
+        "local signer"
+    };
     let mut settings = RelaySettings::local("bench", IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0);
     settings.attest_rate_limit.per_second = 1e9;
     settings.attest_rate_limit.burst = u32::MAX;
     let deps = Dependencies {
         store,
-        signer: Arc::new(signer),
+        signer,
         callers: None,
     };
     let relay = app::start(settings, Runtime::real(), deps).await?;
@@ -146,7 +200,7 @@ async fn main() -> Result<(), BoxError> {
     let elapsed = started.elapsed().as_secs_f64();
     let enrolled = relay.store().list_edges(Some("t-bench")).await?.len();
     println!(
-        "\nenrollment benchmark ({backend}, local signer): {edges} handshakes, {concurrency} in flight"
+        "\nenrollment benchmark ({backend}, {signer_name}): {edges} handshakes, {concurrency} in flight"
     );
     println!(
         "  {:.0} handshakes/s ({:.2} s), {} edges stored, {} failures",

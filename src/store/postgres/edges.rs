@@ -40,23 +40,34 @@ pub(super) async fn get_challenge(
     pool: &PgPool,
     challenge_id: Uuid,
     now: DateTime<Utc>,
+    sweep: bool,
 ) -> StoreResult<Option<NodeChallenge>> {
     let ttl = TimeDelta::from_std(CHALLENGE_TTL)
         .map_err(|err| StoreError::Database(format!("challenge TTL out of range: {err}")))?;
     let cutoff = now - ttl;
-    sqlx::query("DELETE FROM edge_challenges WHERE created_at <= $1")
-        .bind(cutoff)
-        .execute(pool)
-        .await?;
+    if sweep {
+        sqlx::query("DELETE FROM edge_challenges WHERE created_at <= $1")
+            .bind(cutoff)
+            .execute(pool)
+            .await?;
+    }
     let row: Option<ChallengeRow> = sqlx::query_as(&format!(
-        "SELECT {CHALLENGE_COLUMNS} FROM edge_challenges \
-         WHERE challenge_id = $1 AND created_at > $2"
+        "SELECT {CHALLENGE_COLUMNS} FROM edge_challenges WHERE challenge_id = $1"
     ))
     .bind(challenge_id)
-    .bind(cutoff)
     .fetch_optional(pool)
     .await?;
-    row.map(NodeChallenge::try_from).transpose()
+    let Some(challenge) = row.map(NodeChallenge::try_from).transpose()? else {
+        return Ok(None);
+    };
+    if challenge.created_at <= cutoff {
+        sqlx::query("DELETE FROM edge_challenges WHERE challenge_id = $1")
+            .bind(challenge_id)
+            .execute(pool)
+            .await?;
+        return Ok(None);
+    }
+    Ok(Some(challenge))
 }
 
 /// Redeems the `jti` and, only when this call won, upserts the edge, deletes

@@ -43,19 +43,30 @@ pub async fn get_challenge(
     pool: &SqlitePool,
     challenge_id: Uuid,
     now: DateTime<Utc>,
+    sweep: bool,
 ) -> StoreResult<Option<NodeChallenge>> {
     let cutoff = millis(now) - ttl_millis();
-    sqlx::query("DELETE FROM edge_challenges WHERE created_at <= ?")
-        .bind(cutoff)
-        .execute(pool)
-        .await?;
-    let row =
-        sqlx::query("SELECT * FROM edge_challenges WHERE challenge_id = ? AND created_at > ?")
-            .bind(id(challenge_id))
+    if sweep {
+        sqlx::query("DELETE FROM edge_challenges WHERE created_at <= ?")
             .bind(cutoff)
-            .fetch_optional(pool)
+            .execute(pool)
             .await?;
-    row.as_ref().map(codec::challenge).transpose()
+    }
+    let row = sqlx::query("SELECT * FROM edge_challenges WHERE challenge_id = ?")
+        .bind(id(challenge_id))
+        .fetch_optional(pool)
+        .await?;
+    let Some(challenge) = row.as_ref().map(codec::challenge).transpose()? else {
+        return Ok(None);
+    };
+    if millis(challenge.created_at) <= cutoff {
+        sqlx::query("DELETE FROM edge_challenges WHERE challenge_id = ?")
+            .bind(id(challenge_id))
+            .execute(pool)
+            .await?;
+        return Ok(None);
+    }
+    Ok(Some(challenge))
 }
 
 pub async fn complete_enrollment(
