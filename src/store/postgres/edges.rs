@@ -2,7 +2,7 @@
 //! single-use token redemption with the edge upsert, edge reads, server-side
 //! tags and the one-statement batch of heartbeats and capabilities.
 
-use std::collections::HashMap;
+use crate::store::coalesce_updates;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::PgPool;
@@ -156,13 +156,12 @@ pub(super) async fn list_edges(
 }
 
 /// One UPDATE for the whole batch. A node listed more than once is merged
-/// first: its later entries win field by field (a `None` keeps the earlier
-/// value), so the statement never sees a node twice.
+/// first ([`coalesce_updates`]), so the statement never sees a node twice.
 pub(super) async fn apply_edge_updates(pool: &PgPool, updates: &[EdgeUpdate]) -> StoreResult<u64> {
     if updates.is_empty() {
         return Ok(0);
     }
-    let merged = merge_updates(updates);
+    let merged = coalesce_updates(updates);
     let mut ids = Vec::with_capacity(merged.len());
     let mut heartbeats = Vec::with_capacity(merged.len());
     let mut capabilities = Vec::with_capacity(merged.len());
@@ -199,35 +198,6 @@ pub(super) async fn apply_edge_updates(pool: &PgPool, updates: &[EdgeUpdate]) ->
     Ok(result.rows_affected())
 }
 
-/// Folds repeated nodes into one update each, in order of first appearance.
-fn merge_updates(updates: &[EdgeUpdate]) -> Vec<EdgeUpdate> {
-    let mut position: HashMap<Uuid, usize> = HashMap::with_capacity(updates.len());
-    let mut merged: Vec<EdgeUpdate> = Vec::with_capacity(updates.len());
-    for update in updates {
-        let earlier = position
-            .get(&update.node_id)
-            .and_then(|&index| merged.get_mut(index));
-        match earlier {
-            Some(earlier) => {
-                if update.last_heartbeat_at.is_some() {
-                    earlier.last_heartbeat_at = update.last_heartbeat_at;
-                }
-                if update.capabilities.is_some() {
-                    earlier.capabilities.clone_from(&update.capabilities);
-                }
-                if update.status.is_some() {
-                    earlier.status = update.status;
-                }
-            }
-            None => {
-                position.insert(update.node_id, merged.len());
-                merged.push(update.clone());
-            }
-        }
-    }
-    merged
-}
-
 /// Replaces the tags column and keeps the JSON copy in step.
 pub(super) async fn set_edge_tags(
     pool: &PgPool,
@@ -252,38 +222,4 @@ pub(super) async fn set_edge_tags(
         .await?
         .map(EdgeRecord::try_from)
         .transpose()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::EdgeStatus;
-
-    fn update(node: Uuid, hb: Option<i64>, status: Option<EdgeStatus>) -> EdgeUpdate {
-        EdgeUpdate {
-            node_id: node,
-            last_heartbeat_at: hb.and_then(|secs| DateTime::from_timestamp(secs, 0)),
-            capabilities: None,
-            status,
-        }
-    }
-
-    #[test]
-    fn merging_keeps_first_order_and_later_fields_win() {
-        let a = Uuid::from_u128(1);
-        let b = Uuid::from_u128(2);
-        let merged = merge_updates(&[
-            update(a, Some(10), Some(EdgeStatus::Active)),
-            update(b, Some(11), None),
-            update(a, Some(20), None),
-            update(a, None, Some(EdgeStatus::Draining)),
-        ]);
-        assert_eq!(
-            merged,
-            vec![
-                update(a, Some(20), Some(EdgeStatus::Draining)),
-                update(b, Some(11), None),
-            ]
-        );
-    }
 }
