@@ -1,8 +1,8 @@
 //! The OpenBao Transit signer against a real OpenBao (dev server started by
 //! cluster/openbao.sh): both signing schemes checked by independent
-//! verifiers, tokens signed the AEGIS way, AppRole token renewal and
-//! re-login, key rotation, credential errors, and enrollment tokens minted
-//! and verified through the relay's `TokenIssuer`.
+//! verifiers, tokens signed the AEGIS way, concurrent signs batched, AppRole
+//! token renewal and re-login, key rotation, credential errors, and
+//! enrollment tokens minted and verified through the relay's `TokenIssuer`.
 //!
 //! The root token only sets things up (keys, policies, roles, role and
 //! secret ids, rotation, revocation); the signer always logs in with
@@ -526,6 +526,28 @@ async fn enrollment_tokens_round_trip_through_the_token_issuer() -> Result<(), E
             "{scheme:?}: a forged signature is refused"
         );
     }
+    Ok(())
+}
+
+/// Concurrent signs share batched transit requests; each verifies for its input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_signs_share_transit_requests_and_all_verify() -> Result<(), Error> {
+    let Some(fixture) = Fixture::new(json!({})).await? else {
+        return Ok(());
+    };
+    let signer = Arc::new(fixture.signer(SigningScheme::Rs256).await?);
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..200 {
+        let signer = Arc::clone(&signer);
+        let input = format!("eyJhbGciOiJSUzI1NiJ9.{index}");
+        tasks.spawn(async move { (signer.sign(input.as_bytes()).await, input) });
+    }
+    for (segment, input) in tasks.join_all().await {
+        let signature = b64url_decode(&segment?).ok_or("not base64url")?;
+        assert!(signer.verify(input.as_bytes(), &signature).await?);
+    }
+    let requests = signer.transit_sign_requests();
+    assert!(requests < 200, "200 signs took {requests} transit requests");
     Ok(())
 }
 

@@ -8,7 +8,12 @@
 //! AEGIS relay does (RSA-PSS for an RSA key). Verification accepts both, from
 //! any key version; a signature no cached version verifies triggers one key
 //! refresh (rate limited), which is how a rotated version is picked up.
+//!
+//! Concurrent signatures are coalesced into batched Transit requests
+//! (group commit, see [`batch`]): one HTTP request carries up to
+//! [`batch::MAX_BATCH`] signatures, and a few batches run at once.
 
+mod batch;
 mod keys;
 mod session;
 
@@ -16,17 +21,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use tokio::time::Instant;
-use vaultrs::api::transit::requests::SignDataRequest;
 use vaultrs::api::transit::responses::{ReadKeyData, ReadKeyResponse};
-use vaultrs::api::transit::{HashAlgorithm, KeyType, SignatureAlgorithm};
+use vaultrs::api::transit::KeyType;
 use vaultrs::client::VaultClient;
 
-use self::keys::{parse_transit_signature, KeyCache, KeyRing};
+use self::batch::{Batcher, Target};
+use self::keys::{KeyCache, KeyRing};
 use self::session::{LoginTarget, Sessions};
-use super::jws::b64url;
 use super::signer::{SignError, Signer};
 use crate::config::{
     Env, OpenBaoConfig, ProcessEnv, Secret, SigningScheme, ROLE_ID_ENV, SECRET_ID_ENV,
@@ -36,14 +38,16 @@ use crate::config::{
 /// cached version verifies (garbage must not hammer OpenBao).
 const MIN_KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Signs through OpenBao Transit, verifies locally.
+/// Signs through OpenBao Transit, verifies locally. Owns the tasks that
+/// send the batched sign requests; dropping the signer stops them.
 pub struct OpenBaoSigner {
     endpoint: String,
     transit_mount: String,
     transit_key: String,
     scheme: SigningScheme,
-    sessions: Sessions,
-    keys: KeyCache,
+    sessions: Arc<Sessions>,
+    keys: Arc<KeyCache>,
+    batches: Batcher,
 }
 
 impl std::fmt::Debug for OpenBaoSigner {
@@ -58,9 +62,10 @@ impl std::fmt::Debug for OpenBaoSigner {
 }
 
 impl OpenBaoSigner {
-    /// Logs in with AppRole and reads the Transit key's public versions.
-    /// Fails with `Unavailable` when OpenBao cannot be reached, `Key` when
-    /// the credentials are refused or the key is not an RSA key.
+    /// Logs in with AppRole, reads the Transit key's public versions and
+    /// starts the batch workers on the current tokio runtime. Fails with
+    /// `Unavailable` when OpenBao cannot be reached, `Key` when the
+    /// credentials are refused or the key is not an RSA key.
     pub async fn connect(
         config: &OpenBaoConfig,
         scheme: SigningScheme,
@@ -82,14 +87,31 @@ impl OpenBaoSigner {
             latest = ring.latest(),
             "openbao transit signer ready"
         );
+        let sessions = Arc::new(sessions);
+        let keys = Arc::new(KeyCache::new(ring, MIN_KEY_REFRESH_INTERVAL));
+        let batches = Batcher::start(Target {
+            sessions: Arc::clone(&sessions),
+            keys: Arc::clone(&keys),
+            mount: config.transit_mount.clone(),
+            key: config.transit_key.clone(),
+            scheme,
+        })?;
         Ok(Self {
             endpoint: config.endpoint.clone(),
             transit_mount: config.transit_mount.clone(),
             transit_key: config.transit_key.clone(),
             scheme,
             sessions,
-            keys: KeyCache::new(ring, MIN_KEY_REFRESH_INTERVAL),
+            keys,
+            batches,
         })
+    }
+
+    /// How many HTTP sign requests this signer has sent to Transit (each
+    /// carries a batch of signatures; 403 retries count too). Lower than
+    /// the number of signatures whenever concurrent calls were coalesced.
+    pub fn transit_sign_requests(&self) -> u64 {
+        self.batches.requests()
     }
 
     /// The AppRole role id and secret id for `config`: each from its file
@@ -201,29 +223,7 @@ fn key_ring(key: &str, response: ReadKeyResponse) -> Result<KeyRing, SignError> 
 #[async_trait]
 impl Signer for OpenBaoSigner {
     async fn sign(&self, signing_input: &[u8]) -> Result<String, SignError> {
-        let input = STANDARD.encode(signing_input);
-        let scheme = self.scheme;
-        let (mount, key, input) = (&self.transit_mount, &self.transit_key, &input);
-        let what = format!("signing with transit key {mount}/sign/{key}");
-        let response = self
-            .sessions
-            .call(&what, |client: Arc<VaultClient>| async move {
-                let mut options = SignDataRequest::builder();
-                if scheme == SigningScheme::Rs256 {
-                    options
-                        .signature_algorithm(SignatureAlgorithm::Pkcs1v15)
-                        .hash_algorithm(HashAlgorithm::Sha2_256);
-                }
-                vaultrs::transit::data::sign(client.as_ref(), mount, key, input, Some(&mut options))
-                    .await
-            })
-            .await?;
-        let (version, signature) =
-            parse_transit_signature(&response.signature).map_err(|reason| {
-                SignError::Backend(format!("openbao's answer to {what} is malformed: {reason}"))
-            })?;
-        self.keys.saw_version(version);
-        Ok(b64url(&signature))
+        self.batches.sign(signing_input).await
     }
 
     async fn verify(&self, signing_input: &[u8], signature: &[u8]) -> Result<bool, SignError> {

@@ -7,6 +7,11 @@
 //! retried once. Only one renewal or login runs at a time; concurrent
 //! callers wait for it and then use its result. Tokens and secret ids never
 //! reach a log line or an error message.
+//!
+//! Calls vaultrs lacks (batched Transit signing) go through [`post_json`],
+//! which sends the session client's token over the client's own reqwest
+//! connection pool (same timeout, same TLS settings); [`Sessions::call`]
+//! treats its errors exactly like vaultrs' ([`CallError`]).
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -184,14 +189,15 @@ impl Sessions {
 
     /// Runs `op` with a fresh session's client; on 403, logs in again and
     /// runs it once more. `what` names the call in errors.
-    pub(crate) async fn call<T, F, Fut>(&self, what: &str, op: F) -> Result<T, SignError>
+    pub(crate) async fn call<T, E, F, Fut>(&self, what: &str, op: F) -> Result<T, SignError>
     where
+        E: CallError,
         F: Fn(Arc<VaultClient>) -> Fut,
-        Fut: Future<Output = Result<T, ClientError>>,
+        Fut: Future<Output = Result<T, E>>,
     {
         let session = self.fresh().await?;
         match op(Arc::clone(&session.client)).await {
-            Err(ClientError::APIError { code: 403, .. }) => {
+            Err(err) if err.forbidden() => {
                 tracing::info!(
                     call = what,
                     "openbao refused the token (403); logging in again"
@@ -199,11 +205,124 @@ impl Sessions {
                 let session = self.replace(&session).await?;
                 op(Arc::clone(&session.client))
                     .await
-                    .map_err(|err| api_error(what, err))
+                    .map_err(|err| err.into_sign_error(what))
             }
-            result => result.map_err(|err| api_error(what, err)),
+            result => result.map_err(|err| err.into_sign_error(what)),
         }
     }
+}
+
+/// An error of one OpenBao call, as [`Sessions::call`] needs to see it.
+pub(crate) trait CallError {
+    /// OpenBao refused the token (403): log in again and retry.
+    fn forbidden(&self) -> bool;
+    /// The error for the caller; `what` names the call.
+    fn into_sign_error(self, what: &str) -> SignError;
+}
+
+impl CallError for ClientError {
+    fn forbidden(&self) -> bool {
+        matches!(self, ClientError::APIError { code: 403, .. })
+    }
+
+    fn into_sign_error(self, what: &str) -> SignError {
+        api_error(what, self)
+    }
+}
+
+/// Why a [`post_json`] call failed.
+#[derive(Debug)]
+pub(crate) enum HttpError {
+    /// No usable answer: connect failure, timeout, broken connection.
+    Transport(reqwest::Error),
+    /// A non-2xx status, with OpenBao's `errors` and the answer's JSON body
+    /// (`None` when it was not JSON, e.g. a proxy's error page).
+    Status {
+        code: u16,
+        errors: Vec<String>,
+        body: Option<serde_json::Value>,
+    },
+    /// A 2xx answer that is not JSON, or a request that cannot be built.
+    Unusable(String),
+}
+
+impl CallError for HttpError {
+    fn forbidden(&self) -> bool {
+        matches!(self, HttpError::Status { code: 403, .. })
+    }
+
+    fn into_sign_error(self, what: &str) -> SignError {
+        match self {
+            HttpError::Transport(err) => match transport_failure(&err) {
+                Some(cause) => {
+                    SignError::Unavailable(format!("openbao unreachable during {what}: {cause}"))
+                }
+                None => SignError::Backend(format!("openbao answer to {what} unusable: {err}")),
+            },
+            HttpError::Status { code, errors, .. } => {
+                status_error(what, code, &server_errors(&errors))
+            }
+            HttpError::Unusable(reason) => {
+                SignError::Backend(format!("openbao answer to {what} unusable: {reason}"))
+            }
+        }
+    }
+}
+
+/// POSTs `body` as JSON to `/v1/<path>` with `client`'s token, over
+/// `client`'s connection pool and within [`REQUEST_TIMEOUT`]; the answer's
+/// JSON (`Null` when empty). The token header is marked sensitive and never
+/// appears in an error.
+pub(crate) async fn post_json<B>(
+    client: &VaultClient,
+    path: &str,
+    body: &B,
+) -> Result<serde_json::Value, HttpError>
+where
+    B: serde::Serialize + ?Sized,
+{
+    let base = client.settings.address.as_str().trim_end_matches('/');
+    let url = format!("{base}/v1/{path}");
+    let mut token = reqwest::header::HeaderValue::from_str(&client.settings.token)
+        .map_err(|_| HttpError::Unusable("the openbao token is not a valid header".to_owned()))?;
+    token.set_sensitive(true);
+    let response = client
+        .http
+        .http
+        .post(url)
+        .header("X-Vault-Token", token)
+        .header("X-Vault-Request", "true")
+        .timeout(REQUEST_TIMEOUT)
+        .json(body)
+        .send()
+        .await
+        .map_err(HttpError::Transport)?;
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(HttpError::Transport)?;
+    let json = if bytes.is_empty() {
+        Some(serde_json::Value::Null)
+    } else {
+        serde_json::from_slice::<serde_json::Value>(&bytes).ok()
+    };
+    if status.is_success() {
+        return json.ok_or_else(|| HttpError::Unusable("the answer is not JSON".to_owned()));
+    }
+    let errors = json
+        .as_ref()
+        .and_then(|json| json.get("errors"))
+        .and_then(serde_json::Value::as_array)
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|error| error.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    Err(HttpError::Status {
+        code: status.as_u16(),
+        errors,
+        body: json,
+    })
 }
 
 /// A client for `endpoint` without a token.
