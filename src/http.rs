@@ -2,6 +2,7 @@
 //! the `/v1/edge/*` REST surface. Errors use AEGIS's JSON error shape
 //! `{status, code, message}`.
 
+mod caller;
 mod enrollment;
 mod error;
 mod hosts;

@@ -31,13 +31,6 @@ impl Clock for SystemClock {
 pub trait Entropy: Send + Sync + 'static {
     /// Fills `dest` with random bytes.
     fn fill(&self, dest: &mut [u8]);
-
-    /// A random `u64`.
-    fn next_u64(&self) -> u64 {
-        let mut bytes = [0u8; 8];
-        self.fill(&mut bytes);
-        u64::from_le_bytes(bytes)
-    }
 }
 
 /// The operating system's CSPRNG (through `rand`'s thread-local generator).

@@ -57,8 +57,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Redeems the token's `jti` (one atomic statement: exactly one of any
     /// number of concurrent redemptions wins) and, only then, upserts the
-    /// edge, deletes the challenge and clears an earlier tombstone, all in one
-    /// transaction.
+    /// edge and deletes the challenge, all in one transaction. A revoked node
+    /// id, or one enrolled in another tenant, rolls everything back.
     async fn complete_enrollment(&self, enrollment: &Enrollment) -> StoreResult<EnrollmentOutcome>;
 
     /// One edge.

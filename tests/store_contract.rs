@@ -3,16 +3,19 @@
 //! cluster/test starts a server and sets it).
 
 mod common;
+#[path = "store_contract/groups.rs"]
+mod groups;
 
 use std::sync::Arc;
 
 use aegis_relay::store::{
-    AttestedCapabilities, EdgeCapabilities, EdgeGroup, EdgeStatus, EdgeUpdate, Enrollment,
-    EnrollmentOutcome, GroupUpdate, KeyRotation, NodeChallenge, PostgresMode, PostgresStore,
-    RotationOutcome, SqliteStore, Store, StoreError, CHALLENGE_TTL,
+    AttestedCapabilities, EdgeCapabilities, EdgeStatus, EdgeUpdate, Enrollment, EnrollmentOutcome,
+    KeyRotation, NodeChallenge, PostgresMode, PostgresStore, RotationOutcome, SqliteStore, Store,
+    StoreError, CHALLENGE_TTL,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use common::TestResult;
+use groups::groups_are_unique_per_tenant_and_name;
 use uuid::Uuid;
 
 /// A store and whatever must outlive it.
@@ -178,6 +181,7 @@ async fn concurrent_redemptions_of_one_jti_have_one_winner(store: Arc<dyn Store>
         match outcome? {
             EnrollmentOutcome::Enrolled => winners.push(node_id),
             EnrollmentOutcome::TokenAlreadyRedeemed => losers += 1,
+            other => return Err(format!("unexpected {other:?}").into()),
         }
     }
     assert_eq!(winners.len(), 1, "exactly one redemption wins");
@@ -195,11 +199,31 @@ async fn re_enrollment_overwrites_but_keeps_enrolled_at(store: &dyn Store) -> Te
     store
         .set_edge_tags(None, node_id, &["prod".to_owned()])
         .await?;
+    // Another tenant's token cannot take the node id, and is not burned.
+    let foreign_jti = Uuid::new_v4();
+    assert_eq!(
+        store
+            .complete_enrollment(&enrollment(foreign_jti, node_id, "t-two", 9, at(50)))
+            .await?,
+        EnrollmentOutcome::NodeInAnotherTenant
+    );
+    let kept = store.get_edge(node_id).await?.ok_or("edge missing")?;
+    assert_eq!(
+        (kept.tenant_id.as_str(), kept.public_key.clone()),
+        ("t-one", vec![1; 32])
+    );
+    assert_eq!(
+        store
+            .complete_enrollment(&enrollment(foreign_jti, Uuid::new_v4(), "t-two", 9, at(51)))
+            .await?,
+        EnrollmentOutcome::Enrolled,
+        "the refused token is still redeemable"
+    );
     store
-        .complete_enrollment(&enrollment(Uuid::new_v4(), node_id, "t-two", 2, at(100)))
+        .complete_enrollment(&enrollment(Uuid::new_v4(), node_id, "t-one", 2, at(100)))
         .await?;
     let edge = store.get_edge(node_id).await?.ok_or("edge missing")?;
-    assert_eq!(edge.tenant_id, "t-two");
+    assert_eq!(edge.tenant_id, "t-one");
     assert_eq!(edge.public_key, vec![2; 32]);
     assert!(edge.tags.is_empty(), "tags reset on re-enrollment");
     assert_eq!(edge.enrolled_at, at(0));
@@ -398,84 +422,23 @@ async fn revoke_deletes_and_leaves_a_tombstone(store: &dyn Store) -> TestResult 
         None,
         "already gone"
     );
-    store
-        .complete_enrollment(&enrollment(Uuid::new_v4(), node_id, "t-rev", 5, at(20)))
-        .await?;
+    let jti = Uuid::new_v4();
     assert_eq!(
-        store.tombstone(node_id).await?,
-        None,
-        "re-enrollment clears the tombstone"
+        store
+            .complete_enrollment(&enrollment(jti, node_id, "t-rev", 5, at(20)))
+            .await?,
+        EnrollmentOutcome::NodeRevoked,
+        "revocation is final for the node id"
     );
-    Ok(())
-}
-
-fn group(tenant: &str, name: &str) -> EdgeGroup {
-    EdgeGroup {
-        id: Uuid::new_v4(),
-        tenant_id: tenant.into(),
-        name: name.into(),
-        selector: serde_json::json!({"os": "linux", "tools": [], "labels": [], "tags": []}),
-        pinned_members: vec![Uuid::from_u128(5)],
-        created_by: "alice".into(),
-        created_at: at(0),
-    }
-}
-
-async fn groups_are_unique_per_tenant_and_name(store: &dyn Store) -> TestResult {
-    let web = store.create_group(&group("t-a", "web")).await?;
-    assert_eq!(web.pinned_members, vec![Uuid::from_u128(5)]);
-    let duplicate = store.create_group(&group("t-a", "web")).await;
-    assert!(
-        matches!(duplicate, Err(StoreError::Conflict(_))),
-        "{duplicate:?}"
-    );
-    store.create_group(&group("t-b", "web")).await?;
-    store.create_group(&group("t-a", "db")).await?;
-    let names: Vec<String> = store
-        .list_groups(Some("t-a"))
-        .await?
-        .into_iter()
-        .map(|g| g.name)
-        .collect();
-    assert_eq!(names, vec!["db".to_owned(), "web".to_owned()]);
-    assert_eq!(store.list_groups(None).await?.len(), 3);
+    assert_eq!(store.get_edge(node_id).await?, None);
+    assert!(store.tombstone(node_id).await?.is_some());
     assert_eq!(
-        store.get_group(Some("t-b"), web.id).await?,
-        None,
-        "scoped to tenant"
+        store
+            .complete_enrollment(&enrollment(jti, Uuid::new_v4(), "t-rev", 5, at(21)))
+            .await?,
+        EnrollmentOutcome::Enrolled,
+        "the refused token is still redeemable"
     );
-    assert_eq!(store.get_group(None, web.id).await?, Some(web.clone()));
-    let renamed = store
-        .update_group(
-            Some("t-a"),
-            web.id,
-            &GroupUpdate {
-                name: Some("frontend".into()),
-                pinned_members: Some(vec![]),
-                ..Default::default()
-            },
-        )
-        .await?
-        .ok_or("not updated")?;
-    assert_eq!(
-        (renamed.name.as_str(), renamed.pinned_members.len()),
-        ("frontend", 0)
-    );
-    assert_eq!(renamed.selector, web.selector);
-    let clash = store
-        .update_group(
-            Some("t-a"),
-            web.id,
-            &GroupUpdate {
-                name: Some("db".into()),
-                ..Default::default()
-            },
-        )
-        .await;
-    assert!(matches!(clash, Err(StoreError::Conflict(_))), "{clash:?}");
-    assert!(!store.delete_group(Some("t-b"), web.id).await?);
-    assert!(store.delete_group(Some("t-a"), web.id).await?);
-    assert_eq!(store.get_group(None, web.id).await?, None);
     Ok(())
 }
 

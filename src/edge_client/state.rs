@@ -133,11 +133,7 @@ impl NodeConfig {
                         },
                     },
                 },
-                security_contexts: vec![serde_yaml_ng::to_value(serde_json::json!({
-                    "name": "zaru-free",
-                    "capabilities": [{"tool_pattern": "*"}]
-                }))
-                .unwrap_or_default()],
+                security_contexts: vec![default_security_context()],
             },
         }
     }
@@ -153,6 +149,20 @@ impl NodeConfig {
         let text = serde_yaml_ng::to_string(self).map_err(std::io::Error::other)?;
         write_private(&dir.join(CONFIG_FILE), text.as_bytes())
     }
+}
+
+/// The daemon's minimal template context: `zaru-free`, every tool allowed.
+fn default_security_context() -> serde_yaml_ng::Value {
+    use serde_yaml_ng::{Mapping, Value};
+    let mut capability = Mapping::new();
+    capability.insert("tool_pattern".into(), "*".into());
+    let mut context = Mapping::new();
+    context.insert("name".into(), "zaru-free".into());
+    context.insert(
+        "capabilities".into(),
+        Value::Sequence(vec![Value::Mapping(capability)]),
+    );
+    Value::Mapping(context)
 }
 
 /// Creates the state directory with mode 0700.

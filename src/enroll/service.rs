@@ -208,9 +208,12 @@ impl EnrollmentService {
         check_text("enrollment_token", token, MAX_TOKEN_LEN)?;
         let claims = self.tokens.verify_enrollment(token, now).await?;
         let jti = parse_uuid("enrollment token jti", &claims.jti)?;
-        self.refuse_cross_tenant_takeover(node_id, &claims.tid)
-            .await?;
-        let exp = DateTime::from_timestamp(claims.exp, 0).unwrap_or(now);
+        let exp = DateTime::from_timestamp(claims.exp, 0).ok_or_else(|| {
+            EnrollError::Unauthenticated(format!(
+                "enrollment token malformed: exp {} is not a representable time",
+                claims.exp
+            ))
+        })?;
         // Signed before redemption: a signing failure must not burn the token.
         let node_token = self
             .tokens
@@ -229,11 +232,23 @@ impl EnrollmentService {
                 now,
             })
             .await?;
-        if outcome == EnrollmentOutcome::TokenAlreadyRedeemed {
-            return Err(EnrollError::Unauthenticated(
-                "enrollment token already redeemed: a token enrolls one edge once; ask for a new one"
-                    .to_owned(),
-            ));
+        // AEGIS lets any token re-enroll any node id, even a revoked one or one of
+        // another tenant; the store refuses both, atomically, without burning the token.
+        match outcome {
+            EnrollmentOutcome::Enrolled => {}
+            EnrollmentOutcome::TokenAlreadyRedeemed => {
+                return Err(EnrollError::Unauthenticated(
+                    "enrollment token already redeemed: a token enrolls one edge once; ask for a new one"
+                        .to_owned(),
+                ))
+            }
+            EnrollmentOutcome::NodeRevoked => return Err(EnrollError::RevokedNode(node_id)),
+            EnrollmentOutcome::NodeInAnotherTenant => {
+                return Err(EnrollError::Unauthenticated(format!(
+                    "node id {node_id} belongs to another tenant; enroll from a fresh state \
+                     directory (a new node id) or revoke it in its own tenant first"
+                )))
+            }
         }
         tracing::info!(node_id = %node_id, tenant = %claims.tid, "edge enrolled");
         Ok(ChallengeNodeResponse {
@@ -243,32 +258,6 @@ impl EnrollmentService {
                 nanos: 0,
             }),
         })
-    }
-
-    /// AEGIS lets any token re-enroll any node id, moving it to the token's
-    /// tenant. We allow re-enrollment (`aegis edge enroll --force` keeps the
-    /// node id) only within the tenant that owns the id, and never for a
-    /// revoked id: revocation is final for that identity.
-    async fn refuse_cross_tenant_takeover(
-        &self,
-        node_id: Uuid,
-        tenant: &str,
-    ) -> Result<(), EnrollError> {
-        if self.store.tombstone(node_id).await?.is_some() {
-            return Err(EnrollError::RevokedNode(node_id));
-        }
-        let owner = self
-            .store
-            .get_edge(node_id)
-            .await?
-            .map(|edge| edge.tenant_id);
-        match owner {
-            Some(owner) if owner != tenant => Err(EnrollError::Unauthenticated(format!(
-                "node id {node_id} belongs to another tenant; generate a new node id \
-                 (enroll from a fresh state directory) or revoke it in its own tenant first"
-            ))),
-            _ => Ok(()),
-        }
     }
 
     /// Issues an enrollment token to `caller` for `tenant` (already resolved
@@ -293,8 +282,13 @@ impl EnrollmentService {
             .mint_enrollment(tenant, issued_to, self.random_uuid(), self.now())
             .await?;
         let expires_at = DateTime::from_timestamp(minted.claims.exp, 0)
-            .map(|time| time.to_rfc3339())
-            .unwrap_or_default();
+            .ok_or_else(|| {
+                EnrollError::Signer(crate::auth::SignError::Backend(format!(
+                    "minted token expiry {} is not a representable time",
+                    minted.claims.exp
+                )))
+            })?
+            .to_rfc3339();
         tracing::info!(tenant, caller = %caller.subject, "enrollment token issued");
         Ok(IssuedEnrollment {
             command_hint: format!("aegis edge enroll {}", minted.token),

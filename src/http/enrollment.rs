@@ -8,10 +8,9 @@ use axum::http::HeaderMap;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::caller::request_caller;
 use super::error::ApiError;
 use super::HttpState;
-use crate::auth::{authorize, TenantHeaders};
-use crate::enroll::EnrollError;
 
 /// Request body. Unknown fields are ignored (AEGIS clients send extras);
 /// `name` is accepted as the deployment guide's smoke test sends it.
@@ -31,28 +30,13 @@ struct IssueResponse {
     command_hint: String,
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|value| value.to_str().ok())
-}
-
 /// Issues an enrollment token for the caller's (resolved) tenant.
 pub async fn issue_enrollment_token(
     State(state): State<HttpState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<impl Serialize>, ApiError> {
-    let api = &state.api;
-    let (caller, tenant) = authorize(
-        api.callers.as_ref(),
-        api.now(),
-        header(&headers, "authorization"),
-        TenantHeaders {
-            aegis_tenant: header(&headers, "x-aegis-tenant"),
-            tenant_id: header(&headers, "x-tenant-id"),
-        },
-    )
-    .await
-    .map_err(EnrollError::from)?;
+    let (caller, tenant) = request_caller(&state, &headers).await?;
     let body = body.map_err(ApiError::from)?;
     let request: IssueRequest = if body.iter().all(u8::is_ascii_whitespace) {
         IssueRequest::default()
@@ -61,7 +45,11 @@ pub async fn issue_enrollment_token(
             .map_err(|err| ApiError::bad_request(format!("invalid JSON body: {err}")))?
     };
     let issued_to = request.issued_to.or(request.name).unwrap_or_default();
-    let issued = api.enrollment.issue(&caller, &tenant, &issued_to).await?;
+    let issued = state
+        .api
+        .enrollment
+        .issue(&caller, &tenant, &issued_to)
+        .await?;
     Ok(Json(IssueResponse {
         qr_payload: issued.command_hint.clone(),
         command_hint: issued.command_hint,

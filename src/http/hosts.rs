@@ -6,14 +6,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use uuid::Uuid;
 
+use super::caller::request_caller;
 use super::error::ApiError;
 use super::HttpState;
-use crate::auth::{authorize, Caller, OperatorLevel, TenantHeaders};
+use crate::auth::{Caller, OperatorLevel};
 use crate::enroll::EnrollError;
-
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|value| value.to_str().ok())
-}
 
 /// Authenticates the request; returns the caller and the tenant scope of
 /// its operations (`None`: every tenant, for admins and operators).
@@ -21,18 +18,7 @@ pub async fn scoped_caller(
     state: &HttpState,
     headers: &HeaderMap,
 ) -> Result<(Caller, Option<String>), ApiError> {
-    let api = &state.api;
-    let (caller, tenant) = authorize(
-        api.callers.as_ref(),
-        api.now(),
-        header(headers, "authorization"),
-        TenantHeaders {
-            aegis_tenant: header(headers, "x-aegis-tenant"),
-            tenant_id: header(headers, "x-tenant-id"),
-        },
-    )
-    .await
-    .map_err(EnrollError::from)?;
+    let (caller, tenant) = request_caller(state, headers).await?;
     let scope = match caller.operator {
         Some(OperatorLevel::Admin | OperatorLevel::Operator) => None,
         _ => Some(tenant),

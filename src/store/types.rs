@@ -160,6 +160,12 @@ pub enum EnrollmentOutcome {
     Enrolled,
     /// The token's `jti` had been redeemed before; nothing was written.
     TokenAlreadyRedeemed,
+    /// The node id was revoked; revocation is final for an id. Nothing was
+    /// written (the token is not burned).
+    NodeRevoked,
+    /// The node id is enrolled in another tenant; a token cannot move it.
+    /// Nothing was written (the token is not burned).
+    NodeInAnotherTenant,
 }
 
 /// One edge's pending session writes, applied in batches.

@@ -70,8 +70,9 @@ pub(super) async fn get_challenge(
     Ok(Some(challenge))
 }
 
-/// Redeems the `jti` and, only when this call won, upserts the edge, deletes
-/// the challenge and forgets an earlier revocation, all in one transaction.
+/// Redeems the `jti` and, only when this call won and the node id is neither
+/// revoked nor owned by another tenant, upserts the edge and deletes the
+/// challenge, all in one transaction.
 pub(super) async fn complete_enrollment(
     pool: &PgPool,
     enrollment: &Enrollment,
@@ -95,15 +96,26 @@ pub(super) async fn complete_enrollment(
         tx.rollback().await?;
         return Ok(EnrollmentOutcome::TokenAlreadyRedeemed);
     }
-    // A re-enrollment overwrites everything but the first enrollment time.
-    sqlx::query(
+    let revoked: Option<String> =
+        sqlx::query_scalar("SELECT tenant_id FROM edge_tombstones WHERE node_id = $1")
+            .bind(enrollment.node_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if revoked.is_some() {
+        tx.rollback().await?;
+        return Ok(EnrollmentOutcome::NodeRevoked);
+    }
+    // A re-enrollment within the owning tenant overwrites everything but the
+    // first enrollment time; another tenant's row is left alone (no RETURNING row).
+    let upserted: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO edge_daemons (node_id, tenant_id, public_key, capabilities_json, tags, \
          status, enrolled_at, last_heartbeat_at, display_name) \
          VALUES ($1, $2, $3, $4, '{}', 'active', $5, NULL, $6) \
-         ON CONFLICT (node_id) DO UPDATE SET tenant_id = EXCLUDED.tenant_id, \
+         ON CONFLICT (node_id) DO UPDATE SET \
          public_key = EXCLUDED.public_key, capabilities_json = EXCLUDED.capabilities_json, \
          tags = '{}', status = 'active', display_name = EXCLUDED.display_name, \
-         last_heartbeat_at = NULL",
+         last_heartbeat_at = NULL \
+         WHERE edge_daemons.tenant_id = EXCLUDED.tenant_id RETURNING node_id",
     )
     .bind(enrollment.node_id)
     .bind(&enrollment.tenant_id)
@@ -111,14 +123,14 @@ pub(super) async fn complete_enrollment(
     .bind(empty_capabilities)
     .bind(enrollment.now)
     .bind(&enrollment.issued_to)
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
+    if upserted.is_none() {
+        tx.rollback().await?;
+        return Ok(EnrollmentOutcome::NodeInAnotherTenant);
+    }
     sqlx::query("DELETE FROM edge_challenges WHERE challenge_id = $1")
         .bind(enrollment.challenge_id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM edge_tombstones WHERE node_id = $1")
-        .bind(enrollment.node_id)
         .execute(&mut *tx)
         .await?;
     sqlx::query("DELETE FROM edge_key_history WHERE node_id = $1")

@@ -90,14 +90,24 @@ pub async fn complete_enrollment(
         tx.rollback().await?;
         return Ok(EnrollmentOutcome::TokenAlreadyRedeemed);
     }
-    sqlx::query(
+    let revoked = sqlx::query("SELECT 1 FROM edge_tombstones WHERE node_id = ?")
+        .bind(&node)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if revoked.is_some() {
+        tx.rollback().await?;
+        return Ok(EnrollmentOutcome::NodeRevoked);
+    }
+    // Another tenant's row is left alone: the upsert then returns no row.
+    let upserted = sqlx::query(
         "INSERT INTO edge_daemons (node_id, tenant_id, public_key, capabilities_json, tags, \
          status, enrolled_at, last_heartbeat_at, display_name) \
          VALUES (?, ?, ?, ?, '[]', 'active', ?, NULL, ?) \
-         ON CONFLICT (node_id) DO UPDATE SET tenant_id = excluded.tenant_id, \
+         ON CONFLICT (node_id) DO UPDATE SET \
          public_key = excluded.public_key, capabilities_json = excluded.capabilities_json, \
          tags = '[]', status = 'active', last_heartbeat_at = NULL, \
-         display_name = excluded.display_name",
+         display_name = excluded.display_name \
+         WHERE edge_daemons.tenant_id = excluded.tenant_id RETURNING node_id",
     )
     .bind(&node)
     .bind(&enrollment.tenant_id)
@@ -105,14 +115,16 @@ pub async fn complete_enrollment(
     .bind(json(&EdgeCapabilities::default())?)
     .bind(millis(enrollment.now))
     .bind(&enrollment.issued_to)
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
-    for statement in [
-        "DELETE FROM edge_tombstones WHERE node_id = ?",
-        "DELETE FROM edge_key_history WHERE node_id = ?",
-    ] {
-        sqlx::query(statement).bind(&node).execute(&mut *tx).await?;
+    if upserted.is_none() {
+        tx.rollback().await?;
+        return Ok(EnrollmentOutcome::NodeInAnotherTenant);
     }
+    sqlx::query("DELETE FROM edge_key_history WHERE node_id = ?")
+        .bind(&node)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("DELETE FROM edge_challenges WHERE challenge_id = ?")
         .bind(id(enrollment.challenge_id))
         .execute(&mut *tx)

@@ -1,0 +1,33 @@
+//! Authenticating a REST request: the bearer token and the tenant headers,
+//! with the same rules as gRPC (`auth::authorize`).
+
+use axum::http::HeaderMap;
+
+use super::error::ApiError;
+use super::HttpState;
+use crate::auth::{authorize, Caller, TenantHeaders};
+use crate::enroll::EnrollError;
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// The caller of a request and the tenant it acts for.
+pub async fn request_caller(
+    state: &HttpState,
+    headers: &HeaderMap,
+) -> Result<(Caller, String), ApiError> {
+    let api = &state.api;
+    let resolved = authorize(
+        api.callers.as_ref(),
+        api.now(),
+        header(headers, "authorization"),
+        TenantHeaders {
+            aegis_tenant: header(headers, "x-aegis-tenant"),
+            tenant_id: header(headers, "x-tenant-id"),
+        },
+    )
+    .await
+    .map_err(EnrollError::from)?;
+    Ok(resolved)
+}
