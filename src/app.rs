@@ -17,11 +17,14 @@ use tracing::Instrument;
 use crate::auth::{CallerAuth, LocalCallerAuth, Signer, TokenIssuer};
 use crate::config::{Config, RateLimitConfig};
 use crate::enroll::{EnrollmentService, RateLimiter};
+use crate::fleet::{FleetRuns, RunRetention};
 use crate::grpc::{self, GrpcServerSettings};
 use crate::http::{self, HttpState};
 use crate::net;
+use crate::owner::Owner;
 use crate::readiness::{Readiness, DRAINING, STARTING};
 use crate::runtime::{Clock, Runtime};
+use crate::session::{HelloChecker, Ingress, IngressParts, SessionSettings};
 use crate::store::Store;
 use crate::store_health::{self, StoreCheck};
 use crate::telemetry::Metrics;
@@ -53,6 +56,10 @@ pub struct RelaySettings {
     /// `cep`: what enrollment tokens tell edges to dial; `None` means this
     /// replica's bound gRPC address over plaintext (`dev`).
     pub public_endpoint: Option<String>,
+    /// Edge session timing and limits.
+    pub sessions: SessionSettings,
+    /// Fleet run history kept.
+    pub fleet_runs: RunRetention,
 }
 
 /// The parts a replica is built from that are chosen outside it.
@@ -82,6 +89,11 @@ impl RelaySettings {
             rotation_overlap: config.relay.rotation_overlap,
             attest_rate_limit: config.relay.attest_rate_limit.clone(),
             public_endpoint: Some(config.cluster.public_endpoint.clone()),
+            sessions: SessionSettings {
+                heartbeat_timeout: config.relay.heartbeat_timeout,
+                ..SessionSettings::default()
+            },
+            fleet_runs: RunRetention::default(),
         }
     }
 
@@ -104,6 +116,8 @@ impl RelaySettings {
                 forwarded_header: "x-forwarded-for".to_owned(),
             },
             public_endpoint: None,
+            sessions: SessionSettings::default(),
+            fleet_runs: RunRetention::default(),
         }
     }
 }
@@ -162,6 +176,7 @@ pub struct RunningRelay {
     drain_timeout: Duration,
     store: Arc<dyn Store>,
     tokens: Arc<TokenIssuer>,
+    owner: Arc<Owner>,
 }
 
 /// What request handlers of both servers share.
@@ -177,6 +192,12 @@ pub struct Api {
     pub attest_limiter: Arc<RateLimiter>,
     /// The store (host management).
     pub store: Arc<dyn Store>,
+    /// The owner half of edge sessions: registry and dispatch.
+    pub owner: Arc<Owner>,
+    /// The ingress half: ConnectEdge streams.
+    pub ingress: Arc<Ingress>,
+    /// Fleet runs and their history.
+    pub fleets: Arc<FleetRuns>,
 }
 
 impl std::fmt::Debug for Api {
@@ -225,24 +246,64 @@ pub async fn start(
         Arc::clone(&runtime.entropy),
         settings.rotation_overlap,
     ));
-    let api = Api {
-        enrollment,
-        callers,
-        clock: Arc::clone(&runtime.clock),
-        attest_limiter: Arc::new(RateLimiter::new(&settings.attest_rate_limit)),
-        store: Arc::clone(&store),
-    };
-
     // `stop` asks servers to finish gracefully; `kill` severs every connection
     // when the drain deadline passes (tonic and hyper own per-connection tasks
     // we cannot abort directly).
     let kill = CancellationToken::new();
     let grpc_listener = net::with_kill_switch(grpc_listener, kill.clone());
     let http_listener = net::with_kill_switch(http_listener, kill.clone());
-
     let stop = CancellationToken::new();
+
+    let owner = Owner::new(Arc::clone(&runtime.clock), metrics.clone());
+    let ingress = Ingress::new(IngressParts {
+        hello: HelloChecker {
+            store: Arc::clone(&store),
+            tokens: Arc::clone(&tokens),
+            skew: settings.sessions.clock_skew,
+        },
+        owner: Arc::clone(&owner),
+        clock: Arc::clone(&runtime.clock),
+        metrics: metrics.clone(),
+        settings: settings.sessions,
+        replica: settings.name.clone(),
+        stop: stop.clone(),
+    });
+    // Fleet runs get the drain timeout to finish; the kill switch ends them.
+    let fleets = FleetRuns::new(settings.fleet_runs, kill.clone());
+    let api = Api {
+        enrollment,
+        callers,
+        clock: Arc::clone(&runtime.clock),
+        attest_limiter: Arc::new(RateLimiter::new(&settings.attest_rate_limit)),
+        store: Arc::clone(&store),
+        owner: Arc::clone(&owner),
+        ingress: Arc::clone(&ingress),
+        fleets: Arc::clone(&fleets),
+    };
+
     let span = tracing::info_span!("replica", replica = %settings.name);
     let mut tasks = JoinSet::new();
+    tasks.spawn({
+        let (owner, ingress, stop) = (Arc::clone(&owner), Arc::clone(&ingress), stop.clone());
+        let fleets = Arc::clone(&fleets);
+        let writer = owner.write_updates(
+            Arc::clone(&store),
+            settings.sessions.store_flush_interval,
+            stop.clone(),
+        );
+        async move {
+            // Sessions end on `stop` once their commands are answered; the
+            // last heartbeats are written after them.
+            let sessions = async {
+                stop.cancelled().await;
+                owner.start_draining();
+                tokio::join!(ingress.wait_sessions(), fleets.wait());
+            };
+            tokio::join!(sessions, writer);
+            ("edge sessions", Ok(()))
+        }
+        .instrument(span.clone())
+    });
     tasks.spawn({
         let (readiness, metrics, stop) = (readiness.clone(), metrics.clone(), stop.clone());
         let api = api.clone();
@@ -294,6 +355,7 @@ pub async fn start(
         drain_timeout: settings.drain_timeout,
         store,
         tokens,
+        owner,
     })
 }
 
@@ -356,6 +418,11 @@ impl RunningRelay {
     /// Mints and verifies this replica's tokens.
     pub fn tokens(&self) -> &Arc<TokenIssuer> {
         &self.tokens
+    }
+
+    /// The owner half of edge sessions (registry and dispatch).
+    pub fn owner(&self) -> &Arc<Owner> {
+        &self.owner
     }
 
     /// Resolves when a server task ends on its own (an error: servers only

@@ -2,12 +2,21 @@
 //! (for tests, the simulator and load generation) and as `aegis-relay
 //! edge-sim`. This is the enrollment half: take a token, generate a key, run
 //! AttestNode and ChallengeNode, and write the same state files as the real
-//! daemon (protocol.md §11.1). The session half comes with ConnectEdge.
+//! daemon (protocol.md §11.1); and the session half: hold a ConnectEdge
+//! stream, heartbeat, and answer commands as the daemon does (§7.1).
 
 mod endpoint;
 mod enroll;
+mod session;
+mod signer;
 mod state;
+mod tools;
 
 pub use endpoint::promote_endpoint;
-pub use enroll::{enroll, read_unverified_claims, EnrollError, EnrollOptions, Enrolled};
+pub use enroll::{channel, enroll, read_unverified_claims, EnrollError, EnrollOptions, Enrolled};
+pub use session::{
+    connect_once, random_command_id, run_edge, ConnectError, EdgeOptions, StreamEnd,
+};
+pub use signer::EventSigner;
 pub use state::{EdgeState, NODE_KEY, NODE_PUB, NODE_TOKEN};
+pub use tools::{run_tool, ToolRun};

@@ -2,10 +2,15 @@
 //! the `/v1/edge/*` REST surface. Errors use AEGIS's JSON error shape
 //! `{status, code, message}`.
 
+mod body;
 mod caller;
 mod enrollment;
 mod error;
+mod fleet;
+mod fleet_preview;
+mod groups;
 mod hosts;
+mod invoke;
 mod metrics_layer;
 mod probes;
 
@@ -47,7 +52,35 @@ pub fn router(state: HttpState) -> Router {
             "/v1/edge/enrollment-tokens",
             post(enrollment::issue_enrollment_token),
         )
-        .route("/v1/edge/hosts/{id}", delete(hosts::revoke_host))
+        .route("/v1/edge/hosts", get(hosts::list_hosts))
+        .route(
+            "/v1/edge/hosts/{id}",
+            delete(hosts::revoke_host)
+                .get(hosts::get_host)
+                .patch(hosts::patch_host),
+        )
+        .route(
+            "/v1/edge/groups",
+            get(groups::list_groups).post(groups::create_group),
+        )
+        .route(
+            "/v1/edge/groups/{id}",
+            get(groups::get_group)
+                .patch(groups::patch_group)
+                .delete(groups::delete_group),
+        )
+        .route("/v1/edge/fleet/preview", post(fleet_preview::preview))
+        .route("/v1/edge/hosts/{id}/invoke", post(invoke::invoke_host))
+        .route("/v1/edge/fleet/invoke", post(fleet::invoke))
+        .route("/v1/edge/fleet/{id}/cancel", post(fleet::cancel))
+        .route("/v1/edge/fleet/runs", get(fleet::runs))
+        .route("/v1/edge/fleet/runs/{id}", get(fleet::run))
+        .route("/v1/edge/hosts/{id}/drain", post(invoke::drain_host))
+        .route("/v1/edge/hosts/{id}/shutdown", post(invoke::shutdown_host))
+        .route(
+            "/v1/edge/hosts/{id}/push-config",
+            post(invoke::push_config_host),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -139,7 +139,7 @@ async fn rpcs_a_relay_does_not_serve_say_so_by_name() -> TestResult {
 }
 
 #[tokio::test]
-async fn served_rpcs_not_built_yet_name_themselves() -> TestResult {
+async fn connect_edge_without_a_hello_is_refused_before_headers() -> TestResult {
     let relay = start_relay(Duration::from_secs(5)).await?;
     let mut client = NodeClusterServiceClient::new(grpc_channel(&relay).await?);
     let status = client
@@ -147,12 +147,8 @@ async fn served_rpcs_not_built_yet_name_themselves() -> TestResult {
         .await
         .err()
         .ok_or("ConnectEdge unexpectedly succeeded")?;
-    assert_eq!(status.code(), tonic::Code::Unimplemented);
-    assert!(
-        status.message().contains("ConnectEdge"),
-        "{}",
-        status.message()
-    );
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("Hello"), "{}", status.message());
     relay.shutdown().await;
     Ok(())
 }

@@ -273,6 +273,29 @@ impl TokenIssuer {
         .await
     }
 
+    /// A caller token of `tenant` with no operator level (tests and tools
+    /// acting for one tenant, e.g. `edge-sim --tenants`).
+    pub async fn mint_tenant_token(
+        &self,
+        subject: &str,
+        tenant: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<IssuedToken<AdminClaims>, SignError> {
+        let iat = now.timestamp();
+        self.mint(AdminClaims {
+            iss: self.issuer.clone(),
+            sub: subject.to_owned(),
+            aud: ADMIN_AUDIENCE.to_owned(),
+            iat,
+            exp: iat + secs(ttl),
+            tenant_id: tenant.to_owned(),
+            aegis_role: String::new(),
+            realm_access: RealmAccess::default(),
+        })
+        .await
+    }
+
     /// Checks an enrollment token as §4.2 orders it: shape, signature, claims,
     /// audience, issuer, validity window, tenant. The `jti` is not redeemed here.
     pub async fn verify_enrollment(

@@ -198,7 +198,7 @@ fn refused(rpc: &'static str, status: &tonic::Status) -> EnrollError {
 }
 
 /// A plaintext h2c channel dialed through the network seam.
-pub(crate) async fn channel(net: Arc<dyn Network>, endpoint: &str) -> Result<Channel, EnrollError> {
+pub async fn channel(net: Arc<dyn Network>, endpoint: &str) -> Result<Channel, EnrollError> {
     let uri = promote_endpoint(endpoint);
     let connect_error = |reason: String| EnrollError::Connect {
         endpoint: uri.clone(),

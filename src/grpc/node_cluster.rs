@@ -1,7 +1,6 @@
 //! NodeClusterService as a relay serves it.
 //!
-//! The five relay RPCs are implemented here (for now they answer
-//! UNIMPLEMENTED naming the RPC until their issues land). Every other method
+//! The five relay RPCs are implemented here. Every other method
 //! of the AEGIS service reaches [`NodeClusterRoutes`], which answers
 //! UNIMPLEMENTED with a message saying a relay-coordinator does not serve it,
 //! instead of tonic's empty UNIMPLEMENTED.
@@ -71,10 +70,14 @@ fn metadata<'a, T>(request: &'a Request<T>, name: &str) -> Option<&'a str> {
         .and_then(|value| value.to_str().ok())
 }
 
-fn not_yet(rpc: &str) -> Status {
-    Status::unimplemented(format!(
-        "{rpc} is not available in this build of aegis-relay yet"
-    ))
+/// The node a rotation request names (read after the rotation succeeded,
+/// which proves it).
+fn rotated_node(request: &RotateEdgeKeyRequest) -> Option<uuid::Uuid> {
+    use prost::Message;
+    let envelope = request.current_envelope.as_ref()?;
+    let inner =
+        crate::proto::cluster::RotateEdgeKeyInner::decode(envelope.payload.as_slice()).ok()?;
+    uuid::Uuid::parse_str(&inner.node_id).ok()
 }
 
 type EdgeCommandStream = Pin<Box<dyn Stream<Item = Result<EdgeCommand, Status>> + Send>>;
@@ -120,21 +123,29 @@ impl NodeClusterService for RelayNodeCluster {
 
     async fn connect_edge(
         &self,
-        _request: Request<Streaming<EdgeEvent>>,
+        request: Request<Streaming<EdgeEvent>>,
     ) -> Result<Response<Self::ConnectEdgeStream>, Status> {
-        Err(not_yet("ConnectEdge"))
+        let commands = self.api.ingress.connect(request.into_inner()).await?;
+        Ok(Response::new(Box::pin(commands)))
     }
 
     async fn rotate_edge_key(
         &self,
         request: Request<RotateEdgeKeyRequest>,
     ) -> Result<Response<RotateEdgeKeyResponse>, Status> {
-        self.api
+        let node_id = rotated_node(request.get_ref());
+        let rotated = self
+            .api
             .enrollment
             .rotate(request.into_inner())
             .await
-            .map(Response::new)
-            .map_err(|err| err.to_status())
+            .map_err(|err| err.to_status())?;
+        // A live stream of this node accepts the new key (and the old one
+        // until the overlap ends) from now on.
+        if let Some(node_id) = node_id {
+            self.api.owner.keys_changed(node_id);
+        }
+        Ok(Response::new(rotated))
     }
 
     async fn issue_enrollment_token(

@@ -38,6 +38,26 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// A 403 with `message`.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self {
+            status: 403,
+            code: "forbidden",
+            message: message.into(),
+        }
+    }
+
+    /// A 409 with `message`.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self {
+            status: 409,
+            code: "conflict",
+            message: message.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -48,7 +68,7 @@ impl IntoResponse for ApiError {
 /// Fallback for paths no route matches.
 pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found(format!(
-        "no route for {}; this relay serves /v1/edge/enrollment-tokens, /v1/edge/hosts/{{id}}, /healthz, /readyz and /metrics",
+        "no route for {}; this relay serves /v1/edge/enrollment-tokens, /v1/edge/hosts[/{{id}}], /v1/edge/groups[/{{id}}], /v1/edge/fleet/preview, /healthz, /readyz and /metrics",
         uri.path()
     ))
 }
@@ -79,6 +99,32 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
             } else {
                 rejection.body_text()
             },
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(err: crate::store::StoreError) -> Self {
+        let (status, code) = match &err {
+            crate::store::StoreError::Conflict(_) => (409, "conflict"),
+            other if other.is_transient() => (503, "unavailable"),
+            _ => (500, "internal"),
+        };
+        Self {
+            status,
+            code,
+            message: err.to_string(),
+        }
+    }
+}
+
+impl From<crate::fleet::ResolveError> for ApiError {
+    fn from(err: crate::fleet::ResolveError) -> Self {
+        let (status, code) = err.http_status();
+        Self {
+            status,
+            code,
+            message: err.to_string(),
         }
     }
 }

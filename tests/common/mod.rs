@@ -126,6 +126,32 @@ pub async fn http_post(
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// Sends `method` to `url` with `headers` and `body`: (status, body).
+pub async fn http_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<(u16, String), Box<dyn std::error::Error>> {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(http_body_util::Full::new(bytes::Bytes::from(
+        body.to_owned(),
+    )))?;
+    let response = tokio::time::timeout(Duration::from_secs(30), client.request(request)).await??;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
 /// Polls `check` until it returns `Some` or `deadline` passes.
 pub async fn eventually<T, F, Fut>(
     deadline: Duration,
@@ -175,6 +201,8 @@ pub fn required_tool(var: &str) -> Result<Option<String>, String> {
     }
 }
 
+pub mod edges;
 pub mod enroll;
 pub mod pg_server;
 pub mod postgres;
+pub mod rest;

@@ -1,0 +1,168 @@
+//! Fleet calls on the REST surface (protocol.md §8.5): `POST
+//! /v1/edge/fleet/invoke` answers with server-sent events (one JSON
+//! `FleetEvent` per `data:` line, keep-alive every 15 s), `POST
+//! /v1/edge/fleet/{id}/cancel` stops a run everywhere, and
+//! `GET /v1/edge/fleet/runs[/{id}]` answers from the bounded history.
+//! A run continues when its caller disconnects; only cancel stops it.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Json;
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::body::json_body;
+use super::error::ApiError;
+use super::hosts::scoped_caller;
+use super::invoke::{idempotency_key, require_writer, user_token};
+use super::HttpState;
+use crate::fleet::{
+    resolve, run_fleet, CancelError, FleetCall, FleetInvokeBody, NewRun, RecordingSink, RunView,
+};
+use crate::owner::ToolCall;
+
+/// Events buffered between a run and a slow SSE reader.
+const EVENT_BUFFER: usize = 256;
+
+fn parse_run_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id)
+        .map_err(|_| ApiError::bad_request(format!("fleet run id {id:?} is not a UUID")))
+}
+
+/// `POST /v1/edge/fleet/invoke`.
+pub async fn invoke(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let (caller, scope) = scoped_caller(&state, &headers).await?;
+    require_writer(&caller, "run fleet calls")?;
+    let body: FleetInvokeBody = json_body(body)?;
+    let policy = body
+        .policy()
+        .map_err(|err| ApiError::bad_request(err.to_string()))?;
+    let idempotency_key = idempotency_key(&headers)?;
+    let api = &state.api;
+    let targets = resolve(
+        &body.target,
+        scope.as_deref(),
+        api.store.as_ref(),
+        &api.owner,
+    )
+    .await?;
+    let fleet_command_id = Uuid::new_v4();
+    let (target, body) = body.into_parts();
+    let fleet = FleetCall {
+        fleet_command_id,
+        scope: scope.clone(),
+        targets,
+        call: ToolCall {
+            user_security_token: user_token(&body.user_security_token, &headers),
+            tool_name: body.tool_name.clone(),
+            args: body.args,
+            security_context_name: body.security_context_name,
+            deadline: policy.per_target_deadline,
+        },
+        policy,
+        idempotency_key,
+    };
+    let cancel = api.fleets.start(NewRun {
+        fleet_command_id,
+        tenant_id: scope.clone().unwrap_or_else(|| caller.tenant_id.clone()),
+        created_by: caller.subject.clone(),
+        tool_name: body.tool_name,
+        started_at: api.now(),
+    });
+    let (events, receiver) = mpsc::channel(EVENT_BUFFER);
+    let sink = RecordingSink::new(
+        Arc::clone(&api.fleets),
+        fleet_command_id,
+        events,
+        Arc::clone(&api.clock),
+    );
+    let owner = Arc::clone(&api.owner);
+    let span = tracing::info_span!(
+        "fleet",
+        fleet_command_id = %fleet_command_id,
+        tenant = %caller.tenant_id,
+        targets = fleet.targets.len(),
+    );
+    tracing::info!(parent: &span, target = ?target, by = %caller.subject, "fleet call started");
+    api.fleets.spawn(
+        async move {
+            let summary = run_fleet(owner, fleet, &sink, cancel).await;
+            tracing::info!(?summary, "fleet call finished");
+        }
+        .instrument(span),
+    );
+    let stream = ReceiverStream::new(receiver).map(|event| {
+        Ok(Event::default()
+            .json_data(&event)
+            .unwrap_or_else(|_| Event::default().comment("unencodable event")))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// `POST /v1/edge/fleet/{id}/cancel`: 204; 404 if unknown or another
+/// tenant's; 403 for read-only operators; 409 when already finished.
+pub async fn cancel(
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let (caller, scope) = scoped_caller(&state, &headers).await?;
+    require_writer(&caller, "cancel fleet calls")?;
+    let id = parse_run_id(&id)?;
+    match state.api.fleets.cancel(scope.as_deref(), id) {
+        Ok(()) => {
+            tracing::info!(fleet_command_id = %id, by = %caller.subject, "fleet call cancelled");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(err @ CancelError::NotFound(_)) => Err(ApiError::not_found(err.to_string())),
+        Err(err @ CancelError::Finished(_)) => Err(ApiError {
+            status: 409,
+            code: "conflict",
+            message: err.to_string(),
+        }),
+    }
+}
+
+/// `GET /v1/edge/fleet/runs`: `{"runs": [...]}`, newest first.
+pub async fn runs(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (_caller, scope) = scoped_caller(&state, &headers).await?;
+    let runs = state.api.fleets.list(scope.as_deref());
+    Ok(Json(serde_json::json!({ "runs": runs })))
+}
+
+/// `GET /v1/edge/fleet/runs/{id}`: one run with its per-edge outcomes.
+pub async fn run(
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<RunView>, ApiError> {
+    let (_caller, scope) = scoped_caller(&state, &headers).await?;
+    let id = parse_run_id(&id)?;
+    state
+        .api
+        .fleets
+        .get(scope.as_deref(), id)
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "fleet run {id} not found (runs are kept for a bounded time)"
+            ))
+        })
+}

@@ -1,0 +1,312 @@
+//! The owner half of edge sessions (ARCHITECTURE.md): the registry of a
+//! tenant's connected edges, dispatch of commands to them, and the batched
+//! writes of what they report. It receives [`Up`] messages from ingress
+//! halves and sends [`Down`] messages back; it never touches an edge's
+//! stream itself, so an ingress on another replica fits in later.
+
+mod calls;
+mod command;
+mod registry;
+mod updates;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use calls::{CallEvent, CallHandle, Joined};
+pub use command::{cancel_command, invoke_command, json_object, Control, ToolCall};
+pub use registry::{Registry, SessionEntry};
+pub use updates::UpdateBuffer;
+
+use crate::runtime::Clock;
+use crate::session::{CloseReason, Down, SessionKey, Up};
+use crate::store::{EdgeStatus, Store};
+use crate::telemetry::Metrics;
+
+/// How long sending a command may wait for room in a session's queue.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a command could not be dispatched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DispatchError {
+    /// Not connected to this relay (or not in the caller's tenant).
+    #[error("edge {0} is not connected; check `GET /v1/edge/hosts/{0}` and the edge daemon")]
+    NotConnected(Uuid),
+    /// The edge's command queue stayed full.
+    #[error("edge {0} is not taking commands (its queue is full); retry later")]
+    Busy(Uuid),
+    /// The relay is draining.
+    #[error("this relay is shutting down and takes no new commands; retry")]
+    Draining,
+}
+
+/// The owner of every tenant served by this replica.
+pub struct Owner {
+    registry: Registry,
+    calls: calls::Calls,
+    updates: Arc<UpdateBuffer>,
+    clock: Arc<dyn Clock>,
+    metrics: Metrics,
+    draining: AtomicBool,
+}
+
+impl std::fmt::Debug for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Owner")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Owner {
+    /// An owner with no sessions.
+    pub fn new(clock: Arc<dyn Clock>, metrics: Metrics) -> Arc<Self> {
+        Arc::new(Self {
+            registry: Registry::default(),
+            calls: calls::Calls::default(),
+            updates: Arc::new(UpdateBuffer::default()),
+            clock,
+            metrics,
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        DateTime::from(self.clock.now())
+    }
+
+    /// Runs the batched store writer until `stop` (then flushes once more).
+    pub fn write_updates(
+        &self,
+        store: Arc<dyn Store>,
+        interval: Duration,
+        stop: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        Arc::clone(&self.updates).run(store, self.metrics.clone(), interval, stop)
+    }
+
+    /// The pending store writes (tests flush them directly).
+    pub fn updates(&self) -> &Arc<UpdateBuffer> {
+        &self.updates
+    }
+
+    /// Connected edges.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Refuses new commands from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Handles one message from an ingress.
+    pub async fn deliver(&self, key: &SessionKey, up: Up) {
+        match up {
+            Up::Opened(opened) => {
+                let now = self.now();
+                self.updates.heartbeat(key.node_id, now);
+                self.updates
+                    .capabilities(key.node_id, opened.capabilities.clone());
+                let entry = SessionEntry {
+                    stream_id: Arc::clone(&key.stream_id),
+                    tenant_id: opened.tenant_id,
+                    capabilities: Arc::new(opened.capabilities),
+                    tags: opened.tags.into(),
+                    commands: opened.commands,
+                    connected_at: now,
+                };
+                if let Some(older) = self.registry.register(key.node_id, entry) {
+                    let older_key = SessionKey {
+                        node_id: key.node_id,
+                        stream_id: Arc::clone(&older.stream_id),
+                    };
+                    close(
+                        &older.commands,
+                        CloseReason::Superseded,
+                        tonic::Code::Aborted,
+                        "a newer stream of this node took over",
+                    )
+                    .await;
+                    self.calls
+                        .fail_session(
+                            &older_key,
+                            "edge_disconnected",
+                            "the edge reconnected on a newer stream before answering",
+                        )
+                        .await;
+                }
+                self.metrics.edges_connected(self.registry.len());
+            }
+            Up::Heartbeat => self.updates.heartbeat(key.node_id, self.now()),
+            Up::Capabilities(capabilities) => {
+                if self.registry.is_current(key) {
+                    self.updates
+                        .capabilities(key.node_id, (*capabilities).clone());
+                    self.registry.set_capabilities(key, *capabilities);
+                }
+            }
+            Up::Progress(progress) => self.calls.progress(key, *progress).await,
+            Up::Result(outcome) => {
+                self.calls.complete(key, *outcome).await;
+            }
+            Up::Closed(reason) => {
+                if self.registry.unregister(key) && reason == CloseReason::HeartbeatTimeout {
+                    self.updates.status(key.node_id, EdgeStatus::Unhealthy);
+                }
+                self.calls
+                    .fail_session(
+                        key,
+                        "edge_disconnected",
+                        "the edge's stream ended before it answered",
+                    )
+                    .await;
+                self.metrics.edges_connected(self.registry.len());
+            }
+        }
+    }
+
+    /// Sends `call` to `node_id` (of `tenant`, or any tenant for `None`)
+    /// under `command_id`; a command id already in flight there is joined,
+    /// not sent again.
+    pub async fn invoke(
+        self: &Arc<Self>,
+        tenant: Option<&str>,
+        node_id: Uuid,
+        command_id: Uuid,
+        call: &ToolCall,
+    ) -> Result<CallHandle, DispatchError> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(DispatchError::Draining);
+        }
+        let session = self.session(tenant, node_id)?;
+        let key = SessionKey {
+            node_id,
+            stream_id: Arc::clone(&session.stream_id),
+        };
+        let deadline = tokio::time::Instant::now() + call.deadline;
+        let (joined, events) = self.calls.wait_for(command_id, &key);
+        if joined == Joined::First {
+            let command = invoke_command(command_id, &session.tenant_id, call);
+            let sent = tokio::time::timeout(
+                SEND_TIMEOUT,
+                session.commands.send(Down::Command(Box::new(command))),
+            )
+            .await;
+            match sent {
+                Ok(Ok(())) => {}
+                Ok(Err(_closed)) => {
+                    self.calls.forget(command_id);
+                    return Err(DispatchError::NotConnected(node_id));
+                }
+                Err(_elapsed) => {
+                    self.calls.forget(command_id);
+                    return Err(DispatchError::Busy(node_id));
+                }
+            }
+        }
+        Ok(CallHandle::new(
+            command_id,
+            node_id,
+            events,
+            deadline,
+            Arc::clone(self),
+        ))
+    }
+
+    /// Sends a Cancel for `command_id` to `node_id` (best effort: a full
+    /// queue or a gone session drops it).
+    pub fn cancel_command(&self, node_id: Uuid, command_id: Uuid) {
+        if let Some(session) = self.registry.get(node_id) {
+            let _ = session
+                .commands
+                .try_send(Down::Command(Box::new(cancel_command(command_id))));
+        }
+    }
+
+    /// Sends an operator command to `node_id`.
+    pub async fn control(
+        &self,
+        tenant: Option<&str>,
+        node_id: Uuid,
+        control: &Control,
+    ) -> Result<(), DispatchError> {
+        let session = self.session(tenant, node_id)?;
+        let command = Down::Command(Box::new(control.to_command()));
+        match tokio::time::timeout(SEND_TIMEOUT, session.commands.send(command)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_closed)) => Err(DispatchError::NotConnected(node_id)),
+            Err(_elapsed) => Err(DispatchError::Busy(node_id)),
+        }
+    }
+
+    /// Ends `node_id`'s stream with PERMISSION_DENIED (it was revoked).
+    pub async fn revoke(&self, node_id: Uuid) {
+        if let Some(session) = self.registry.get(node_id) {
+            close(
+                &session.commands,
+                CloseReason::Revoked,
+                tonic::Code::PermissionDenied,
+                "this edge was revoked; enroll a new node with a fresh token",
+            )
+            .await;
+        }
+    }
+
+    /// Tells `node_id`'s stream that its keys changed.
+    pub fn keys_changed(&self, node_id: Uuid) {
+        if let Some(session) = self.registry.get(node_id) {
+            let _ = session.commands.try_send(Down::KeysChanged);
+        }
+    }
+
+    /// Keeps the registry's copy of a node's tags current.
+    pub fn tags_changed(&self, node_id: Uuid, tags: &[String]) {
+        self.registry.set_tags(node_id, tags);
+    }
+
+    /// Commands awaited by callers.
+    pub fn pending_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Whether `node_id` is connected.
+    pub fn is_connected(&self, node_id: Uuid) -> bool {
+        self.registry.contains(node_id)
+    }
+
+    fn session(&self, tenant: Option<&str>, node_id: Uuid) -> Result<SessionEntry, DispatchError> {
+        match self.registry.get(node_id) {
+            Some(session) if tenant.is_none_or(|tenant| *session.tenant_id == *tenant) => {
+                Ok(session)
+            }
+            _ => Err(DispatchError::NotConnected(node_id)),
+        }
+    }
+}
+
+/// Asks a session to end. A session whose queue stays full this long is
+/// stuck behind an edge that reads nothing; its keepalive ends it.
+async fn close(
+    commands: &mpsc::Sender<Down>,
+    reason: CloseReason,
+    code: tonic::Code,
+    message: &str,
+) {
+    let close = Down::Close {
+        reason,
+        code,
+        message: message.to_owned(),
+    };
+    if tokio::time::timeout(SEND_TIMEOUT, commands.send(close))
+        .await
+        .is_err()
+    {
+        tracing::warn!(?reason, "could not ask a stuck session to close");
+    }
+}

@@ -1,0 +1,266 @@
+//! Calls in flight at the owner: who waits for which command id, and the
+//! handle a caller reads progress and the outcome from. Several waiters may
+//! share a command id (an `Idempotency-Key` retry while the first call
+//! runs); each gets the outcome.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::session::{CommandOutcome, Progress, SessionKey};
+
+/// What a caller receives about its command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallEvent {
+    /// A chunk of output, in the edge's order.
+    Progress(Box<Progress>),
+    /// The end: the edge's result or a failure the relay decided.
+    Done(Box<CommandOutcome>),
+}
+
+/// Slots per call between the owner and its caller.
+const CALL_QUEUE: usize = 64;
+/// How long a slow caller may hold up an edge's stream before its progress
+/// chunks are dropped (the outcome is still delivered).
+const SLOW_CALLER: Duration = Duration::from_secs(1);
+
+struct Waiting {
+    session: SessionKey,
+    waiters: Vec<mpsc::Sender<CallEvent>>,
+}
+
+/// Waiters by command id.
+#[derive(Default)]
+pub struct Calls {
+    inner: Mutex<HashMap<Uuid, Waiting>>,
+}
+
+impl std::fmt::Debug for Calls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Calls").finish_non_exhaustive()
+    }
+}
+
+/// Whether a new waiter started the command or joined one in flight.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Joined {
+    /// First waiter: the command must be sent.
+    First,
+    /// The command is already in flight on this session.
+    Existing,
+}
+
+impl Calls {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, Waiting>> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds a waiter for `command_id` on `session`.
+    pub fn wait_for(
+        &self,
+        command_id: Uuid,
+        session: &SessionKey,
+    ) -> (Joined, mpsc::Receiver<CallEvent>) {
+        let (tx, rx) = mpsc::channel(CALL_QUEUE);
+        let mut inner = self.lock();
+        match inner.get_mut(&command_id) {
+            Some(waiting) if waiting.session == *session => {
+                waiting.waiters.push(tx);
+                (Joined::Existing, rx)
+            }
+            _ => {
+                inner.insert(
+                    command_id,
+                    Waiting {
+                        session: session.clone(),
+                        waiters: vec![tx],
+                    },
+                );
+                (Joined::First, rx)
+            }
+        }
+    }
+
+    /// Forgets `command_id` (nobody waits any more).
+    pub fn forget(&self, command_id: Uuid) {
+        self.lock().remove(&command_id);
+    }
+
+    /// Number of commands awaited.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Hands a progress chunk from `session` to the command's waiters.
+    pub async fn progress(&self, session: &SessionKey, progress: Progress) {
+        let waiters = {
+            let inner = self.lock();
+            match inner.get(&progress.command_id) {
+                Some(waiting) if waiting.session == *session => waiting.waiters.clone(),
+                _ => return,
+            }
+        };
+        let event = CallEvent::Progress(Box::new(progress));
+        for waiter in waiters {
+            let _ = tokio::time::timeout(SLOW_CALLER, waiter.send(event.clone())).await;
+        }
+    }
+
+    /// Hands the outcome from `session` to the command's waiters; false when
+    /// nobody waited for it there.
+    pub async fn complete(&self, session: &SessionKey, outcome: CommandOutcome) -> bool {
+        let waiters = {
+            let mut inner = self.lock();
+            match inner.get(&outcome.command_id) {
+                Some(waiting) if waiting.session == *session => inner
+                    .remove(&outcome.command_id)
+                    .map(|waiting| waiting.waiters)
+                    .unwrap_or_default(),
+                _ => return false,
+            }
+        };
+        deliver(waiters, outcome).await;
+        true
+    }
+
+    /// Fails every command still awaited on `session` (its stream ended).
+    pub async fn fail_session(&self, session: &SessionKey, kind: &str, message: &str) {
+        let failed: Vec<(Uuid, Vec<mpsc::Sender<CallEvent>>)> = {
+            let mut inner = self.lock();
+            let ids: Vec<Uuid> = inner
+                .iter()
+                .filter(|(_, waiting)| waiting.session == *session)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| inner.remove(&id).map(|waiting| (id, waiting.waiters)))
+                .collect()
+        };
+        for (command_id, waiters) in failed {
+            deliver(waiters, crate::session::failure(command_id, kind, message)).await;
+        }
+    }
+}
+
+async fn deliver(waiters: Vec<mpsc::Sender<CallEvent>>, outcome: CommandOutcome) {
+    let event = CallEvent::Done(Box::new(outcome));
+    for waiter in waiters {
+        // The outcome must arrive even behind queued progress; a caller that
+        // stopped reading for this long has gone.
+        let _ = tokio::time::timeout(Duration::from_secs(10), waiter.send(event.clone())).await;
+    }
+}
+
+/// A caller's view of one command: progress in order, then one outcome,
+/// which is `timeout` when the deadline passes first (the edge is then sent
+/// a Cancel).
+pub struct CallHandle {
+    command_id: Uuid,
+    node_id: Uuid,
+    events: mpsc::Receiver<CallEvent>,
+    deadline: Instant,
+    owner: Arc<super::Owner>,
+    finished: bool,
+}
+
+impl std::fmt::Debug for CallHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallHandle")
+            .field("command_id", &self.command_id)
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallHandle {
+    pub(super) fn new(
+        command_id: Uuid,
+        node_id: Uuid,
+        events: mpsc::Receiver<CallEvent>,
+        deadline: Instant,
+        owner: Arc<super::Owner>,
+    ) -> Self {
+        Self {
+            command_id,
+            node_id,
+            events,
+            deadline,
+            owner,
+            finished: false,
+        }
+    }
+
+    /// The command id the edge sees.
+    pub fn command_id(&self) -> Uuid {
+        self.command_id
+    }
+
+    /// The target edge.
+    pub fn node_id(&self) -> Uuid {
+        self.node_id
+    }
+
+    /// The next event; after `Done`, always `None`.
+    pub async fn next(&mut self) -> Option<CallEvent> {
+        if self.finished {
+            return None;
+        }
+        let event = tokio::select! {
+            event = self.events.recv() => event.unwrap_or_else(|| {
+                CallEvent::Done(Box::new(crate::session::failure(
+                    self.command_id,
+                    "edge_disconnected",
+                    "the edge's session ended before the command finished",
+                )))
+            }),
+            () = tokio::time::sleep_until(self.deadline) => {
+                self.owner.cancel_command(self.node_id, self.command_id);
+                CallEvent::Done(Box::new(crate::session::failure(
+                    self.command_id,
+                    "timeout",
+                    "the edge did not answer within the deadline; a Cancel was sent",
+                )))
+            }
+        };
+        if matches!(event, CallEvent::Done(_)) {
+            self.finished = true;
+        }
+        Some(event)
+    }
+
+    /// Cancels the command: the edge is sent a Cancel and this call ends
+    /// with `cancelled` unless its outcome is already in.
+    pub async fn cancel(mut self, reason: &str) -> CommandOutcome {
+        self.owner.cancel_command(self.node_id, self.command_id);
+        self.finished = true;
+        match self.events.try_recv() {
+            Ok(CallEvent::Done(outcome)) => *outcome,
+            _ => crate::session::failure(self.command_id, "cancelled", reason),
+        }
+    }
+
+    /// Reads to the end, dropping progress; the outcome.
+    pub async fn outcome(mut self) -> CommandOutcome {
+        while let Some(event) = self.next().await {
+            if let CallEvent::Done(outcome) = event {
+                return *outcome;
+            }
+        }
+        crate::session::failure(self.command_id, "internal", "call ended without an outcome")
+    }
+}
+
+impl Drop for CallHandle {
+    /// A caller that goes away before the outcome cancels its command.
+    fn drop(&mut self) {
+        if !self.finished {
+            self.owner.cancel_command(self.node_id, self.command_id);
+        }
+    }
+}

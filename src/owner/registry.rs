@@ -1,0 +1,163 @@
+//! The owner's registry of connected edges: one entry per node, keyed by
+//! the stream that holds it, so a late-ending older stream can never remove
+//! the newer stream's registration (protocol.md §7.2's race).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::session::{Down, SessionKey};
+use crate::store::EdgeCapabilities;
+
+/// One connected edge as the owner sees it.
+#[derive(Debug, Clone)]
+pub struct SessionEntry {
+    /// The stream holding it.
+    pub stream_id: Arc<str>,
+    /// Its tenant.
+    pub tenant_id: Arc<str>,
+    /// Reported capabilities.
+    pub capabilities: Arc<EdgeCapabilities>,
+    /// Server-side tags.
+    pub tags: Arc<[String]>,
+    /// Where its commands go.
+    pub commands: mpsc::Sender<Down>,
+    /// When the stream was opened.
+    pub connected_at: DateTime<Utc>,
+}
+
+#[derive(Default)]
+struct Inner {
+    sessions: HashMap<Uuid, SessionEntry>,
+    by_tenant: HashMap<Arc<str>, HashSet<Uuid>>,
+}
+
+/// Connected edges by node and by tenant.
+#[derive(Default)]
+pub struct Registry {
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("connected", &self.len())
+            .finish()
+    }
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers `entry` for `node_id`; returns the entry it replaced (an
+    /// older stream of the same node, which the caller closes).
+    pub fn register(&self, node_id: Uuid, entry: SessionEntry) -> Option<SessionEntry> {
+        let mut inner = self.lock();
+        let tenant = Arc::clone(&entry.tenant_id);
+        let previous = inner.sessions.insert(node_id, entry);
+        if let Some(previous) = &previous {
+            if previous.tenant_id != tenant {
+                remove_from_tenant(&mut inner, &previous.tenant_id, node_id);
+            }
+        }
+        inner.by_tenant.entry(tenant).or_default().insert(node_id);
+        previous
+    }
+
+    /// Removes the registration of `key`'s stream; false when the node is
+    /// held by another (newer) stream or not at all.
+    pub fn unregister(&self, key: &SessionKey) -> bool {
+        let mut inner = self.lock();
+        match inner.sessions.get(&key.node_id) {
+            Some(entry) if entry.stream_id == key.stream_id => {
+                let tenant = Arc::clone(&entry.tenant_id);
+                inner.sessions.remove(&key.node_id);
+                remove_from_tenant(&mut inner, &tenant, key.node_id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The session of `node_id`.
+    pub fn get(&self, node_id: Uuid) -> Option<SessionEntry> {
+        self.lock().sessions.get(&node_id).cloned()
+    }
+
+    /// Whether `key`'s stream is the registered one.
+    pub fn is_current(&self, key: &SessionKey) -> bool {
+        self.lock()
+            .sessions
+            .get(&key.node_id)
+            .is_some_and(|entry| entry.stream_id == key.stream_id)
+    }
+
+    /// Whether `node_id` is connected.
+    pub fn contains(&self, node_id: Uuid) -> bool {
+        self.lock().sessions.contains_key(&node_id)
+    }
+
+    /// Connected edges of `tenant` (every tenant for `None`), by node id.
+    pub fn sessions(&self, tenant: Option<&str>) -> Vec<(Uuid, SessionEntry)> {
+        let inner = self.lock();
+        let mut out: Vec<(Uuid, SessionEntry)> = match tenant {
+            Some(tenant) => inner
+                .by_tenant
+                .get(tenant)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| inner.sessions.get(id).map(|entry| (*id, entry.clone())))
+                .collect(),
+            None => inner
+                .sessions
+                .iter()
+                .map(|(id, entry)| (*id, entry.clone()))
+                .collect(),
+        };
+        out.sort_by_key(|(id, _)| *id);
+        out
+    }
+
+    /// Replaces the capabilities of `key`'s session.
+    pub fn set_capabilities(&self, key: &SessionKey, capabilities: EdgeCapabilities) {
+        let mut inner = self.lock();
+        if let Some(entry) = inner.sessions.get_mut(&key.node_id) {
+            if entry.stream_id == key.stream_id {
+                entry.capabilities = Arc::new(capabilities);
+            }
+        }
+    }
+
+    /// Replaces the server-side tags of a connected node.
+    pub fn set_tags(&self, node_id: Uuid, tags: &[String]) {
+        if let Some(entry) = self.lock().sessions.get_mut(&node_id) {
+            entry.tags = tags.into();
+        }
+    }
+
+    /// Connected edges.
+    pub fn len(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    /// Whether no edge is connected.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn remove_from_tenant(inner: &mut Inner, tenant: &Arc<str>, node_id: Uuid) {
+    if let Some(nodes) = inner.by_tenant.get_mut(tenant) {
+        nodes.remove(&node_id);
+        if nodes.is_empty() {
+            inner.by_tenant.remove(tenant);
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Heartbeats, capabilities and statuses of connected edges reach the store
+//! in batches: each message only updates an in-memory entry per edge, and a
+//! flusher writes all of them with one statement per interval
+//! ([`Store::apply_edge_updates`]). A lost flush is retried with the next.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::store::{EdgeCapabilities, EdgeStatus, EdgeUpdate, Store};
+use crate::telemetry::Metrics;
+
+/// Pending session writes, one entry per edge.
+#[derive(Default)]
+pub struct UpdateBuffer {
+    pending: Mutex<HashMap<Uuid, EdgeUpdate>>,
+}
+
+impl std::fmt::Debug for UpdateBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdateBuffer").finish_non_exhaustive()
+    }
+}
+
+impl UpdateBuffer {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, EdgeUpdate>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn entry(&self, node_id: Uuid, apply: impl FnOnce(&mut EdgeUpdate)) {
+        let mut pending = self.lock();
+        let update = pending.entry(node_id).or_insert_with(|| EdgeUpdate {
+            node_id,
+            last_heartbeat_at: None,
+            capabilities: None,
+            status: None,
+        });
+        apply(update);
+    }
+
+    /// The edge was heard from at `at`: it is active.
+    pub fn heartbeat(&self, node_id: Uuid, at: DateTime<Utc>) {
+        self.entry(node_id, |update| {
+            update.last_heartbeat_at = Some(at);
+            update.status = Some(EdgeStatus::Active);
+        });
+    }
+
+    /// The edge reported capabilities.
+    pub fn capabilities(&self, node_id: Uuid, capabilities: EdgeCapabilities) {
+        self.entry(node_id, |update| update.capabilities = Some(capabilities));
+    }
+
+    /// The edge's status changed.
+    pub fn status(&self, node_id: Uuid, status: EdgeStatus) {
+        self.entry(node_id, |update| update.status = Some(status));
+    }
+
+    fn take(&self) -> Vec<EdgeUpdate> {
+        let mut pending = self.lock();
+        let mut batch: Vec<EdgeUpdate> = pending.drain().map(|(_, update)| update).collect();
+        batch.sort_by_key(|update| update.node_id);
+        batch
+    }
+
+    /// Puts back a batch that failed, unless newer updates replaced it.
+    fn restore(&self, batch: Vec<EdgeUpdate>) {
+        let mut pending = self.lock();
+        for update in batch {
+            pending.entry(update.node_id).or_insert(update);
+        }
+    }
+
+    /// Writes everything pending in one statement; returns the rows written.
+    pub async fn flush(&self, store: &dyn Store, metrics: &Metrics) -> usize {
+        let batch = self.take();
+        if batch.is_empty() {
+            return 0;
+        }
+        let count = batch.len();
+        match store.apply_edge_updates(&batch).await {
+            Ok(_) => {
+                metrics.edge_updates_flushed(count);
+                count
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, edges = count, "cannot write edge heartbeats; retrying with the next flush");
+                self.restore(batch);
+                0
+            }
+        }
+    }
+
+    /// Flushes every `interval` until `stop`, then once more.
+    pub async fn run(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        metrics: Metrics,
+        interval: Duration,
+        stop: CancellationToken,
+    ) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = stop.cancelled() => break,
+            }
+            self.flush(store.as_ref(), &metrics).await;
+        }
+        self.flush(store.as_ref(), &metrics).await;
+    }
+}

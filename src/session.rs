@@ -1,0 +1,17 @@
+//! The ingress half of edge sessions (ARCHITECTURE.md): where an edge's
+//! ConnectEdge stream terminates. It authenticates the Hello and every
+//! later event, owns the stream in one task, runs the heartbeat timeout,
+//! deduplicates commands by id, and talks to the owner half only through
+//! the messages of [`link`].
+
+mod hello;
+mod ingress;
+mod ledger;
+pub mod link;
+mod outbound;
+
+pub use hello::{accepted_keys, from_wire, HelloChecker, HelloError};
+pub use ingress::{Ingress, IngressParts, SessionSettings};
+pub use ledger::{Admission, Ledger};
+pub use link::{failure, CloseReason, CommandOutcome, Down, Opened, Progress, SessionKey, Up};
+pub use outbound::OutboundCommands;

@@ -1,0 +1,473 @@
+//! One task per ConnectEdge stream: authenticate the Hello before answering
+//! (a refusal reaches the daemon as an error status, so it backs off), then
+//! loop over the edge's events, the owner's commands, the heartbeat timer
+//! and the replica's shutdown, until one of them ends the stream.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::{Status, Streaming};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::hello::{accepted_keys, from_wire, variant_name, HelloChecker, HelloError};
+use super::ledger::{Admission, Ledger};
+use super::link::{failure, CloseReason, CommandOutcome, Down, Opened, Progress, SessionKey, Up};
+use super::outbound::{Outbound, OutboundCommands};
+use crate::edge::{EventError, EventKind, Inner, StreamAuth};
+use crate::owner::Owner;
+use crate::proto::cluster::{edge_command, edge_event, EdgeCommand, EdgeEvent};
+use crate::runtime::Clock;
+use crate::telemetry::Metrics;
+
+/// Timing and limits of edge sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionSettings {
+    /// Allowed distance between an event's timestamp and the relay's clock.
+    pub clock_skew: Duration,
+    /// An edge silent this long is evicted.
+    pub heartbeat_timeout: Duration,
+    /// How long a new stream may take to send its Hello.
+    pub hello_timeout: Duration,
+    /// How long completed command outcomes are kept for retries.
+    pub idempotency_retention: Duration,
+    /// Most completed outcomes kept.
+    pub idempotency_capacity: usize,
+    /// Commands queued per session.
+    pub command_queue: usize,
+    /// How often heartbeats and capabilities are written to the store.
+    pub store_flush_interval: Duration,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            clock_skew: Duration::from_secs(300),
+            heartbeat_timeout: Duration::from_secs(90),
+            hello_timeout: Duration::from_secs(10),
+            idempotency_retention: Duration::from_secs(600),
+            idempotency_capacity: 100_000,
+            command_queue: 16,
+            store_flush_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Accepts ConnectEdge streams and runs their sessions.
+pub struct Ingress {
+    hello: HelloChecker,
+    owner: Arc<Owner>,
+    ledger: Ledger,
+    clock: Arc<dyn Clock>,
+    metrics: Metrics,
+    settings: SessionSettings,
+    replica: String,
+    sessions: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Ingress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingress")
+            .field("sessions", &self.sessions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The parts of [`Ingress`] chosen by the replica.
+pub struct IngressParts {
+    /// Hello checks.
+    pub hello: HelloChecker,
+    /// The owner half.
+    pub owner: Arc<Owner>,
+    /// Wall clock.
+    pub clock: Arc<dyn Clock>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Settings.
+    pub settings: SessionSettings,
+    /// Replica name (log spans).
+    pub replica: String,
+    /// Fires when the replica drains.
+    pub stop: CancellationToken,
+}
+
+impl Ingress {
+    /// An ingress with no sessions.
+    pub fn new(parts: IngressParts) -> Arc<Self> {
+        Arc::new(Self {
+            ledger: Ledger::new(
+                parts.settings.idempotency_retention,
+                parts.settings.idempotency_capacity,
+            ),
+            hello: parts.hello,
+            owner: parts.owner,
+            clock: parts.clock,
+            metrics: parts.metrics,
+            settings: parts.settings,
+            replica: parts.replica,
+            sessions: TaskTracker::new(),
+            stop: parts.stop,
+        })
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        DateTime::from(self.clock.now())
+    }
+
+    /// Waits until every session task has ended (after `stop`).
+    pub async fn wait_sessions(&self) {
+        self.sessions.close();
+        self.sessions.wait().await;
+    }
+
+    /// Authenticates the stream's Hello and starts its session; the error
+    /// is the status the edge gets instead of response headers.
+    pub async fn connect(
+        self: &Arc<Self>,
+        mut inbound: Streaming<EdgeEvent>,
+    ) -> Result<OutboundCommands, Status> {
+        let first = match tokio::time::timeout(self.settings.hello_timeout, inbound.message()).await
+        {
+            Err(_elapsed) => Err(HelloError::Timeout(self.settings.hello_timeout)),
+            Ok(Err(status)) => Err(HelloError::Stream(status.message().to_owned())),
+            Ok(Ok(None)) => Err(HelloError::NoHello),
+            Ok(Ok(Some(event))) => self.hello.check(event, self.now()).await,
+        };
+        let hello = first.map_err(|err| {
+            self.metrics.handshake_failure(err.reason());
+            tracing::info!(reason = err.reason(), error = %err, "edge Hello refused");
+            err.to_status()
+        })?;
+        let node_id = hello.edge.node_id;
+        let key = SessionKey {
+            node_id,
+            stream_id: hello.auth.stream_id().into(),
+        };
+        let (commands_tx, commands_rx) = mpsc::channel(self.settings.command_queue);
+        let (out_tx, out_rx) = mpsc::channel(self.settings.command_queue);
+        let tenant_id: Arc<str> = hello.edge.tenant_id.as_str().into();
+        self.owner
+            .deliver(
+                &key,
+                Up::Opened(Box::new(Opened {
+                    tenant_id: Arc::clone(&tenant_id),
+                    capabilities: hello.capabilities,
+                    tags: hello.edge.tags.clone(),
+                    commands: commands_tx,
+                })),
+            )
+            .await;
+        self.metrics.edge_event(EventKind::Hello.name());
+        let span = tracing::info_span!(
+            "edge_session",
+            replica = %self.replica,
+            node_id = %node_id,
+            tenant = %tenant_id,
+            stream_id = %key.stream_id,
+        );
+        tracing::info!(parent: &span, "edge connected");
+        let session = Session {
+            ingress: Arc::clone(self),
+            key,
+            auth: hello.auth,
+            inbound,
+            commands: commands_rx,
+            out: out_tx,
+            in_flight: HashSet::new(),
+        };
+        self.sessions.spawn(session.run().instrument(span));
+        Ok(OutboundCommands::new(out_rx))
+    }
+}
+
+struct Session {
+    ingress: Arc<Ingress>,
+    key: SessionKey,
+    auth: StreamAuth,
+    inbound: Streaming<EdgeEvent>,
+    commands: mpsc::Receiver<Down>,
+    out: mpsc::Sender<Outbound>,
+    in_flight: HashSet<Uuid>,
+}
+
+/// How a step of the loop ends the stream.
+struct End {
+    reason: CloseReason,
+    status: Option<Status>,
+}
+
+impl Session {
+    async fn run(mut self) {
+        let ingress = Arc::clone(&self.ingress);
+        let timeout = ingress.settings.heartbeat_timeout;
+        let silence = tokio::time::sleep(timeout);
+        tokio::pin!(silence);
+        let mut draining = false;
+        let end = loop {
+            let step = tokio::select! {
+                biased;
+                () = ingress.stop.cancelled(), if !draining => {
+                    draining = true;
+                    Ok(())
+                }
+                down = self.commands.recv() => match down {
+                    Some(down) => self.on_down(down).await,
+                    None => Err(End { reason: CloseReason::Superseded, status: None }),
+                },
+                event = self.inbound.message() => match event {
+                    Ok(Some(event)) => {
+                        silence.as_mut().reset(tokio::time::Instant::now() + timeout);
+                        self.on_event(event).await
+                    }
+                    Ok(None) | Err(_) => Err(End { reason: CloseReason::Disconnected, status: None }),
+                },
+                () = &mut silence => Err(End {
+                    reason: CloseReason::HeartbeatTimeout,
+                    status: Some(Status::unavailable(format!(
+                        "no event from this edge for {timeout:?}; reconnect"
+                    ))),
+                }),
+            };
+            if let Err(end) = step {
+                break end;
+            }
+            if draining && self.in_flight.is_empty() {
+                break End {
+                    reason: CloseReason::ShuttingDown,
+                    status: Some(Status::unavailable(
+                        "this relay replica is shutting down; reconnect",
+                    )),
+                };
+            }
+        };
+        self.finish(end).await;
+    }
+
+    async fn finish(mut self, end: End) {
+        let ingress = Arc::clone(&self.ingress);
+        if let Some(status) = end.status {
+            // The edge may read nothing any more; the kill switch ends it then.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), self.out.send(Box::new(Err(status))))
+                    .await;
+        }
+        for command_id in std::mem::take(&mut self.in_flight) {
+            let lost = failure(
+                command_id,
+                "edge_disconnected",
+                "the edge's stream ended before it answered; the tool may have run",
+            );
+            ingress
+                .ledger
+                .complete(self.key.node_id, command_id, &lost.result);
+            ingress
+                .owner
+                .deliver(&self.key, Up::Result(Box::new(lost)))
+                .await;
+        }
+        ingress
+            .owner
+            .deliver(&self.key, Up::Closed(end.reason))
+            .await;
+        tracing::info!(reason = ?end.reason, "edge disconnected");
+    }
+
+    async fn send(&self, command: EdgeCommand) -> Result<(), End> {
+        self.out.send(Box::new(Ok(command))).await.map_err(|_| End {
+            reason: CloseReason::Disconnected,
+            status: None,
+        })
+    }
+
+    async fn on_down(&mut self, down: Down) -> Result<(), End> {
+        let ingress = Arc::clone(&self.ingress);
+        match down {
+            Down::Command(command) => {
+                let kind = command_kind(&command);
+                if let Some(edge_command::Command::InvokeTool(invoke)) = &command.command {
+                    let Ok(command_id) = Uuid::parse_str(&invoke.command_id) else {
+                        return Ok(());
+                    };
+                    match ingress.ledger.admit(self.key.node_id, command_id) {
+                        Admission::Send => {
+                            self.in_flight.insert(command_id);
+                        }
+                        Admission::InFlight => return Ok(()),
+                        Admission::Completed(result) => {
+                            let outcome = CommandOutcome {
+                                command_id,
+                                result: (*result).clone(),
+                            };
+                            ingress
+                                .owner
+                                .deliver(&self.key, Up::Result(Box::new(outcome)))
+                                .await;
+                            return Ok(());
+                        }
+                    }
+                }
+                ingress.metrics.edge_command(kind);
+                self.send(*command).await
+            }
+            Down::Close {
+                reason,
+                code,
+                message,
+            } => Err(End {
+                reason,
+                status: Some(Status::new(code, message)),
+            }),
+            Down::KeysChanged => {
+                let now = ingress.now();
+                let store = Arc::clone(&ingress.hello.store);
+                match store.get_edge(self.key.node_id).await {
+                    Ok(Some(edge)) => match accepted_keys(store.as_ref(), &edge, now).await {
+                        Ok(keys) => self.auth.set_keys(keys),
+                        Err(err) => tracing::warn!(error = %err, "cannot reload rotated keys"),
+                    },
+                    Ok(None) => {}
+                    Err(err) => tracing::warn!(error = %err, "cannot reload rotated keys"),
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn on_event(&mut self, event: EdgeEvent) -> Result<(), End> {
+        let ingress = Arc::clone(&self.ingress);
+        let now = ingress.now();
+        let Some(event) = event.event else {
+            return Ok(());
+        };
+        let kind = variant_name(&event);
+        let verified = match &event {
+            edge_event::Event::Hello(_) => {
+                return Err(End {
+                    reason: CloseReason::Rejected,
+                    status: Some(Status::invalid_argument(
+                        "a second Hello on a stream is not allowed; open a new stream",
+                    )),
+                });
+            }
+            edge_event::Event::Heartbeat(hb) => self.auth.check(
+                hb.envelope.as_ref(),
+                EventKind::Heartbeat,
+                Inner::Empty,
+                now,
+            ),
+            edge_event::Event::CommandResult(result) => self.auth.check(
+                result.envelope.as_ref(),
+                EventKind::CommandResult,
+                Inner::CommandId(&result.command_id),
+                now,
+            ),
+            edge_event::Event::CommandProgress(progress) => self.auth.check(
+                progress.envelope.as_ref(),
+                EventKind::CommandProgress,
+                Inner::Progress {
+                    command_id: &progress.command_id,
+                    sequence: progress.sequence,
+                    stderr: progress.stderr,
+                    chunk: &progress.chunk,
+                },
+                now,
+            ),
+            // The protocol defines no signed kind for it: it is signed as a
+            // heartbeat (kind 2, empty inner) binding node, stream and time.
+            edge_event::Event::CapabilityUpdate(update) => self.auth.check(
+                update.envelope.as_ref(),
+                EventKind::Heartbeat,
+                Inner::Empty,
+                now,
+            ),
+        };
+        if let Err(err) = verified {
+            return Err(self.refuse(kind, &err));
+        }
+        ingress.metrics.edge_event(kind);
+        match event {
+            edge_event::Event::Hello(_) => Ok(()),
+            edge_event::Event::Heartbeat(_) => {
+                ingress.owner.deliver(&self.key, Up::Heartbeat).await;
+                Ok(())
+            }
+            edge_event::Event::CapabilityUpdate(update) => {
+                let mut capabilities = update.capabilities.map(from_wire).unwrap_or_default();
+                capabilities.tags.clear();
+                ingress
+                    .owner
+                    .deliver(&self.key, Up::Capabilities(Box::new(capabilities)))
+                    .await;
+                Ok(())
+            }
+            edge_event::Event::CommandProgress(progress) => {
+                let Some(command_id) = self.known_command(&progress.command_id) else {
+                    return Ok(());
+                };
+                let progress = Progress {
+                    command_id,
+                    sequence: progress.sequence,
+                    stderr: progress.stderr,
+                    chunk: progress.chunk,
+                };
+                ingress
+                    .owner
+                    .deliver(&self.key, Up::Progress(Box::new(progress)))
+                    .await;
+                Ok(())
+            }
+            edge_event::Event::CommandResult(result) => {
+                let Some(command_id) = self.known_command(&result.command_id) else {
+                    return Ok(());
+                };
+                self.in_flight.remove(&command_id);
+                let result = result.result.unwrap_or_default();
+                ingress
+                    .ledger
+                    .complete(self.key.node_id, command_id, &result);
+                ingress
+                    .owner
+                    .deliver(
+                        &self.key,
+                        Up::Result(Box::new(CommandOutcome { command_id, result })),
+                    )
+                    .await;
+                Ok(())
+            }
+        }
+    }
+
+    /// The command id if a command of this stream awaits it; late answers
+    /// (a Cancel's acknowledgement of a finished command) are dropped.
+    fn known_command(&self, command_id: &str) -> Option<Uuid> {
+        Uuid::parse_str(command_id)
+            .ok()
+            .filter(|id| self.in_flight.contains(id))
+    }
+
+    fn refuse(&self, kind: &'static str, err: &EventError) -> End {
+        self.ingress.metrics.edge_event_refused(kind);
+        tracing::warn!(event = kind, error = %err, "edge event refused; ending the stream");
+        End {
+            reason: CloseReason::Rejected,
+            status: Some(Status::unauthenticated(format!("event refused: {err}"))),
+        }
+    }
+}
+
+fn command_kind(command: &EdgeCommand) -> &'static str {
+    match &command.command {
+        Some(edge_command::Command::InvokeTool(_)) => "invoke_tool",
+        Some(edge_command::Command::Cancel(_)) => "cancel",
+        Some(edge_command::Command::PushConfig(_)) => "push_config",
+        Some(edge_command::Command::Drain(_)) => "drain",
+        Some(edge_command::Command::Shutdown(_)) => "shutdown",
+        None => "empty",
+    }
+}

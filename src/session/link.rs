@@ -1,0 +1,130 @@
+//! The messages between the two halves of an edge session (ARCHITECTURE.md
+//! "ingress and owner"): `Up` from the ingress (which holds the edge's
+//! stream) to the owner (which holds the tenant's registry and dispatch),
+//! `Down` the other way. Today both halves live in one process and the
+//! messages are passed in memory; a replica-to-replica hop will carry the
+//! same messages, so nothing here holds a reference into either side
+//! except the ingress's command queue in [`Opened`].
+//!
+//! Large payloads are boxed: a bounded tokio channel allocates its slots
+//! 32 at a time, and sessions are many.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::proto::cluster::{EdgeCommand, EdgeResult};
+use crate::store::EdgeCapabilities;
+
+/// Identifies one stream of one node: a newer stream of the same node is a
+/// different session.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    /// The edge.
+    pub node_id: Uuid,
+    /// The Hello's stream id.
+    pub stream_id: Arc<str>,
+}
+
+/// Ingress to owner.
+#[derive(Debug)]
+pub enum Up {
+    /// A Hello was authenticated: register the session.
+    Opened(Box<Opened>),
+    /// A verified heartbeat.
+    Heartbeat,
+    /// Capabilities reported mid-stream.
+    Capabilities(Box<EdgeCapabilities>),
+    /// One chunk of a command's output.
+    Progress(Box<Progress>),
+    /// A command's final outcome (from the edge, or made by the ingress when
+    /// the stream ended with the command in flight).
+    Result(Box<CommandOutcome>),
+    /// The stream ended.
+    Closed(CloseReason),
+}
+
+/// A newly authenticated session.
+#[derive(Debug)]
+pub struct Opened {
+    /// The edge's tenant (from the store, checked against its token).
+    pub tenant_id: Arc<str>,
+    /// What the edge reported in its Hello.
+    pub capabilities: EdgeCapabilities,
+    /// Server-side tags at connect time.
+    pub tags: Vec<String>,
+    /// Where the owner sends this session's commands.
+    pub commands: mpsc::Sender<Down>,
+}
+
+/// A CommandProgress chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// The command.
+    pub command_id: Uuid,
+    /// Per-stream (stdout / stderr) sequence.
+    pub sequence: u32,
+    /// Whether this is stderr.
+    pub stderr: bool,
+    /// The bytes.
+    pub chunk: Vec<u8>,
+}
+
+/// A command's final outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandOutcome {
+    /// The command.
+    pub command_id: Uuid,
+    /// What the edge answered (or a synthesized failure).
+    pub result: EdgeResult,
+}
+
+/// Why a stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The edge closed it or the connection broke.
+    Disconnected,
+    /// No event within the heartbeat timeout.
+    HeartbeatTimeout,
+    /// An event failed verification.
+    Rejected,
+    /// A newer Hello of the same node took over.
+    Superseded,
+    /// The node was revoked.
+    Revoked,
+    /// The relay is shutting down.
+    ShuttingDown,
+}
+
+/// Owner to ingress.
+#[derive(Debug)]
+pub enum Down {
+    /// Send this command to the edge (InvokeTool is deduplicated by command id).
+    Command(Box<EdgeCommand>),
+    /// End the stream with this status.
+    Close {
+        /// Why.
+        reason: CloseReason,
+        /// gRPC status code sent to the edge.
+        code: tonic::Code,
+        /// Message sent to the edge.
+        message: String,
+    },
+    /// The edge's keys changed (rotation): reload them.
+    KeysChanged,
+}
+
+/// Builds a failure outcome the relay decides on its own.
+pub fn failure(command_id: Uuid, kind: &str, message: impl Into<String>) -> CommandOutcome {
+    CommandOutcome {
+        command_id,
+        result: EdgeResult {
+            ok: false,
+            exit_code: -1,
+            error_kind: kind.to_owned(),
+            error_message: message.into(),
+            ..EdgeResult::default()
+        },
+    }
+}

@@ -1,0 +1,217 @@
+//! Edge fixtures: enrolled edges run by our edge client, raw ConnectEdge
+//! streams for forging events, and caller tokens per tenant.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aegis_relay::app::RunningRelay;
+use aegis_relay::edge::EventKind;
+use aegis_relay::edge_client::{self, EdgeOptions, EdgeState, EnrollOptions, EventSigner};
+use aegis_relay::proto::cluster::node_cluster_service_client::NodeClusterServiceClient;
+use aegis_relay::proto::cluster::{EdgeCapabilities, EdgeCommand, EdgeEvent};
+use aegis_relay::runtime::Runtime;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+use super::enroll::BoxError;
+use super::eventually;
+
+/// An enrolled edge's state and the directory holding it.
+pub struct Enrolled {
+    pub state: EdgeState,
+    _dir: tempfile::TempDir,
+}
+
+/// Enrolls a new edge into `tenant`.
+pub async fn enroll_edge(relay: &RunningRelay, tenant: &str) -> Result<Enrolled, BoxError> {
+    let minted = relay
+        .tokens()
+        .mint_enrollment(tenant, "test-edge", Uuid::new_v4(), chrono::Utc::now())
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let enrolled = edge_client::enroll(
+        &Runtime::real(),
+        &minted.token,
+        &dir.path().join("edge"),
+        &EnrollOptions::default(),
+    )
+    .await?;
+    Ok(Enrolled {
+        state: enrolled.state,
+        _dir: dir,
+    })
+}
+
+/// A channel to the relay's gRPC port.
+pub async fn edge_channel(relay: &RunningRelay) -> Result<Channel, BoxError> {
+    Ok(edge_client::channel(
+        Arc::clone(&Runtime::real().net),
+        &format!("http://{}", relay.grpc_addr()),
+    )
+    .await?)
+}
+
+/// An edge run by our client until dropped.
+pub struct RunningEdge {
+    pub node_id: Uuid,
+    pub commands: mpsc::Receiver<EdgeCommand>,
+    stop: CancellationToken,
+}
+
+impl Drop for RunningEdge {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Starts `state` with `options` (commands it receives are copied to
+/// `RunningEdge::commands`) and waits until the relay has it connected.
+pub async fn run_edge(
+    relay: &RunningRelay,
+    state: &EdgeState,
+    mut options: EdgeOptions,
+) -> Result<RunningEdge, BoxError> {
+    let (observer, commands) = mpsc::channel(256);
+    options.observer = Some(observer);
+    let channel = edge_channel(relay).await?;
+    let stop = CancellationToken::new();
+    tokio::spawn(edge_client::run_edge(
+        Arc::new(Runtime::real()),
+        move || channel.clone(),
+        state.clone(),
+        options,
+        stop.clone(),
+    ));
+    let node_id = state.node_id;
+    let owner = Arc::clone(relay.owner());
+    eventually(Duration::from_secs(10), "the edge to connect", || {
+        let owner = Arc::clone(&owner);
+        async move { owner.is_connected(node_id).then_some(()) }
+    })
+    .await?;
+    Ok(RunningEdge {
+        node_id,
+        commands,
+        stop,
+    })
+}
+
+/// Now in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A hand-driven ConnectEdge stream.
+pub struct RawStream {
+    pub signer: EventSigner,
+    pub events: mpsc::Sender<EdgeEvent>,
+    pub commands: tonic::Streaming<EdgeCommand>,
+}
+
+/// Opens a stream for `state` with a fresh stream id and a valid Hello;
+/// the relay's refusal comes back as the error.
+pub async fn open_stream(
+    relay: &RunningRelay,
+    state: &EdgeState,
+) -> Result<RawStream, tonic::Status> {
+    let signer = signer(state, &Uuid::new_v4().to_string());
+    let hello = signer.hello(now_ms(), capabilities());
+    open_with(relay, signer, hello).await
+}
+
+/// The signer of `state`'s stream `stream_id`.
+pub fn signer(state: &EdgeState, stream_id: &str) -> EventSigner {
+    EventSigner::new(
+        state.key.clone(),
+        state.token.clone(),
+        state.node_id.hyphenated().to_string(),
+        stream_id.to_owned(),
+    )
+}
+
+/// Opens a stream whose first event is `first`.
+pub async fn open_with(
+    relay: &RunningRelay,
+    signer: EventSigner,
+    first: EdgeEvent,
+) -> Result<RawStream, tonic::Status> {
+    let channel = edge_channel(relay)
+        .await
+        .map_err(|err| tonic::Status::unavailable(err.to_string()))?;
+    let (events, rx) = mpsc::channel(64);
+    events
+        .send(first)
+        .await
+        .map_err(|_| tonic::Status::internal("queue closed"))?;
+    let mut client = NodeClusterServiceClient::new(channel);
+    let commands = client
+        .connect_edge(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    Ok(RawStream {
+        signer,
+        events,
+        commands,
+    })
+}
+
+impl RawStream {
+    /// Sends `event`.
+    pub async fn send(&self, event: EdgeEvent) -> Result<(), BoxError> {
+        self.events.send(event).await.map_err(|_| "stream closed")?;
+        Ok(())
+    }
+
+    /// The next command, or the status that ended the stream (`Ok` when it
+    /// ended cleanly), within 10 s.
+    pub async fn next(&mut self) -> Result<Result<EdgeCommand, tonic::Status>, BoxError> {
+        match tokio::time::timeout(Duration::from_secs(10), self.commands.message()).await? {
+            Ok(Some(command)) => Ok(Ok(command)),
+            Ok(None) => Ok(Err(tonic::Status::ok("stream ended"))),
+            Err(status) => Ok(Err(status)),
+        }
+    }
+
+    /// Waits for the stream to end; its status.
+    pub async fn ended(&mut self) -> Result<tonic::Status, BoxError> {
+        loop {
+            if let Err(status) = self.next().await? {
+                return Ok(status);
+            }
+        }
+    }
+}
+
+/// Capabilities a test edge reports.
+pub fn capabilities() -> EdgeCapabilities {
+    EdgeCapabilities {
+        os: "linux".to_owned(),
+        arch: "x86_64".to_owned(),
+        local_tools: vec!["shell".to_owned(), "git".to_owned()],
+        custom_labels: [("zone".to_owned(), "eu".to_owned())].into(),
+        ..EdgeCapabilities::default()
+    }
+}
+
+/// `Bearer` token of a plain caller of `tenant`.
+pub async fn tenant_bearer(relay: &RunningRelay, tenant: &str) -> Result<String, BoxError> {
+    let token = relay
+        .tokens()
+        .mint_tenant_token("user", tenant, chrono::Utc::now(), Duration::from_secs(600))
+        .await?;
+    Ok(format!("Bearer {}", token.token))
+}
+
+/// A heartbeat signed with a chosen kind byte (for kind-mismatch tests).
+pub fn forged_kind(signer: &EventSigner, kind: EventKind) -> EdgeEvent {
+    use aegis_relay::proto::cluster::{edge_event, HeartbeatEvent};
+    EdgeEvent {
+        event: Some(edge_event::Event::Heartbeat(HeartbeatEvent {
+            envelope: Some(signer.envelope(kind, now_ms(), b"")),
+            active_invocations: 0,
+        })),
+    }
+}

@@ -1,0 +1,270 @@
+//! ConnectEdge sessions against a real relay: Hello checks before response
+//! headers, per-event verification (signature, stream, time), one live
+//! stream per node, revoke, heartbeat timeout and batched store writes.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aegis_relay::edge::EventKind;
+use aegis_relay::edge_client::EdgeOptions;
+use aegis_relay::proto::cluster::{edge_event, EdgeEvent};
+use aegis_relay::store::{EdgeStatus, SqliteStore};
+use common::edges::{
+    capabilities, enroll_edge, forged_kind, now_ms, open_stream, open_with, run_edge, signer,
+    RawStream,
+};
+use common::enroll::admin_bearer;
+use common::{counter_value, eventually, start_relay, start_relay_with, TestResult};
+use tonic::Code;
+
+#[tokio::test]
+async fn an_edge_connects_heartbeats_and_its_writes_are_batched() -> TestResult {
+    let relay = start_relay(Duration::from_secs(5)).await?;
+    let edge = enroll_edge(&relay, "t-a").await?;
+    let options = EdgeOptions {
+        heartbeat_interval: Duration::from_millis(20),
+        ..EdgeOptions::default()
+    };
+    let running = run_edge(&relay, &edge.state, options).await?;
+    let node_id = running.node_id;
+    let metrics = relay.metrics().clone();
+    let heartbeats = eventually(Duration::from_secs(10), "100 heartbeats", || {
+        let text = metrics.render();
+        async move {
+            let seen = counter_value(&text, "aegis_relay_edge_events_total{kind=\"heartbeat\"}");
+            (seen >= 100.0).then_some(seen)
+        }
+    })
+    .await?;
+    let store = Arc::clone(relay.store());
+    let stored = eventually(Duration::from_secs(5), "the heartbeat in the store", || {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .get_edge(node_id)
+                .await
+                .ok()
+                .flatten()
+                .filter(|edge| edge.last_heartbeat_at.is_some())
+        }
+    })
+    .await?;
+    assert_eq!(stored.status, EdgeStatus::Active);
+    assert_eq!(stored.capabilities.os, std::env::consts::OS);
+    let text = relay.metrics().render();
+    let flushes = counter_value(&text, "aegis_relay_edge_update_flushes_total");
+    // One statement per flush (tests/benches/store.rs counts them), flushed
+    // once a second: far fewer than one per heartbeat.
+    assert!(flushes >= 1.0, "no flush at all");
+    assert!(
+        flushes * 10.0 < heartbeats,
+        "{flushes} flushes for {heartbeats} heartbeats"
+    );
+    assert_eq!(
+        counter_value(&text, "aegis_relay_edge_nodes_connected"),
+        1.0
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_hellos_are_refused_before_headers() -> TestResult {
+    let relay = start_relay(Duration::from_secs(5)).await?;
+    let edge = enroll_edge(&relay, "t-a").await?;
+    let state = &edge.state;
+
+    // Signed by another key.
+    let mut forged = state.clone();
+    forged.key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let status = open_stream(&relay, &forged)
+        .await
+        .err()
+        .ok_or("forged Hello accepted")?;
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+
+    // A heartbeat first.
+    let raw = signer(state, "s-1");
+    let status = open_with(&relay, raw.clone(), raw.heartbeat(now_ms()))
+        .await
+        .err()
+        .ok_or("heartbeat-first accepted")?;
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    // A stale timestamp.
+    let status = open_with(
+        &relay,
+        raw.clone(),
+        raw.hello(now_ms() - 600_000, capabilities()),
+    )
+    .await
+    .err()
+    .ok_or("stale Hello accepted")?;
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(status.message().contains("clock"), "{}", status.message());
+
+    // A token that is not ours.
+    let mut foreign = state.clone();
+    foreign.token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln".to_owned();
+    let status = open_stream(&relay, &foreign)
+        .await
+        .err()
+        .ok_or("foreign token accepted")?;
+    assert_eq!(status.code(), Code::Unauthenticated);
+
+    // Revoked: PERMISSION_DENIED, so the daemon backs off.
+    relay
+        .store()
+        .revoke_edge(None, state.node_id, "test", chrono::Utc::now())
+        .await?;
+    let status = open_stream(&relay, state)
+        .await
+        .err()
+        .ok_or("revoked node accepted")?;
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(status.message().contains("revoked"));
+    let text = relay.metrics().render();
+    assert!(
+        counter_value(
+            &text,
+            "aegis_relay_handshake_failures_total{reason=\"revoked\"}"
+        ) >= 1.0
+    );
+    assert!(!relay.owner().is_connected(state.node_id));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_newer_stream_supersedes_and_the_older_cannot_unregister_it() -> TestResult {
+    let relay = start_relay(Duration::from_secs(5)).await?;
+    let edge = enroll_edge(&relay, "t-a").await?;
+    let mut first = open_stream(&relay, &edge.state).await?;
+    let second = open_stream(&relay, &edge.state).await?;
+    let status = first.ended().await?;
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    // The older stream has ended; the node stays registered on the newer one.
+    drop(first);
+    tokio::task::yield_now().await;
+    let entry = relay
+        .owner()
+        .registry()
+        .get(edge.state.node_id)
+        .ok_or("node not registered")?;
+    assert_eq!(&*entry.stream_id, second.signer.stream_id());
+    second.send(second.signer.heartbeat(now_ms())).await?;
+    assert!(relay.owner().is_connected(edge.state.node_id));
+    Ok(())
+}
+
+#[tokio::test]
+async fn forged_events_end_the_stream() -> TestResult {
+    let relay = start_relay(Duration::from_secs(5)).await?;
+    let edge = enroll_edge(&relay, "t-a").await?;
+    let other_stream = signer(&edge.state, "other-stream");
+    type Forge<'a> = Box<dyn Fn(&RawStream) -> EdgeEvent + 'a>;
+    let cases: Vec<(&str, Forge)> = vec![
+        (
+            "replayed from another stream",
+            Box::new(|_| other_stream.heartbeat(now_ms())),
+        ),
+        (
+            "stale timestamp",
+            Box::new(|s| s.signer.heartbeat(now_ms() - 600_000)),
+        ),
+        (
+            "kind mismatch",
+            Box::new(|s| forged_kind(&s.signer, EventKind::Hello)),
+        ),
+        (
+            "tampered signature",
+            Box::new(|s| {
+                let mut event = s.signer.heartbeat(now_ms());
+                if let Some(edge_event::Event::Heartbeat(hb)) = &mut event.event {
+                    if let Some(envelope) = &mut hb.envelope {
+                        envelope.signature[3] ^= 0x40;
+                    }
+                }
+                event
+            }),
+        ),
+        (
+            "second hello",
+            Box::new(|s| s.signer.hello(now_ms(), capabilities())),
+        ),
+    ];
+    for (case, forge) in cases {
+        let mut stream = open_stream(&relay, &edge.state).await?;
+        stream.send(stream.signer.heartbeat(now_ms())).await?;
+        stream.send(forge(&stream)).await?;
+        let status = stream.ended().await?;
+        assert!(
+            matches!(status.code(), Code::Unauthenticated | Code::InvalidArgument),
+            "{case}: {status:?}"
+        );
+        let node_id = edge.state.node_id;
+        let owner = Arc::clone(relay.owner());
+        eventually(Duration::from_secs(5), "the session to go", || {
+            let owner = Arc::clone(&owner);
+            async move { (!owner.is_connected(node_id)).then_some(()) }
+        })
+        .await?;
+    }
+    let text = relay.metrics().render();
+    assert!(
+        counter_value(
+            &text,
+            "aegis_relay_edge_events_refused_total{kind=\"heartbeat\"}"
+        ) >= 3.0
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn revoking_a_connected_edge_ends_its_stream_with_permission_denied() -> TestResult {
+    let relay = start_relay(Duration::from_secs(5)).await?;
+    let edge = enroll_edge(&relay, "t-a").await?;
+    let mut stream = open_stream(&relay, &edge.state).await?;
+    let url = format!(
+        "http://{}/v1/edge/hosts/{}",
+        relay.http_addr(),
+        edge.state.node_id
+    );
+    let bearer = admin_bearer(&relay).await?;
+    let (status, body) =
+        common::http_request("DELETE", &url, &[("authorization", &bearer)], "").await?;
+    assert_eq!(status, 204, "{body}");
+    let ended = stream.ended().await?;
+    assert_eq!(ended.code(), Code::PermissionDenied, "{ended:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_silent_edge_is_evicted_and_marked_unhealthy() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(&dir.path().join("relay.db")).await?;
+    store.migrate().await?;
+    let relay = start_relay_with(Arc::new(store), |settings| {
+        settings.sessions.heartbeat_timeout = Duration::from_millis(400);
+        settings.sessions.store_flush_interval = Duration::from_millis(50);
+    })
+    .await?;
+    let edge = enroll_edge(&relay, "t-a").await?;
+    let mut stream = open_stream(&relay, &edge.state).await?;
+    let started = tokio::time::Instant::now();
+    let status = stream.ended().await?;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(started.elapsed() >= Duration::from_millis(350));
+    assert!(!relay.owner().is_connected(edge.state.node_id));
+    let store = Arc::clone(relay.store());
+    let node_id = edge.state.node_id;
+    eventually(Duration::from_secs(5), "status unhealthy", || {
+        let store = Arc::clone(&store);
+        async move {
+            let edge = store.get_edge(node_id).await.ok().flatten()?;
+            (edge.status == EdgeStatus::Unhealthy).then_some(())
+        }
+    })
+    .await?;
+    Ok(())
+}
