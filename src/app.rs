@@ -81,7 +81,10 @@ impl RelaySettings {
             name: config.relay.name.clone(),
             grpc_addr: SocketAddr::new(bind, config.cluster.grpc_port),
             http_addr: SocketAddr::new(bind, config.relay.http_port),
-            grpc: GrpcServerSettings::default(),
+            grpc: GrpcServerSettings {
+                max_message_bytes: config.relay.max_message_bytes,
+                ..GrpcServerSettings::default()
+            },
             drain_timeout: config.relay.drain_timeout,
             store_check: StoreCheck::default(),
             issuer: config.relay.issuer.clone(),
@@ -89,11 +92,8 @@ impl RelaySettings {
             rotation_overlap: config.relay.rotation_overlap,
             attest_rate_limit: config.relay.attest_rate_limit.clone(),
             public_endpoint: Some(config.cluster.public_endpoint.clone()),
-            sessions: SessionSettings {
-                heartbeat_timeout: config.relay.heartbeat_timeout,
-                ..SessionSettings::default()
-            },
-            fleet_runs: RunRetention::default(),
+            sessions: config.relay.sessions,
+            fleet_runs: config.relay.fleet_runs,
         }
     }
 

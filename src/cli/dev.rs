@@ -68,20 +68,14 @@ pub(super) fn dev(args: DevArgs) -> Result<(), Failure> {
         endpoints
             .write_atomically(&endpoints_path)
             .context("cannot record where the relay listens")?;
-        println!("aegis-relay dev: replica {} is serving", relay.name());
-        println!("  gRPC  {grpc}  (NodeClusterService, grpc.health.v1.Health, reflection)");
-        println!("  HTTP  {http}  (/healthz, /readyz, /metrics)");
-        println!("  store {}", store_settings.describe());
-        println!(
-            "  admin token (aegis:admin, tenant aegis-system, 30 days) in {}",
-            admin_token_path.display()
-        );
-        println!("  endpoints written to {}", endpoints_path.display());
-        println!(
-            "next: curl -s -X POST {http}/v1/edge/enrollment-tokens -H \"Authorization: Bearer $(cat {})\" -d '{{\"issued_to\":\"my-host\"}}'",
-            admin_token_path.display()
-        );
-        println!("      then: aegis edge enroll <token>   (Ctrl-C stops the relay)");
+        print_welcome(&Welcome {
+            replica: relay.name(),
+            grpc: &grpc,
+            http: &http,
+            store: &store_settings.describe(),
+            admin_token: &admin_token_path,
+            endpoints: &endpoints_path,
+        });
         let served = serve_until_signal(relay, &mut signals).await;
         if let Err(err) = std::fs::remove_file(&endpoints_path) {
             tracing::warn!(path = %endpoints_path.display(), error = %err, "cannot remove endpoints file");
@@ -89,6 +83,49 @@ pub(super) fn dev(args: DevArgs) -> Result<(), Failure> {
         served?;
         Ok(())
     })
+}
+
+struct Welcome<'a> {
+    replica: &'a str,
+    grpc: &'a str,
+    http: &'a str,
+    store: &'a str,
+    admin_token: &'a Path,
+    endpoints: &'a Path,
+}
+
+/// Where everything is, and the commands of the whole single-replica
+/// experience: get a token, enroll an edge, see it, run a command on it.
+fn print_welcome(w: &Welcome<'_>) {
+    let token = w.admin_token.display();
+    let auth = format!("-H \"Authorization: Bearer $(cat {token})\"");
+    let http = w.http;
+    println!("aegis-relay dev: replica {} is serving", w.replica);
+    println!("  gRPC  {}  (edges dial this; health, reflection)", w.grpc);
+    println!("  HTTP  {http}  (/v1/edge/*, /healthz, /readyz, /metrics)");
+    println!("  store {}", w.store);
+    println!("  admin token (aegis:admin, tenant aegis-system, 30 days) in {token}");
+    println!("  endpoints written to {}", w.endpoints.display());
+    println!();
+    println!("1. an enrollment token (valid 15 minutes):");
+    println!(
+        "   TOKEN=$(curl -s -X POST {http}/v1/edge/enrollment-tokens {auth} -d '{{\"issued_to\":\"my-host\"}}' | sed -E 's/.*\"token\":\"([^\"]+)\".*/\\1/')"
+    );
+    println!("2. enroll and run an edge, with the real AEGIS daemon:");
+    println!("   HOME=/tmp/edge-home aegis edge enroll \"$TOKEN\" --state-dir /tmp/edge-home/.aegis/edge --non-interactive --no-service");
+    println!("   HOME=/tmp/edge-home aegis edge daemon --state-dir /tmp/edge-home/.aegis/edge");
+    println!("   or with simulated edges (they mint their own tokens):");
+    println!(
+        "   aegis-relay edge-sim run --endpoints-file {} --bearer-file {token} --count 3 --state-dir /tmp/aegis-sim-edges",
+        w.endpoints.display()
+    );
+    println!("3. see the connected hosts:");
+    println!("   curl -s {http}/v1/edge/hosts {auth}");
+    println!("4. run a command on one (edge-sim answers echo, sleep, exit and fail):");
+    println!(
+        "   curl -s -X POST {http}/v1/edge/hosts/<host id>/invoke {auth} -d '{{\"tool_name\":\"cmd.run\",\"args\":{{\"command\":\"echo\",\"args\":[\"hello\"]}},\"security_context_name\":\"zaru-free\"}}'"
+    );
+    println!("Ctrl-C stops the relay.");
 }
 
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {

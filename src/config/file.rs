@@ -121,4 +121,6 @@ pub struct FileRelay {
     pub signing_scheme: Option<String>,
     pub attest_rate_limit: Option<FileRateLimit>,
     pub rotation_overlap: Option<ConfigDuration>,
+    pub edges: Option<super::edges::FileEdges>,
+    pub fleet_runs: Option<super::edges::FileFleetRuns>,
 }

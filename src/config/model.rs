@@ -111,6 +111,12 @@ pub struct RelayConfig {
     pub attest_rate_limit: RateLimitConfig,
     /// How long a rotated-out key stays acceptable.
     pub rotation_overlap: Duration,
+    /// Edge session timing and limits (`relay.edges`, `relay.heartbeat_timeout`).
+    pub sessions: crate::session::SessionSettings,
+    /// Largest gRPC message (`relay.edges.max_message_bytes`).
+    pub max_message_bytes: usize,
+    /// Fleet history kept (`relay.fleet_runs`).
+    pub fleet_runs: crate::fleet::RunRetention,
 }
 
 /// `relay.signer`.

@@ -207,6 +207,30 @@ fn relay_block_is_read() -> Result<(), ConfigError> {
     assert_eq!(config.relay.drain_timeout, Duration::from_millis(500));
     assert_eq!(config.relay.heartbeat_timeout, Duration::from_secs(45));
     assert_eq!(config.relay.log_format, LogFormat::Json);
+    assert_eq!(
+        config.relay.sessions.heartbeat_timeout,
+        Duration::from_secs(45)
+    );
+    Ok(())
+}
+
+#[test]
+fn edge_session_and_fleet_history_settings_are_read() -> Result<(), ConfigError> {
+    let config = parse_str(
+        &format!(
+            "{MINIMAL}relay:\n  edges:\n    clock_skew: 2m\n    max_message_bytes: 1048576\n    \
+             idempotency_retention: 30m\n  fleet_runs:\n    per_tenant: 5\n    max_age: 1h\n"
+        ),
+        &env(&[]),
+    )?;
+    assert_eq!(config.relay.sessions.clock_skew, Duration::from_secs(120));
+    assert_eq!(
+        config.relay.sessions.idempotency_retention,
+        Duration::from_secs(1800)
+    );
+    assert_eq!(config.relay.max_message_bytes, 1_048_576);
+    assert_eq!(config.relay.fleet_runs.per_tenant, 5);
+    assert_eq!(config.relay.fleet_runs.max_age, Duration::from_secs(3600));
     Ok(())
 }
 
@@ -221,6 +245,23 @@ fn bad_relay_values_name_their_keys() {
         ),
         ("relay:\n  drain_timeout: soon\n", "relay.drain_timeout:"),
         ("relay:\n  log_format: xml\n", "relay.log_format:"),
+        (
+            "relay:\n  edges:\n    clock_skew: 0s\n",
+            "relay.edges.clock_skew:",
+        ),
+        (
+            "relay:\n  edges:\n    max_message_bytes: 10\n",
+            "relay.edges.max_message_bytes:",
+        ),
+        (
+            "relay:\n  edges:\n    store_flush_interval: 2m\n",
+            "relay.edges.store_flush_interval:",
+        ),
+        ("relay:\n  edges:\n    colour: red\n", "relay.edges"),
+        (
+            "relay:\n  fleet_runs:\n    per_tenant: 0\n",
+            "relay.fleet_runs.per_tenant:",
+        ),
     ] {
         let text = error_text(&format!("{MINIMAL}{snippet}"), &env(&[]));
         assert!(text.starts_with(key), "{snippet}: {text}");

@@ -222,7 +222,12 @@ fn validate_relay(
     let rotation_overlap = relay
         .rotation_overlap
         .map_or(Duration::from_secs(60), |d| d.0);
+    let (sessions, max_message_bytes) = super::edges::sessions(relay.edges, heartbeat_timeout)?;
+    let fleet_runs = super::edges::fleet_runs(relay.fleet_runs)?;
     Ok(RelayConfig {
+        sessions,
+        max_message_bytes,
+        fleet_runs,
         name,
         data_dir,
         issuer,

@@ -23,6 +23,9 @@ pub struct GrpcServerSettings {
     pub keepalive_timeout: Duration,
     /// Largest message decoded or encoded (edge results carry whole outputs).
     pub max_message_bytes: usize,
+    /// Streams one connection may hold (load generators multiplex many
+    /// edges over one connection; the real daemon opens one per edge).
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for GrpcServerSettings {
@@ -31,6 +34,7 @@ impl Default for GrpcServerSettings {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(20),
             max_message_bytes: 16 * 1024 * 1024,
+            max_streams_per_connection: 10_000,
         }
     }
 }
@@ -60,6 +64,7 @@ pub async fn serve(
     let routes = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(settings.keepalive_interval))
         .http2_keepalive_timeout(Some(settings.keepalive_timeout))
+        .max_concurrent_streams(Some(settings.max_streams_per_connection))
         .layer(GrpcMetricsLayer::new(metrics))
         .add_service(health_service)
         .add_service(reflection::v1()?)

@@ -1,0 +1,126 @@
+//! Validation of `relay.edges:` (edge session timing and limits) and
+//! `relay.fleet_runs:` (how much fleet history is kept).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::error::ConfigError;
+use super::values::ConfigDuration;
+use crate::fleet::RunRetention;
+use crate::session::SessionSettings;
+
+/// `relay.edges:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEdges {
+    pub clock_skew: Option<ConfigDuration>,
+    pub hello_timeout: Option<ConfigDuration>,
+    pub max_message_bytes: Option<u64>,
+    pub idempotency_retention: Option<ConfigDuration>,
+    pub store_flush_interval: Option<ConfigDuration>,
+}
+
+/// `relay.fleet_runs:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileFleetRuns {
+    pub per_tenant: Option<usize>,
+    pub max_age: Option<ConfigDuration>,
+}
+
+/// Largest accepted `relay.edges.max_message_bytes` (tonic's own ceiling is
+/// far above; this keeps one edge from pinning gigabytes).
+const MAX_MESSAGE_LIMIT: u64 = 256 * 1024 * 1024;
+
+fn at_least(key: &str, value: Duration, min: Duration, why: &str) -> Result<Duration, ConfigError> {
+    if value < min {
+        return Err(ConfigError::invalid(
+            key,
+            format!("must be at least {min:?} ({why})"),
+        ));
+    }
+    Ok(value)
+}
+
+/// Session settings from `relay.edges` and `relay.heartbeat_timeout`, and
+/// the gRPC message limit.
+pub fn sessions(
+    block: Option<FileEdges>,
+    heartbeat_timeout: Duration,
+) -> Result<(SessionSettings, usize), ConfigError> {
+    let block = block.unwrap_or_default();
+    let defaults = SessionSettings::default();
+    let pick = |value: Option<ConfigDuration>, default: Duration| value.map_or(default, |d| d.0);
+    let clock_skew = at_least(
+        "relay.edges.clock_skew",
+        pick(block.clock_skew, defaults.clock_skew),
+        Duration::from_secs(1),
+        "edges use their own clocks",
+    )?;
+    let hello_timeout = at_least(
+        "relay.edges.hello_timeout",
+        pick(block.hello_timeout, defaults.hello_timeout),
+        Duration::from_millis(100),
+        "a Hello needs a round trip",
+    )?;
+    let idempotency_retention = at_least(
+        "relay.edges.idempotency_retention",
+        pick(block.idempotency_retention, defaults.idempotency_retention),
+        Duration::from_secs(60),
+        "retries must find the first outcome",
+    )?;
+    let store_flush_interval = at_least(
+        "relay.edges.store_flush_interval",
+        pick(block.store_flush_interval, defaults.store_flush_interval),
+        Duration::from_millis(10),
+        "each flush is one statement",
+    )?;
+    if store_flush_interval >= heartbeat_timeout {
+        return Err(ConfigError::invalid(
+            "relay.edges.store_flush_interval",
+            "must be shorter than relay.heartbeat_timeout",
+        ));
+    }
+    let max_message = block.max_message_bytes.unwrap_or(16 * 1024 * 1024);
+    if !(64 * 1024..=MAX_MESSAGE_LIMIT).contains(&max_message) {
+        return Err(ConfigError::invalid(
+            "relay.edges.max_message_bytes",
+            format!(
+                "must be between 65536 and {MAX_MESSAGE_LIMIT} (edge results carry whole outputs)"
+            ),
+        ));
+    }
+    let settings = SessionSettings {
+        clock_skew,
+        heartbeat_timeout,
+        hello_timeout,
+        idempotency_retention,
+        store_flush_interval,
+        ..defaults
+    };
+    Ok((settings, usize::try_from(max_message).unwrap_or(usize::MAX)))
+}
+
+/// Retention from `relay.fleet_runs`.
+pub fn fleet_runs(block: Option<FileFleetRuns>) -> Result<RunRetention, ConfigError> {
+    let block = block.unwrap_or_default();
+    let defaults = RunRetention::default();
+    let per_tenant = block.per_tenant.unwrap_or(defaults.per_tenant);
+    if !(1..=10_000).contains(&per_tenant) {
+        return Err(ConfigError::invalid(
+            "relay.fleet_runs.per_tenant",
+            "must be between 1 and 10000",
+        ));
+    }
+    let max_age = at_least(
+        "relay.fleet_runs.max_age",
+        block.max_age.map_or(defaults.max_age, |d| d.0),
+        Duration::from_secs(60),
+        "operators look back at recent runs",
+    )?;
+    Ok(RunRetention {
+        per_tenant,
+        max_age,
+    })
+}
