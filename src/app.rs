@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::auth::{CallerAuth, LocalCallerAuth, Signer, TokenIssuer};
+use crate::auth::{CachedCallerAuth, CallerAuth, LocalCallerAuth, Signer, TokenIssuer};
 use crate::config::{Config, RateLimitConfig};
 use crate::enroll::{EnrollmentService, RateLimiter};
 use crate::fleet::{FleetRuns, RunRetention};
@@ -236,9 +236,10 @@ pub async fn start(
             .clone()
             .unwrap_or_else(|| format!("http://{grpc_addr}")),
     ));
-    let callers = deps
-        .callers
-        .unwrap_or_else(|| Arc::new(LocalCallerAuth::new(Arc::clone(&tokens))));
+    let callers: Arc<dyn CallerAuth> =
+        Arc::new(CachedCallerAuth::new(deps.callers.unwrap_or_else(|| {
+            Arc::new(LocalCallerAuth::new(Arc::clone(&tokens)))
+        })));
     let enrollment = Arc::new(EnrollmentService::new(
         Arc::clone(&store),
         Arc::clone(&tokens),

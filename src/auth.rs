@@ -9,6 +9,7 @@
 //! OIDC access tokens from the Keycloak realm.
 
 mod caller;
+mod caller_cache;
 mod jws;
 mod local_signer;
 mod oidc;
@@ -20,6 +21,7 @@ pub use caller::{
     authorize, bearer, resolve_tenant, Caller, CallerAuth, CallerError, LocalCallerAuth,
     OperatorLevel, TenantHeaders, ENROLL_ROLE,
 };
+pub use caller_cache::CachedCallerAuth;
 pub use jws::{b64url, b64url_decode, JwsParts};
 pub use local_signer::{write_private, LocalSigner};
 pub use oidc::{ChainCallerAuth, OidcCallerAuth};

@@ -142,7 +142,14 @@ async fn dev_writes_endpoints_serves_and_stops_on_sigterm() -> TestResult {
     if let Some(mut pipe) = relay.0.stdout.take() {
         std::io::Read::read_to_string(&mut pipe, &mut stdout)?;
     }
-    assert!(stdout.contains("next: curl"), "{stdout}");
+    for step in [
+        "/v1/edge/enrollment-tokens",
+        "aegis edge enroll",
+        "edge-sim run",
+        "/invoke",
+    ] {
+        assert!(stdout.contains(step), "{step} missing from: {stdout}");
+    }
     assert!(stdout.contains("admin.token"), "{stdout}");
     assert!(
         !stdout.contains(admin_token.trim()),

@@ -268,3 +268,60 @@ async fn a_silent_edge_is_evicted_and_marked_unhealthy() -> TestResult {
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn capability_updates_apply_but_tags_stay_server_side() -> TestResult {
+    use aegis_relay::proto::cluster::CapabilityUpdateEvent;
+    let relay = start_relay(Duration::from_secs(5)).await?;
+    let edge = enroll_edge(&relay, "t-a").await?;
+    relay
+        .store()
+        .set_edge_tags(None, edge.state.node_id, &["prod".to_owned()])
+        .await?;
+    let stream = open_stream(&relay, &edge.state).await?;
+    let mut update = capabilities();
+    update.os = "freebsd".to_owned();
+    update.tags = vec!["self-assigned".to_owned()];
+    stream
+        .send(EdgeEvent {
+            event: Some(edge_event::Event::CapabilityUpdate(CapabilityUpdateEvent {
+                envelope: Some(stream.signer.envelope(EventKind::Heartbeat, now_ms(), b"")),
+                capabilities: Some(update),
+            })),
+        })
+        .await?;
+    let node_id = edge.state.node_id;
+    let owner = Arc::clone(relay.owner());
+    let entry = eventually(Duration::from_secs(5), "the new capabilities", || {
+        let owner = Arc::clone(&owner);
+        async move {
+            owner
+                .registry()
+                .get(node_id)
+                .filter(|entry| entry.capabilities.os == "freebsd")
+        }
+    })
+    .await?;
+    assert_eq!(&*entry.tags, ["prod".to_owned()]);
+    assert!(entry.capabilities.tags.is_empty());
+    let store = Arc::clone(relay.store());
+    let stored = eventually(
+        Duration::from_secs(5),
+        "the capabilities in the store",
+        || {
+            let store = Arc::clone(&store);
+            async move {
+                store
+                    .get_edge(node_id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .filter(|edge| edge.capabilities.os == "freebsd")
+            }
+        },
+    )
+    .await?;
+    assert_eq!(stored.tags, ["prod".to_owned()]);
+    drop(stream);
+    Ok(())
+}

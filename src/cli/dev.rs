@@ -21,6 +21,10 @@ use crate::telemetry::init_logging;
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// The dev operator token inside the data dir.
 const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// AttestNode calls per second `dev` allows from one address.
+const DEV_ATTEST_PER_SECOND: f64 = 2_000.0;
+/// Burst of AttestNode calls `dev` allows from one address.
+const DEV_ATTEST_BURST: u32 = 4_000;
 /// Lifetime of the dev operator token.
 const ADMIN_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
@@ -29,7 +33,11 @@ pub(super) fn dev(args: DevArgs) -> Result<(), Failure> {
     prepare_data_dir(&args.data_dir)?;
     let endpoints_path = args.data_dir.join(ENDPOINTS_FILE);
     refuse_if_running(&endpoints_path, &args.data_dir)?;
-    let settings = RelaySettings::local("relay-0", LOOPBACK, args.grpc_port, args.http_port);
+    let mut settings = RelaySettings::local("relay-0", LOOPBACK, args.grpc_port, args.http_port);
+    // Every local client is 127.0.0.1: a per-address limit would only slow
+    // `edge-sim run` enrolling thousands of edges.
+    settings.attest_rate_limit.per_second = DEV_ATTEST_PER_SECOND;
+    settings.attest_rate_limit.burst = DEV_ATTEST_BURST;
 
     tokio_runtime()?.block_on(async move {
         let mut signals = Signals::install().context("cannot install signal handlers")?;

@@ -6,6 +6,7 @@
 //! the stream and reconnects after the first backoff step. Reconnect
 //! backoff escalates only for failures before the stream is established.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +36,49 @@ pub struct EdgeOptions {
     pub backoff: Vec<Duration>,
     /// Receives a copy of every command the edge gets (tests).
     pub observer: Option<mpsc::Sender<EdgeCommand>>,
+    /// Counters shared with other edges (load generation).
+    pub counters: Option<Arc<SessionCounters>>,
+}
+
+/// What a group of edges did, counted without locks: many edges may share
+/// one instance, and readers sum instances.
+#[derive(Debug, Default)]
+pub struct SessionCounters {
+    /// Streams whose response headers arrived and that have not ended yet.
+    pub connected: AtomicUsize,
+    /// Streams established since start.
+    pub established: AtomicU64,
+    /// Attempts refused before a stream was established.
+    pub refused: AtomicU64,
+    /// CommandResults sent.
+    pub answered: AtomicU64,
+}
+
+/// Counts an established stream as connected until dropped.
+struct ConnectedGuard(Option<Arc<SessionCounters>>);
+
+impl ConnectedGuard {
+    fn new(counters: Option<&Arc<SessionCounters>>) -> Self {
+        if let Some(counters) = counters {
+            counters.connected.fetch_add(1, Ordering::Relaxed);
+            counters.established.fetch_add(1, Ordering::Relaxed);
+        }
+        Self(counters.cloned())
+    }
+
+    fn answered(&self) {
+        if let Some(counters) = &self.0 {
+            counters.answered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for ConnectedGuard {
+    fn drop(&mut self) {
+        if let Some(counters) = &self.0 {
+            counters.connected.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Default for EdgeOptions {
@@ -50,6 +94,7 @@ impl Default for EdgeOptions {
             security_contexts: vec!["zaru-free".to_owned()],
             backoff: [1, 2, 5, 15, 60].map(Duration::from_secs).to_vec(),
             observer: None,
+            counters: None,
         }
     }
 }
@@ -113,11 +158,17 @@ pub async fn connect_once(
         () = stop.cancelled() => return Ok(StreamEnd::Stopped),
     };
     let mut commands = response
-        .map_err(|status| ConnectError::Refused {
-            code: status.code(),
-            message: status.message().to_owned(),
+        .map_err(|status| {
+            if let Some(counters) = &options.counters {
+                counters.refused.fetch_add(1, Ordering::Relaxed);
+            }
+            ConnectError::Refused {
+                code: status.code(),
+                message: status.message().to_owned(),
+            }
         })?
         .into_inner();
+    let connected = ConnectedGuard::new(options.counters.as_ref());
     let mut ticker = tokio::time::interval_at(
         tokio::time::Instant::now() + options.heartbeat_interval,
         options.heartbeat_interval,
@@ -163,6 +214,7 @@ pub async fn connect_once(
                     let _ = events
                         .send(signer.result(now_ms(runtime), &id, result))
                         .await;
+                    connected.answered();
                     continue;
                 }
                 let run = run_tool(&invoke, &options.security_contexts);
@@ -175,9 +227,10 @@ pub async fn connect_once(
                 }
                 // The daemon reads nothing while a command runs; heartbeats
                 // go on from their own task.
+                // A zero sleep would still wait for the next timer tick (~1 ms).
                 let done = tokio::time::sleep(run.duration);
                 tokio::pin!(done);
-                loop {
+                while !run.duration.is_zero() {
                     tokio::select! {
                         () = &mut done => break,
                         () = stop.cancelled() => return Ok(StreamEnd::Stopped),
@@ -189,6 +242,7 @@ pub async fn connect_once(
                 let _ = events
                     .send(signer.result(now_ms(runtime), &id, run.result))
                     .await;
+                connected.answered();
             }
             edge_command::Command::Cancel(cancel) => {
                 let result = EdgeResult {
@@ -200,6 +254,7 @@ pub async fn connect_once(
                 let _ = events
                     .send(signer.result(now_ms(runtime), &cancel.command_id, result))
                     .await;
+                connected.answered();
             }
             edge_command::Command::PushConfig(_) => {
                 tracing::info!("push-config received (ignored, as the daemon does)");

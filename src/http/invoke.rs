@@ -109,9 +109,19 @@ pub fn require_writer(caller: &Caller, what: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The host if it is in the caller's scope: from the registry when it is
+/// connected (no store read on the hot path), else from the store (so an
+/// offline host is told apart from an unknown one).
 async fn host_in_scope(state: &HttpState, scope: Option<&str>, id: &str) -> Result<Uuid, ApiError> {
     let node_id = Uuid::parse_str(id)
         .map_err(|_| ApiError::bad_request(format!("host id {id:?} is not a UUID")))?;
+    let in_scope = |tenant: &str| scope.is_none_or(|scope| scope == tenant);
+    if let Some(session) = state.api.owner.registry().get(node_id) {
+        if in_scope(&session.tenant_id) {
+            return Ok(node_id);
+        }
+        return Err(ApiError::not_found(format!("host {node_id} not found")));
+    }
     let edge = state
         .api
         .store
@@ -119,7 +129,7 @@ async fn host_in_scope(state: &HttpState, scope: Option<&str>, id: &str) -> Resu
         .await
         .map_err(crate::enroll::EnrollError::from)?;
     match edge {
-        Some(edge) if scope.is_none_or(|tenant| tenant == edge.tenant_id) => Ok(node_id),
+        Some(edge) if in_scope(&edge.tenant_id) => Ok(node_id),
         _ => Err(ApiError::not_found(format!("host {node_id} not found"))),
     }
 }
