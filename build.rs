@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("aegis_cluster_descriptor.bin"))
         .build_client(true)
         .build_server(true)
+        // Small per-stream buffers: a replica holds tens of thousands of streams.
+        .codec_path("crate::grpc::codec::LeanCodec")
         .compile_protos(&["proto/aegis_cluster.proto"], &["proto"])?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! and the controller, `grpc.health.v1.Health`, and server reflection (v1 and
 //! v1alpha, so grpcurl 1.8.6 works without a proto file).
 
+pub mod codec;
 mod health;
 mod metrics_layer;
 mod node_cluster;

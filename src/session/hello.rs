@@ -204,9 +204,13 @@ pub async fn accepted_keys(
     Ok(keys)
 }
 
+/// A usable key; small-order (weak) keys are dropped, so per-event
+/// verification need not check for them.
 fn verifying_key(bytes: &[u8]) -> Option<VerifyingKey> {
     let array: [u8; 32] = bytes.try_into().ok()?;
-    VerifyingKey::from_bytes(&array).ok()
+    VerifyingKey::from_bytes(&array)
+        .ok()
+        .filter(|key| !key.is_weak())
 }
 
 /// The store's form of the wire capabilities.
