@@ -287,18 +287,20 @@ pub async fn start(
     tasks.spawn({
         let (owner, ingress, stop) = (Arc::clone(&owner), Arc::clone(&ingress), stop.clone());
         let fleets = Arc::clone(&fleets);
+        // The writer outlives the sessions: their last updates are flushed.
+        let writer_stop = CancellationToken::new();
         let writer = owner.write_updates(
             Arc::clone(&store),
             settings.sessions.store_flush_interval,
-            stop.clone(),
+            writer_stop.clone(),
         );
         async move {
-            // Sessions end on `stop` once their commands are answered; the
-            // last heartbeats are written after them.
+            // Sessions end on `stop` once their commands are answered.
             let sessions = async {
                 stop.cancelled().await;
                 owner.start_draining();
                 tokio::join!(ingress.wait_sessions(), fleets.wait());
+                writer_stop.cancel();
             };
             tokio::join!(sessions, writer);
             ("edge sessions", Ok(()))

@@ -53,7 +53,14 @@ pub struct Owner {
     clock: Arc<dyn Clock>,
     metrics: Metrics,
     draining: AtomicBool,
+    /// Nodes revoked lately, by when: a Hello checked just before the
+    /// revocation must not register afterwards.
+    revoked: std::sync::Mutex<std::collections::HashMap<Uuid, tokio::time::Instant>>,
 }
+
+/// How long a revoked node id is remembered in memory (the store's
+/// tombstone refuses it at Hello from then on).
+const REVOKED_MEMORY: Duration = Duration::from_secs(600);
 
 impl std::fmt::Debug for Owner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -73,6 +80,7 @@ impl Owner {
             clock,
             metrics,
             draining: AtomicBool::new(false),
+            revoked: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -109,6 +117,16 @@ impl Owner {
     pub async fn deliver(&self, key: &SessionKey, up: Up) {
         match up {
             Up::Opened(opened) => {
+                if self.was_revoked(key.node_id) {
+                    close(
+                        &opened.commands,
+                        CloseReason::Revoked,
+                        tonic::Code::PermissionDenied,
+                        "this edge was revoked; enroll a new node with a fresh token",
+                    )
+                    .await;
+                    return;
+                }
                 let now = self.now();
                 self.updates.heartbeat(key.node_id, now);
                 self.updates
@@ -201,11 +219,11 @@ impl Owner {
             match sent {
                 Ok(Ok(())) => {}
                 Ok(Err(_closed)) => {
-                    self.calls.forget(command_id);
+                    self.calls.forget(node_id, command_id);
                     return Err(DispatchError::NotConnected(node_id));
                 }
                 Err(_elapsed) => {
-                    self.calls.forget(command_id);
+                    self.calls.forget(node_id, command_id);
                     return Err(DispatchError::Busy(node_id));
                 }
             }
@@ -245,23 +263,56 @@ impl Owner {
         }
     }
 
-    /// Ends `node_id`'s stream with PERMISSION_DENIED (it was revoked).
+    /// Ends `node_id`'s stream with PERMISSION_DENIED (it was revoked): the
+    /// node is unregistered at once, so no further command reaches it, and
+    /// a Hello already past its checks cannot register it afterwards.
     pub async fn revoke(&self, node_id: Uuid) {
-        if let Some(session) = self.registry.get(node_id) {
-            close(
-                &session.commands,
-                CloseReason::Revoked,
-                tonic::Code::PermissionDenied,
-                "this edge was revoked; enroll a new node with a fresh token",
-            )
-            .await;
+        {
+            let now = tokio::time::Instant::now();
+            let mut revoked = self
+                .revoked
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            revoked.retain(|_, at| now.duration_since(*at) < REVOKED_MEMORY);
+            revoked.insert(node_id, now);
         }
+        let Some(session) = self.registry.get(node_id) else {
+            return;
+        };
+        let key = SessionKey {
+            node_id,
+            stream_id: Arc::clone(&session.stream_id),
+        };
+        self.registry.unregister(&key);
+        self.metrics.edges_connected(self.registry.len());
+        close(
+            &session.commands,
+            CloseReason::Revoked,
+            tonic::Code::PermissionDenied,
+            "this edge was revoked; enroll a new node with a fresh token",
+        )
+        .await;
+        self.calls
+            .fail_session(&key, "edge_disconnected", "the edge was revoked")
+            .await;
     }
 
-    /// Tells `node_id`'s stream that its keys changed.
-    pub fn keys_changed(&self, node_id: Uuid) {
+    fn was_revoked(&self, node_id: Uuid) -> bool {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains_key(&node_id)
+    }
+
+    /// Tells `node_id`'s stream that its keys changed (waits for room in a
+    /// busy session's queue rather than dropping the notice).
+    pub async fn keys_changed(&self, node_id: Uuid) {
         if let Some(session) = self.registry.get(node_id) {
-            let _ = session.commands.try_send(Down::KeysChanged);
+            let sent =
+                tokio::time::timeout(SEND_TIMEOUT, session.commands.send(Down::KeysChanged)).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                tracing::warn!(node_id = %node_id, "could not tell a stuck session about its rotated key");
+            }
         }
     }
 

@@ -422,3 +422,35 @@ async fn operator_commands_reach_the_edge() -> TestResult {
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_same_idempotency_key_on_two_tenants_edges_stays_apart() -> TestResult {
+    let relay = start_relay(Duration::from_secs(5)).await?;
+    let a = enroll_edge(&relay, "t-a").await?;
+    let b = enroll_edge(&relay, "t-b").await?;
+    let _edge_a = run_edge(&relay, &a.state, EdgeOptions::default()).await?;
+    let _edge_b = run_edge(&relay, &b.state, EdgeOptions::default()).await?;
+    let key = Uuid::new_v4().to_string();
+    let (bearer_a, bearer_b) = (
+        tenant_bearer(&relay, "t-a").await?,
+        tenant_bearer(&relay, "t-b").await?,
+    );
+    let body = serde_json::json!({"tool_name": "cmd.run", "args": {"command": "sleep", "args": ["0.5"]}, "security_context_name": "zaru-free"}).to_string();
+    let headers_a = [
+        ("authorization", bearer_a.as_str()),
+        ("idempotency-key", key.as_str()),
+    ];
+    let headers_b = [
+        ("authorization", bearer_b.as_str()),
+        ("idempotency-key", key.as_str()),
+    ];
+    let path_a = format!("/v1/edge/hosts/{}/invoke", a.state.node_id);
+    let path_b = format!("/v1/edge/hosts/{}/invoke", b.state.node_id);
+    let call_a = post(&relay, &path_a, &headers_a, &body);
+    let call_b = post(&relay, &path_b, &headers_b, &body);
+    let ((status_a, answer_a), (status_b, answer_b)) = tokio::try_join!(call_a, call_b)?;
+    assert_eq!((status_a, status_b), (200, 200));
+    assert_eq!(answer_a["ok"], true, "{answer_a}");
+    assert_eq!(answer_b["ok"], true, "{answer_b}");
+    Ok(())
+}

@@ -12,6 +12,11 @@ use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use super::canonical::{self, CanonicalError, EventKind};
 use crate::proto::cluster::SealNodeEnvelope;
 
+/// How far an event's timestamp may fall behind the newest seen on its
+/// stream: the daemon signs heartbeats on their own task, so a heartbeat
+/// signed just before a result can arrive just after it.
+pub const REORDER_MS: i64 = 5_000;
+
 /// A key an edge may sign with, and until when (`None`: the current key).
 #[derive(Debug, Clone)]
 pub struct AcceptedKey {
@@ -85,8 +90,8 @@ pub enum EventError {
         /// Allowed distance.
         skew_ms: i64,
     },
-    /// Timestamp earlier than the previous event's.
-    #[error("{kind} event timestamp {timestamp_ms} ms is before the previous event's {previous_ms} ms (replayed?)")]
+    /// Timestamp well before the newest event's on the stream.
+    #[error("{kind} event timestamp {timestamp_ms} ms is more than 5 s before the stream's newest {previous_ms} ms (replayed?)")]
     Backwards {
         /// Event kind.
         kind: &'static str,
@@ -177,14 +182,14 @@ impl StreamAuth {
                 skew_ms: self.skew_ms,
             });
         }
-        if signed.timestamp_ms < self.last_timestamp_ms {
+        if signed.timestamp_ms < self.last_timestamp_ms.saturating_sub(REORDER_MS) {
             return Err(EventError::Backwards {
                 kind: name,
                 timestamp_ms: signed.timestamp_ms,
                 previous_ms: self.last_timestamp_ms,
             });
         }
-        self.last_timestamp_ms = signed.timestamp_ms;
+        self.last_timestamp_ms = self.last_timestamp_ms.max(signed.timestamp_ms);
         Ok(())
     }
 

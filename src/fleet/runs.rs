@@ -307,12 +307,20 @@ impl FleetRuns {
     }
 }
 
-/// Sends a run's events to its caller and records them in the history.
+/// How long a run waits for a caller that stopped reading before it stops
+/// streaming to that caller (the run itself goes on).
+const STALLED_CALLER: Duration = Duration::from_secs(5);
+
+/// Sends a run's events to its caller and records them in the history. A
+/// caller that stops reading never holds the run up: progress chunks are
+/// dropped when its buffer is full, and after [`STALLED_CALLER`] without
+/// room for another event the caller is given up.
 pub struct RecordingSink {
     runs: Arc<FleetRuns>,
     id: Uuid,
     caller: mpsc::Sender<FleetEvent>,
     clock: Arc<dyn crate::runtime::Clock>,
+    caller_gone: std::sync::atomic::AtomicBool,
 }
 
 impl RecordingSink {
@@ -328,6 +336,7 @@ impl RecordingSink {
             id,
             caller,
             clock,
+            caller_gone: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -335,10 +344,20 @@ impl RecordingSink {
 impl EventSink for RecordingSink {
     fn emit(&self, event: FleetEvent) -> futures::future::BoxFuture<'_, ()> {
         Box::pin(async move {
+            use std::sync::atomic::Ordering;
             self.runs
                 .record(self.id, &event, DateTime::from(self.clock.now()));
-            // A caller that went away does not stop the run.
-            let _ = self.caller.send(event).await;
+            if self.caller_gone.load(Ordering::Relaxed) {
+                return;
+            }
+            if matches!(event, FleetEvent::NodeProgress { .. }) {
+                let _ = self.caller.try_send(event);
+                return;
+            }
+            let sent = tokio::time::timeout(STALLED_CALLER, self.caller.send(event)).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                self.caller_gone.store(true, Ordering::Relaxed);
+            }
         })
     }
 }

@@ -143,7 +143,7 @@ impl NodeClusterService for RelayNodeCluster {
         // A live stream of this node accepts the new key (and the old one
         // until the overlap ends) from now on.
         if let Some(node_id) = node_id {
-            self.api.owner.keys_changed(node_id);
+            self.api.owner.keys_changed(node_id).await;
         }
         Ok(Response::new(rotated))
     }

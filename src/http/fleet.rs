@@ -22,6 +22,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::body::json_body;
+use super::caller::request_caller;
 use super::error::ApiError;
 use super::hosts::scoped_caller;
 use super::invoke::{idempotency_key, require_writer, user_token};
@@ -76,9 +77,12 @@ pub async fn invoke(
         policy,
         idempotency_key,
     };
+    // The run belongs to the tenant the request acts for (an operator's
+    // `X-Aegis-Tenant`), so that tenant's users see and may cancel it.
+    let (_, acting_for) = request_caller(&state, &headers).await?;
     let cancel = api.fleets.start(NewRun {
         fleet_command_id,
-        tenant_id: scope.clone().unwrap_or_else(|| caller.tenant_id.clone()),
+        tenant_id: acting_for,
         created_by: caller.subject.clone(),
         tool_name: body.tool_name,
         started_at: api.now(),

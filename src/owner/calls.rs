@@ -33,10 +33,11 @@ struct Waiting {
     waiters: Vec<mpsc::Sender<CallEvent>>,
 }
 
-/// Waiters by command id.
+/// Waiters by (node, command id): command ids come from callers
+/// (`Idempotency-Key`), so the same id may name commands on two nodes.
 #[derive(Default)]
 pub struct Calls {
-    inner: Mutex<HashMap<Uuid, Waiting>>,
+    inner: Mutex<HashMap<(Uuid, Uuid), Waiting>>,
 }
 
 impl std::fmt::Debug for Calls {
@@ -55,7 +56,7 @@ pub enum Joined {
 }
 
 impl Calls {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, Waiting>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<(Uuid, Uuid), Waiting>> {
         self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -68,15 +69,16 @@ impl Calls {
         session: &SessionKey,
     ) -> (Joined, mpsc::Receiver<CallEvent>) {
         let (tx, rx) = mpsc::channel(CALL_QUEUE);
+        let key = (session.node_id, command_id);
         let mut inner = self.lock();
-        match inner.get_mut(&command_id) {
+        match inner.get_mut(&key) {
             Some(waiting) if waiting.session == *session => {
                 waiting.waiters.push(tx);
                 (Joined::Existing, rx)
             }
             _ => {
                 inner.insert(
-                    command_id,
+                    key,
                     Waiting {
                         session: session.clone(),
                         waiters: vec![tx],
@@ -87,9 +89,9 @@ impl Calls {
         }
     }
 
-    /// Forgets `command_id` (nobody waits any more).
-    pub fn forget(&self, command_id: Uuid) {
-        self.lock().remove(&command_id);
+    /// Forgets `command_id` on `node_id` (it could not be sent).
+    pub fn forget(&self, node_id: Uuid, command_id: Uuid) {
+        self.lock().remove(&(node_id, command_id));
     }
 
     /// Number of commands awaited.
@@ -101,7 +103,7 @@ impl Calls {
     pub async fn progress(&self, session: &SessionKey, progress: Progress) {
         let waiters = {
             let inner = self.lock();
-            match inner.get(&progress.command_id) {
+            match inner.get(&(session.node_id, progress.command_id)) {
                 Some(waiting) if waiting.session == *session => waiting.waiters.clone(),
                 _ => return,
             }
@@ -117,9 +119,10 @@ impl Calls {
     pub async fn complete(&self, session: &SessionKey, outcome: CommandOutcome) -> bool {
         let waiters = {
             let mut inner = self.lock();
-            match inner.get(&outcome.command_id) {
+            let key = (session.node_id, outcome.command_id);
+            match inner.get(&key) {
                 Some(waiting) if waiting.session == *session => inner
-                    .remove(&outcome.command_id)
+                    .remove(&key)
                     .map(|waiting| waiting.waiters)
                     .unwrap_or_default(),
                 _ => return false,
@@ -133,13 +136,13 @@ impl Calls {
     pub async fn fail_session(&self, session: &SessionKey, kind: &str, message: &str) {
         let failed: Vec<(Uuid, Vec<mpsc::Sender<CallEvent>>)> = {
             let mut inner = self.lock();
-            let ids: Vec<Uuid> = inner
+            let keys: Vec<(Uuid, Uuid)> = inner
                 .iter()
                 .filter(|(_, waiting)| waiting.session == *session)
-                .map(|(id, _)| *id)
+                .map(|(key, _)| *key)
                 .collect();
-            ids.into_iter()
-                .filter_map(|id| inner.remove(&id).map(|waiting| (id, waiting.waiters)))
+            keys.into_iter()
+                .filter_map(|key| inner.remove(&key).map(|waiting| (key.1, waiting.waiters)))
                 .collect()
         };
         for (command_id, waiters) in failed {
@@ -239,10 +242,13 @@ impl CallHandle {
     pub async fn cancel(mut self, reason: &str) -> CommandOutcome {
         self.owner.cancel_command(self.node_id, self.command_id);
         self.finished = true;
-        match self.events.try_recv() {
-            Ok(CallEvent::Done(outcome)) => *outcome,
-            _ => crate::session::failure(self.command_id, "cancelled", reason),
+        // An outcome already queued behind progress wins over the cancel.
+        while let Ok(event) = self.events.try_recv() {
+            if let CallEvent::Done(outcome) = event {
+                return *outcome;
+            }
         }
+        crate::session::failure(self.command_id, "cancelled", reason)
     }
 
     /// Reads to the end, dropping progress; the outcome.

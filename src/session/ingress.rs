@@ -25,6 +25,10 @@ use crate::proto::cluster::{edge_command, edge_event, EdgeCommand, EdgeEvent};
 use crate::runtime::Clock;
 use crate::telemetry::Metrics;
 
+/// An edge whose command queue stays full this long is not reading: its
+/// stream ends (the session loop must keep serving its timers).
+const EDGE_NOT_READING: Duration = Duration::from_secs(30);
+
 /// Timing and limits of edge sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionSettings {
@@ -152,17 +156,12 @@ impl Ingress {
         let (commands_tx, commands_rx) = mpsc::channel(self.settings.command_queue);
         let (out_tx, out_rx) = mpsc::channel(self.settings.command_queue);
         let tenant_id: Arc<str> = hello.edge.tenant_id.as_str().into();
-        self.owner
-            .deliver(
-                &key,
-                Up::Opened(Box::new(Opened {
-                    tenant_id: Arc::clone(&tenant_id),
-                    capabilities: hello.capabilities,
-                    tags: hello.edge.tags.clone(),
-                    commands: commands_tx,
-                })),
-            )
-            .await;
+        let opened = Opened {
+            tenant_id: Arc::clone(&tenant_id),
+            capabilities: hello.capabilities,
+            tags: hello.edge.tags.clone(),
+            commands: commands_tx,
+        };
         self.metrics.edge_event(EventKind::Hello.name());
         let span = tracing::info_span!(
             "edge_session",
@@ -171,7 +170,6 @@ impl Ingress {
             tenant = %tenant_id,
             stream_id = %key.stream_id,
         );
-        tracing::info!(parent: &span, "edge connected");
         let session = Session {
             ingress: Arc::clone(self),
             key,
@@ -181,7 +179,13 @@ impl Ingress {
             out: out_tx,
             in_flight: HashSet::new(),
         };
-        self.sessions.spawn(session.run().instrument(span));
+        // The task registers the session itself, so a caller that goes away
+        // meanwhile cannot leave a registration without a task behind it;
+        // headers are answered once the owner has the session.
+        let (registered, is_registered) = tokio::sync::oneshot::channel();
+        self.sessions
+            .spawn(session.run(Box::new(opened), registered).instrument(span));
+        let _ = is_registered.await;
         Ok(OutboundCommands::new(out_rx))
     }
 }
@@ -203,8 +207,11 @@ struct End {
 }
 
 impl Session {
-    async fn run(mut self) {
+    async fn run(mut self, opened: Box<Opened>, registered: tokio::sync::oneshot::Sender<()>) {
         let ingress = Arc::clone(&self.ingress);
+        ingress.owner.deliver(&self.key, Up::Opened(opened)).await;
+        let _ = registered.send(());
+        tracing::info!("edge connected");
         let timeout = ingress.settings.heartbeat_timeout;
         let silence = tokio::time::sleep(timeout);
         tokio::pin!(silence);
@@ -221,10 +228,14 @@ impl Session {
                     None => Err(End { reason: CloseReason::Superseded, status: None }),
                 },
                 event = self.inbound.message() => match event {
-                    Ok(Some(event)) => {
-                        silence.as_mut().reset(tokio::time::Instant::now() + timeout);
-                        self.on_event(event).await
-                    }
+                    Ok(Some(event)) => match self.on_event(event).await {
+                        Ok(true) => {
+                            silence.as_mut().reset(tokio::time::Instant::now() + timeout);
+                            Ok(())
+                        }
+                        Ok(false) => Ok(()),
+                        Err(end) => Err(end),
+                    },
                     Ok(None) | Err(_) => Err(End { reason: CloseReason::Disconnected, status: None }),
                 },
                 () = &mut silence => Err(End {
@@ -279,10 +290,19 @@ impl Session {
     }
 
     async fn send(&self, command: EdgeCommand) -> Result<(), End> {
-        self.out.send(Box::new(Ok(command))).await.map_err(|_| End {
-            reason: CloseReason::Disconnected,
-            status: None,
-        })
+        match tokio::time::timeout(EDGE_NOT_READING, self.out.send(Box::new(Ok(command)))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_closed)) => Err(End {
+                reason: CloseReason::Disconnected,
+                status: None,
+            }),
+            Err(_elapsed) => Err(End {
+                reason: CloseReason::Disconnected,
+                status: Some(Status::unavailable(format!(
+                    "this edge read no command for {EDGE_NOT_READING:?}; reconnect"
+                ))),
+            }),
+        }
     }
 
     async fn on_down(&mut self, down: Down) -> Result<(), End> {
@@ -294,11 +314,26 @@ impl Session {
                     let Ok(command_id) = Uuid::parse_str(&invoke.command_id) else {
                         return Ok(());
                     };
-                    match ingress.ledger.admit(self.key.node_id, command_id) {
+                    match ingress
+                        .ledger
+                        .admit(self.key.node_id, command_id, &self.key.stream_id)
+                    {
                         Admission::Send => {
                             self.in_flight.insert(command_id);
                         }
                         Admission::InFlight => return Ok(()),
+                        Admission::Lost => {
+                            let lost = failure(
+                                command_id,
+                                "edge_disconnected",
+                                "this command was in flight on the edge's previous stream; the tool may have run",
+                            );
+                            ingress
+                                .owner
+                                .deliver(&self.key, Up::Result(Box::new(lost)))
+                                .await;
+                            return Ok(());
+                        }
                         Admission::Completed(result) => {
                             let outcome = CommandOutcome {
                                 command_id,
@@ -339,11 +374,12 @@ impl Session {
         }
     }
 
-    async fn on_event(&mut self, event: EdgeEvent) -> Result<(), End> {
+    /// Handles one event; `Ok(true)` when it was verified (liveness).
+    async fn on_event(&mut self, event: EdgeEvent) -> Result<bool, End> {
         let ingress = Arc::clone(&self.ingress);
         let now = ingress.now();
         let Some(event) = event.event else {
-            return Ok(());
+            return Ok(false);
         };
         let kind = variant_name(&event);
         let verified = match &event {
@@ -391,6 +427,13 @@ impl Session {
             return Err(self.refuse(kind, &err));
         }
         ingress.metrics.edge_event(kind);
+        self.act_on(event).await?;
+        Ok(true)
+    }
+
+    /// Acts on a verified event.
+    async fn act_on(&mut self, event: edge_event::Event) -> Result<(), End> {
+        let ingress = Arc::clone(&self.ingress);
         match event {
             edge_event::Event::Hello(_) => Ok(()),
             edge_event::Event::Heartbeat(_) => {

@@ -22,17 +22,24 @@ pub enum Admission {
     InFlight,
     /// Done before: answer with this outcome, do not send.
     Completed(Arc<EdgeResult>),
+    /// In flight on an older stream of the node, which is ending: its
+    /// outcome is unknown (answer `edge_disconnected`, do not send).
+    Lost,
 }
 
 enum Entry {
-    InFlight,
-    Done(Arc<EdgeResult>),
+    InFlight(Arc<str>),
+    Done(Arc<EdgeResult>, usize),
 }
 
 struct Inner {
     entries: HashMap<(Uuid, Uuid), Entry>,
     expiry: VecDeque<(Instant, (Uuid, Uuid))>,
+    bytes: usize,
 }
+
+/// Most output bytes kept in outcomes; the oldest go first beyond it.
+const MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// Commands per (node, command id), outcomes kept for a retention period.
 pub struct Ledger {
@@ -57,6 +64,7 @@ impl Ledger {
             inner: Mutex::new(Inner {
                 entries: HashMap::new(),
                 expiry: VecDeque::new(),
+                bytes: 0,
             }),
             retention,
             max_entries: max_entries.max(1),
@@ -69,17 +77,20 @@ impl Ledger {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Decides whether `command_id` goes to `node_id`; a new one is marked
-    /// in flight.
-    pub fn admit(&self, node_id: Uuid, command_id: Uuid) -> Admission {
+    /// Decides whether `command_id` goes to `node_id` on `stream`; a new
+    /// one is marked in flight there.
+    pub fn admit(&self, node_id: Uuid, command_id: Uuid, stream: &Arc<str>) -> Admission {
         let now = Instant::now();
         let mut inner = self.lock();
         self.expire(&mut inner, now);
         match inner.entries.get(&(node_id, command_id)) {
-            Some(Entry::InFlight) => Admission::InFlight,
-            Some(Entry::Done(result)) => Admission::Completed(Arc::clone(result)),
+            Some(Entry::InFlight(on)) if on == stream => Admission::InFlight,
+            Some(Entry::InFlight(_)) => Admission::Lost,
+            Some(Entry::Done(result, _)) => Admission::Completed(Arc::clone(result)),
             None => {
-                inner.entries.insert((node_id, command_id), Entry::InFlight);
+                inner
+                    .entries
+                    .insert((node_id, command_id), Entry::InFlight(Arc::clone(stream)));
                 Admission::Send
             }
         }
@@ -92,8 +103,10 @@ impl Ledger {
         let mut inner = self.lock();
         let key = (node_id, command_id);
         match inner.entries.get_mut(&key) {
-            Some(entry @ Entry::InFlight) => {
-                *entry = Entry::Done(Arc::new(result.clone()));
+            Some(entry @ Entry::InFlight(_)) => {
+                let bytes = result.stdout.len() + result.stderr.len() + result.error_message.len();
+                *entry = Entry::Done(Arc::new(result.clone()), bytes);
+                inner.bytes += bytes;
                 inner.expiry.push_back((now + self.retention, key));
                 true
             }
@@ -106,17 +119,18 @@ impl Ledger {
         self.lock()
             .entries
             .values()
-            .filter(|entry| matches!(entry, Entry::InFlight))
+            .filter(|entry| matches!(entry, Entry::InFlight(_)))
             .count()
     }
 
     fn expire(&self, inner: &mut Inner, now: Instant) {
         while let Some(&(at, key)) = inner.expiry.front() {
-            if at > now && inner.expiry.len() <= self.max_entries {
+            if at > now && inner.expiry.len() <= self.max_entries && inner.bytes <= MAX_BYTES {
                 break;
             }
             inner.expiry.pop_front();
-            if matches!(inner.entries.get(&key), Some(Entry::Done(_))) {
+            if let Some(Entry::Done(_, bytes)) = inner.entries.get(&key) {
+                inner.bytes -= *bytes;
                 inner.entries.remove(&key);
             }
         }
@@ -131,9 +145,11 @@ mod tests {
     fn a_command_is_sent_once_and_its_outcome_replayed() {
         let ledger = Ledger::new(Duration::from_secs(600), 100);
         let (node, cmd) = (Uuid::new_v4(), Uuid::new_v4());
-        assert_eq!(ledger.admit(node, cmd), Admission::Send);
-        assert_eq!(ledger.admit(node, cmd), Admission::InFlight);
-        assert_eq!(ledger.admit(Uuid::new_v4(), cmd), Admission::Send);
+        let (stream, newer): (Arc<str>, Arc<str>) = ("s-1".into(), "s-2".into());
+        assert_eq!(ledger.admit(node, cmd, &stream), Admission::Send);
+        assert_eq!(ledger.admit(node, cmd, &stream), Admission::InFlight);
+        assert_eq!(ledger.admit(node, cmd, &newer), Admission::Lost);
+        assert_eq!(ledger.admit(Uuid::new_v4(), cmd, &stream), Admission::Send);
         let result = EdgeResult {
             ok: true,
             exit_code: 0,
@@ -142,7 +158,7 @@ mod tests {
         assert!(ledger.complete(node, cmd, &result));
         assert!(!ledger.complete(node, cmd, &EdgeResult::default()));
         assert_eq!(
-            ledger.admit(node, cmd),
+            ledger.admit(node, cmd, &newer),
             Admission::Completed(Arc::new(result))
         );
     }
@@ -151,15 +167,16 @@ mod tests {
     fn beyond_the_cap_the_oldest_outcomes_go() {
         let ledger = Ledger::new(Duration::from_secs(600), 2);
         let node = Uuid::new_v4();
+        let s: Arc<str> = "s".into();
         let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
         for id in &ids {
-            assert_eq!(ledger.admit(node, *id), Admission::Send);
+            assert_eq!(ledger.admit(node, *id, &s), Admission::Send);
             assert!(ledger.complete(node, *id, &EdgeResult::default()));
         }
-        assert_eq!(ledger.admit(node, Uuid::new_v4()), Admission::Send);
-        assert_eq!(ledger.admit(node, ids[0]), Admission::Send);
+        assert_eq!(ledger.admit(node, Uuid::new_v4(), &s), Admission::Send);
+        assert_eq!(ledger.admit(node, ids[0], &s), Admission::Send);
         assert!(matches!(
-            ledger.admit(node, ids[2]),
+            ledger.admit(node, ids[2], &s),
             Admission::Completed(_)
         ));
     }
