@@ -80,6 +80,15 @@ pub trait Store: Send + Sync + 'static {
         tags: &[String],
     ) -> StoreResult<Option<EdgeRecord>>;
 
+    /// Renames an edge (its display name); `None` when the edge is not found
+    /// in scope.
+    async fn set_edge_name(
+        &self,
+        tenant: Option<&str>,
+        node_id: Uuid,
+        name: &str,
+    ) -> StoreResult<Option<EdgeRecord>>;
+
     /// Installs a new key if the current one is still `current_key`, keeping
     /// the old one until `previous_valid_until`; refuses a reused nonce.
     async fn rotate_edge_key(&self, rotation: &KeyRotation) -> StoreResult<RotationOutcome>;

@@ -103,7 +103,7 @@ async fn tag_changes_are_stored_and_steer_fleet_preview() -> TestResult {
     let after = rest.preview(&has_tag("x")).await?;
     assert_eq!(after.status, 400, "{}", after.text);
 
-    // The current name may be echoed back; a new one is refused.
+    // The current name may be echoed back; a new one renames, before tags apply.
     let same = rest.patch(&path, &json!({"name": "test-edge"})).await?;
     assert_eq!(same.status, 200, "{}", same.text);
     let empty = rest.patch(&path, &json!({"name": ""})).await?;
@@ -112,17 +112,10 @@ async fn tag_changes_are_stored_and_steer_fleet_preview() -> TestResult {
     let rename = rest
         .patch(&path, &json!({"name": "db-1", "tags": []}))
         .await?;
-    assert_eq!(rename.status, 400, "{}", rename.text);
-    assert!(rename.message().contains("renaming hosts is not supported"));
-    assert_eq!(
-        relay
-            .store()
-            .get_edge(edge.node_id)
-            .await?
-            .ok_or("gone")?
-            .tags,
-        ["z"]
-    );
+    assert_eq!(rename.status, 200, "{}", rename.text);
+    let stored = relay.store().get_edge(edge.node_id).await?.ok_or("gone")?;
+    assert_eq!(stored.display_name, "db-1");
+    assert!(stored.tags.is_empty());
     relay.shutdown().await;
     Ok(())
 }

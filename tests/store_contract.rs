@@ -309,6 +309,16 @@ async fn tags_are_tenant_scoped(store: &dyn Store) -> TestResult {
         .ok_or("not updated")?;
     assert_eq!(updated.tags, vec!["a".to_owned(), "b".to_owned()]);
     assert!(store.list_edges(Some("t-right")).await?.is_empty());
+    assert_eq!(
+        store.set_edge_name(Some("t-right"), node_id, "x").await?,
+        None
+    );
+    let renamed = store
+        .set_edge_name(Some("t-left"), node_id, "db-1")
+        .await?
+        .ok_or("not renamed")?;
+    assert_eq!(renamed.display_name, "db-1");
+    assert_eq!(renamed.tags, vec!["a".to_owned(), "b".to_owned()]);
     Ok(())
 }
 

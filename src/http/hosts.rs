@@ -214,26 +214,32 @@ impl HostPatch {
         Ok(Some(tags))
     }
 
-    /// Refuses a rename: the store has no display-name setter. Sending the
-    /// current name back is accepted (clients echo views).
-    fn check_name(&self, edge: &EdgeRecord) -> Result<(), ApiError> {
+    /// The new display name, if the patch changes it. Sending the current
+    /// name back changes nothing (clients echo views).
+    fn new_name(&self, edge: &EdgeRecord) -> Result<Option<String>, ApiError> {
         let Some(name) = &self.name else {
-            return Ok(());
+            return Ok(None);
         };
-        if name.trim().is_empty() {
+        let name = name.trim();
+        if name.is_empty() {
             return Err(ApiError::bad_request(
                 "`name` must not be empty; omit it to keep the current name",
             ));
         }
-        if *name != host_name(edge) {
-            return Err(ApiError::bad_request(
-                "renaming hosts is not supported by this relay yet; omit `name` (the name is the \
-                 enrollment token's issued_to label)",
-            ));
+        if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(format!(
+                "`name` must be at most {MAX_NAME_CHARS} characters without control characters"
+            )));
         }
-        Ok(())
+        if name == host_name(edge) {
+            return Ok(None);
+        }
+        Ok(Some(name.to_owned()))
     }
 }
+
+/// Longest host display name.
+const MAX_NAME_CHARS: usize = 128;
 
 fn push_unique(tags: &mut Vec<String>, more: &[String]) {
     for tag in more {
@@ -258,9 +264,19 @@ pub async fn patch_host(
     }
     let node_id = host_id(&id)?;
     let patch: HostPatch = json_body(body)?;
-    let edge = edge_in_scope(&state, scope.as_deref(), node_id).await?;
-    patch.check_name(&edge)?;
-    let Some(tags) = patch.apply_tags(&edge.tags)? else {
+    let mut edge = edge_in_scope(&state, scope.as_deref(), node_id).await?;
+    let name = patch.new_name(&edge)?;
+    let tags = patch.apply_tags(&edge.tags)?;
+    if let Some(name) = name {
+        edge = state
+            .api
+            .store
+            .set_edge_name(scope.as_deref(), node_id, &name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("host {node_id} not found")))?;
+        tracing::info!(node_id = %node_id, name = %name, by = %caller.subject, "host renamed");
+    }
+    let Some(tags) = tags else {
         return Ok(Json(view(&state, edge)));
     };
     let updated = state
@@ -325,19 +341,25 @@ mod tests {
     }
 
     #[test]
-    fn names_fall_back_to_the_id_and_cannot_change() {
+    fn names_fall_back_to_the_id_and_change_only_when_new() {
         assert_eq!(host_name(&edge("", None)), "edge-6f1c2c9e");
         assert_eq!(host_name(&edge("laptop", None)), "laptop");
         let rename = |name: &str| HostPatch {
             name: Some(name.to_owned()),
             ..HostPatch::default()
         };
-        assert!(rename("laptop").check_name(&edge("laptop", None)).is_ok());
-        assert!(rename("edge-6f1c2c9e").check_name(&edge("", None)).is_ok());
-        let err = rename("other").check_name(&edge("laptop", None)).err();
-        assert!(err.is_some_and(|err| err.message.contains("not supported")));
-        let err = rename("  ").check_name(&edge("laptop", None)).err();
+        let same = rename("laptop").new_name(&edge("laptop", None));
+        assert!(matches!(same, Ok(None)));
+        let fallback = rename("edge-6f1c2c9e").new_name(&edge("", None));
+        assert!(matches!(fallback, Ok(None)));
+        let renamed = rename(" db-1 ").new_name(&edge("laptop", None));
+        assert!(matches!(renamed, Ok(Some(name)) if name == "db-1"));
+        let err = rename("  ").new_name(&edge("laptop", None)).err();
         assert!(err.is_some_and(|err| err.message.contains("must not be empty")));
+        let err = rename(&"x".repeat(129))
+            .new_name(&edge("laptop", None))
+            .err();
+        assert!(err.is_some_and(|err| err.message.contains("at most 128")));
     }
 
     #[test]

@@ -163,6 +163,15 @@ impl Store for PostgresStore {
         edges::set_edge_tags(&self.pool, tenant, node_id, tags).await
     }
 
+    async fn set_edge_name(
+        &self,
+        tenant: Option<&str>,
+        node_id: Uuid,
+        name: &str,
+    ) -> StoreResult<Option<EdgeRecord>> {
+        edges::set_edge_name(&self.pool, tenant, node_id, name).await
+    }
+
     async fn rotate_edge_key(&self, rotation: &KeyRotation) -> StoreResult<RotationOutcome> {
         keys::rotate_edge_key(&self.pool, rotation).await
     }

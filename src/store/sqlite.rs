@@ -147,6 +147,15 @@ impl Store for SqliteStore {
         edges::set_edge_tags(&self.pool, tenant, node_id, tags).await
     }
 
+    async fn set_edge_name(
+        &self,
+        tenant: Option<&str>,
+        node_id: Uuid,
+        name: &str,
+    ) -> StoreResult<Option<EdgeRecord>> {
+        edges::set_edge_name(&self.pool, tenant, node_id, name).await
+    }
+
     async fn rotate_edge_key(&self, rotation: &KeyRotation) -> StoreResult<RotationOutcome> {
         edges::rotate_edge_key(&self.pool, rotation).await
     }

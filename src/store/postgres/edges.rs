@@ -235,3 +235,24 @@ pub(super) async fn set_edge_tags(
         .map(EdgeRecord::try_from)
         .transpose()
 }
+
+pub(super) async fn set_edge_name(
+    pool: &PgPool,
+    tenant: Option<&str>,
+    node_id: Uuid,
+    name: &str,
+) -> StoreResult<Option<EdgeRecord>> {
+    let sql = format!(
+        "UPDATE edge_daemons SET display_name = $2 WHERE node_id = $1{} RETURNING {EDGE_COLUMNS}",
+        tenant_clause(tenant, 3)
+    );
+    let mut query = sqlx::query_as::<_, EdgeRow>(&sql).bind(node_id).bind(name);
+    if let Some(tenant) = tenant {
+        query = query.bind(tenant);
+    }
+    query
+        .fetch_optional(pool)
+        .await?
+        .map(EdgeRecord::try_from)
+        .transpose()
+}

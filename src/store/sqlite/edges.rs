@@ -204,6 +204,24 @@ pub async fn set_edge_tags(
     row.as_ref().map(codec::edge).transpose()
 }
 
+pub async fn set_edge_name(
+    pool: &SqlitePool,
+    tenant: Option<&str>,
+    node_id: Uuid,
+    name: &str,
+) -> StoreResult<Option<EdgeRecord>> {
+    let row = sqlx::query(
+        "UPDATE edge_daemons SET display_name = ?1 WHERE node_id = ?2 \
+         AND (?3 IS NULL OR tenant_id = ?3) RETURNING *",
+    )
+    .bind(name)
+    .bind(id(node_id))
+    .bind(tenant)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(codec::edge).transpose()
+}
+
 pub async fn rotate_edge_key(
     pool: &SqlitePool,
     rotation: &KeyRotation,
