@@ -28,6 +28,9 @@ use crate::session::{CloseReason, Down, SessionKey, Up};
 use crate::store::{EdgeStatus, Store};
 use crate::telemetry::Metrics;
 
+/// What a revoked edge is told.
+const REVOKED_MESSAGE: &str = "this edge was revoked; enroll a new node with a fresh token";
+
 /// How long sending a command may wait for room in a session's queue.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -53,14 +56,7 @@ pub struct Owner {
     clock: Arc<dyn Clock>,
     metrics: Metrics,
     draining: AtomicBool,
-    /// Nodes revoked lately, by when: a Hello checked just before the
-    /// revocation must not register afterwards.
-    revoked: std::sync::Mutex<std::collections::HashMap<Uuid, tokio::time::Instant>>,
 }
-
-/// How long a revoked node id is remembered in memory (the store's
-/// tombstone refuses it at Hello from then on).
-const REVOKED_MEMORY: Duration = Duration::from_secs(600);
 
 impl std::fmt::Debug for Owner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -80,7 +76,6 @@ impl Owner {
             clock,
             metrics,
             draining: AtomicBool::new(false),
-            revoked: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -98,11 +93,6 @@ impl Owner {
         Arc::clone(&self.updates).run(store, self.metrics.clone(), interval, stop)
     }
 
-    /// The pending store writes (tests flush them directly).
-    pub fn updates(&self) -> &Arc<UpdateBuffer> {
-        &self.updates
-    }
-
     /// Connected edges.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -117,16 +107,6 @@ impl Owner {
     pub async fn deliver(&self, key: &SessionKey, up: Up) {
         match up {
             Up::Opened(opened) => {
-                if self.was_revoked(key.node_id) {
-                    close(
-                        &opened.commands,
-                        CloseReason::Revoked,
-                        tonic::Code::PermissionDenied,
-                        "this edge was revoked; enroll a new node with a fresh token",
-                    )
-                    .await;
-                    return;
-                }
                 let now = self.now();
                 self.updates.heartbeat(key.node_id, now);
                 self.updates
@@ -139,7 +119,20 @@ impl Owner {
                     commands: opened.commands,
                     connected_at: now,
                 };
-                if let Some(older) = self.registry.register(key.node_id, entry) {
+                let older = match self.registry.register(key.node_id, entry) {
+                    Ok(older) => older,
+                    Err(refused) => {
+                        close(
+                            &refused.commands,
+                            CloseReason::Revoked,
+                            tonic::Code::PermissionDenied,
+                            REVOKED_MESSAGE,
+                        )
+                        .await;
+                        return;
+                    }
+                };
+                if let Some(older) = older {
                     let older_key = SessionKey {
                         node_id: key.node_id,
                         stream_id: Arc::clone(&older.stream_id),
@@ -267,41 +260,24 @@ impl Owner {
     /// node is unregistered at once, so no further command reaches it, and
     /// a Hello already past its checks cannot register it afterwards.
     pub async fn revoke(&self, node_id: Uuid) {
-        {
-            let now = tokio::time::Instant::now();
-            let mut revoked = self
-                .revoked
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            revoked.retain(|_, at| now.duration_since(*at) < REVOKED_MEMORY);
-            revoked.insert(node_id, now);
-        }
-        let Some(session) = self.registry.get(node_id) else {
+        let Some(session) = self.registry.revoke(node_id) else {
             return;
         };
-        let key = SessionKey {
-            node_id,
-            stream_id: Arc::clone(&session.stream_id),
-        };
-        self.registry.unregister(&key);
         self.metrics.edges_connected(self.registry.len());
         close(
             &session.commands,
             CloseReason::Revoked,
             tonic::Code::PermissionDenied,
-            "this edge was revoked; enroll a new node with a fresh token",
+            REVOKED_MESSAGE,
         )
         .await;
+        let key = SessionKey {
+            node_id,
+            stream_id: session.stream_id,
+        };
         self.calls
             .fail_session(&key, "edge_disconnected", "the edge was revoked")
             .await;
-    }
-
-    fn was_revoked(&self, node_id: Uuid) -> bool {
-        self.revoked
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .contains_key(&node_id)
     }
 
     /// Tells `node_id`'s stream that its keys changed (waits for room in a
@@ -319,11 +295,6 @@ impl Owner {
     /// Keeps the registry's copy of a node's tags current.
     pub fn tags_changed(&self, node_id: Uuid, tags: &[String]) {
         self.registry.set_tags(node_id, tags);
-    }
-
-    /// Commands awaited by callers.
-    pub fn pending_calls(&self) -> usize {
-        self.calls.len()
     }
 
     /// Whether `node_id` is connected.

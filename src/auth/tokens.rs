@@ -259,26 +259,27 @@ impl TokenIssuer {
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> Result<IssuedToken<AdminClaims>, SignError> {
-        let iat = now.timestamp();
-        self.mint(AdminClaims {
-            iss: self.issuer.clone(),
-            sub: subject.to_owned(),
-            aud: ADMIN_AUDIENCE.to_owned(),
-            iat,
-            exp: iat + secs(ttl),
-            tenant_id: "aegis-system".to_owned(),
-            aegis_role: "aegis:admin".to_owned(),
-            realm_access: RealmAccess::default(),
-        })
-        .await
+        self.mint_caller(subject, "aegis-system", "aegis:admin", now, ttl)
+            .await
     }
 
-    /// A caller token of `tenant` with no operator level (tests and tools
-    /// acting for one tenant, e.g. `edge-sim --tenants`).
+    /// A caller token of `tenant` with no operator level (tests and
+    /// benchmarks acting for one tenant).
     pub async fn mint_tenant_token(
         &self,
         subject: &str,
         tenant: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<IssuedToken<AdminClaims>, SignError> {
+        self.mint_caller(subject, tenant, "", now, ttl).await
+    }
+
+    async fn mint_caller(
+        &self,
+        subject: &str,
+        tenant: &str,
+        aegis_role: &str,
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> Result<IssuedToken<AdminClaims>, SignError> {
@@ -290,7 +291,7 @@ impl TokenIssuer {
             iat,
             exp: iat + secs(ttl),
             tenant_id: tenant.to_owned(),
-            aegis_role: String::new(),
+            aegis_role: aegis_role.to_owned(),
             realm_access: RealmAccess::default(),
         })
         .await

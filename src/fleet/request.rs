@@ -18,48 +18,25 @@ use super::policy::{
 };
 use super::target::EdgeTarget;
 
-/// Body of `POST /v1/edge/fleet/invoke`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// Body of `POST /v1/edge/fleet/invoke`: `target` plus every field of a
+/// host invoke. Parsed by [`FleetInvokeBody::parse`] as two views of the
+/// same JSON (unknown fields are ignored by both), so each error still
+/// names its JSON path.
+#[derive(Debug, Clone, PartialEq)]
 pub struct FleetInvokeBody {
     /// Which edges to run on.
     pub target: EdgeTarget,
-    /// Tool to invoke on each edge (`cmd.run`).
-    pub tool_name: String,
-    /// Tool arguments, always a JSON object.
-    #[serde(deserialize_with = "deserialize_args")]
-    pub args: Map<String, Value>,
-    /// Security context the edges evaluate the call under.
-    pub security_context_name: String,
-    /// The caller's user token, forwarded in the envelope.
-    #[serde(default)]
-    pub user_security_token: String,
-    /// `"parallel"`, `"rolling"`, anything else sequential.
-    #[serde(default)]
-    pub mode: Option<String>,
-    /// Rolling batch size.
-    #[serde(default = "default_one")]
-    pub batch: usize,
-    /// Parallel width; all targets at once when absent.
-    #[serde(default)]
-    pub max_concurrency: Option<usize>,
-    /// `"continue"`, `"stop-after"`, anything else fail-fast.
-    #[serde(default)]
-    pub failure_policy: Option<String>,
-    /// The CLI's name for `failure_policy`, used when that one is absent.
-    #[serde(default)]
-    pub on_error: Option<String>,
-    /// Failures (errors plus timeouts) that stop a `stop-after` run.
-    #[serde(default = "default_one")]
-    pub stop_after: usize,
-    /// Fewest resolved targets for the run to start.
-    #[serde(default)]
-    pub require_min_targets: Option<usize>,
-    /// Per-target deadline in seconds.
-    #[serde(default = "default_deadline_secs")]
-    pub deadline_secs: u64,
+    /// What to run on each and how.
+    pub call: HostInvokeBody,
 }
 
-/// Body of `POST /v1/edge/hosts/{id}/invoke`: a fleet body without `target`.
+#[derive(Deserialize)]
+struct TargetField {
+    target: EdgeTarget,
+}
+
+/// Body of `POST /v1/edge/hosts/{id}/invoke`, and of a fleet invoke minus
+/// its `target`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct HostInvokeBody {
     /// Tool to invoke on the edge (`cmd.run`).
@@ -178,75 +155,27 @@ pub fn args_object(value: Value) -> Result<Map<String, Value>, FleetRequestError
 }
 
 impl FleetInvokeBody {
+    /// Parses a fleet invoke body.
+    pub fn parse(bytes: &[u8]) -> Result<Self, FleetRequestError> {
+        let TargetField { target } = parse_body(bytes)?;
+        let call = parse_body(bytes)?;
+        Ok(Self { target, call })
+    }
+
     /// Validates the body and derives its dispatch policy.
     pub fn policy(&self) -> Result<FleetPolicy, FleetRequestError> {
-        let knobs = PolicyKnobs {
-            tool_name: &self.tool_name,
-            security_context_name: &self.security_context_name,
-            mode: self.mode.as_deref(),
-            batch: self.batch,
-            max_concurrency: self.max_concurrency,
-            failure_policy: self.failure_policy.as_deref().or(self.on_error.as_deref()),
-            stop_after: self.stop_after,
-            require_min_targets: self.require_min_targets,
-            deadline_secs: self.deadline_secs,
-        };
-        knobs.policy()
+        self.call.policy()
     }
 
     /// Splits the body into its target and the per-host part.
     pub fn into_parts(self) -> (EdgeTarget, HostInvokeBody) {
-        let host = HostInvokeBody {
-            tool_name: self.tool_name,
-            args: self.args,
-            security_context_name: self.security_context_name,
-            user_security_token: self.user_security_token,
-            mode: self.mode,
-            batch: self.batch,
-            max_concurrency: self.max_concurrency,
-            failure_policy: self.failure_policy,
-            on_error: self.on_error,
-            stop_after: self.stop_after,
-            require_min_targets: self.require_min_targets,
-            deadline_secs: self.deadline_secs,
-        };
-        (self.target, host)
+        (self.target, self.call)
     }
 }
 
 impl HostInvokeBody {
     /// Validates the body and derives its dispatch policy.
     pub fn policy(&self) -> Result<FleetPolicy, FleetRequestError> {
-        let knobs = PolicyKnobs {
-            tool_name: &self.tool_name,
-            security_context_name: &self.security_context_name,
-            mode: self.mode.as_deref(),
-            batch: self.batch,
-            max_concurrency: self.max_concurrency,
-            failure_policy: self.failure_policy.as_deref().or(self.on_error.as_deref()),
-            stop_after: self.stop_after,
-            require_min_targets: self.require_min_targets,
-            deadline_secs: self.deadline_secs,
-        };
-        knobs.policy()
-    }
-}
-
-/// The policy-bearing fields both bodies share, borrowed for validation.
-struct PolicyKnobs<'a> {
-    tool_name: &'a str,
-    security_context_name: &'a str,
-    mode: Option<&'a str>,
-    batch: usize,
-    max_concurrency: Option<usize>,
-    failure_policy: Option<&'a str>,
-    stop_after: usize,
-    require_min_targets: Option<usize>,
-    deadline_secs: u64,
-}
-
-impl PolicyKnobs<'_> {
-    fn policy(&self) -> Result<FleetPolicy, FleetRequestError> {
         if self.tool_name.trim().is_empty() {
             return Err(FleetRequestError::EmptyField { field: "tool_name" });
         }
@@ -261,10 +190,11 @@ impl PolicyKnobs<'_> {
         if self.deadline_secs == 0 || self.deadline_secs > MAX_DEADLINE_SECS {
             return Err(FleetRequestError::DeadlineOutOfRange(self.deadline_secs));
         }
+        let failure_policy = self.failure_policy.as_deref().or(self.on_error.as_deref());
         Ok(FleetPolicy {
-            mode: FleetMode::from_word(self.mode, self.batch)?,
+            mode: FleetMode::from_word(self.mode.as_deref(), self.batch)?,
             max_concurrency: self.max_concurrency,
-            failure_policy: FailurePolicy::from_word(self.failure_policy, self.stop_after)?,
+            failure_policy: FailurePolicy::from_word(failure_policy, self.stop_after)?,
             require_min_targets: self.require_min_targets,
             per_target_deadline: Duration::from_secs(self.deadline_secs),
         })
@@ -314,7 +244,7 @@ mod tests {
     }
 
     fn fleet(body: &Value) -> Result<FleetInvokeBody, FleetRequestError> {
-        parse_body(body.to_string().as_bytes())
+        FleetInvokeBody::parse(body.to_string().as_bytes())
     }
 
     fn policy_of(body: &Value) -> Result<FleetPolicy, Box<dyn std::error::Error>> {
@@ -325,11 +255,11 @@ mod tests {
     fn minimal_body_takes_the_defaults() -> TestResult {
         let body = fleet(&minimal())?;
         assert_eq!(body.target, EdgeTarget::All);
-        assert_eq!(body.user_security_token, "");
-        assert_eq!(body.batch, 1);
-        assert_eq!(body.stop_after, 1);
-        assert_eq!(body.deadline_secs, 60);
-        assert_eq!(body.args.get("command"), Some(&json!("uname")));
+        assert_eq!(body.call.user_security_token, "");
+        assert_eq!(body.call.batch, 1);
+        assert_eq!(body.call.stop_after, 1);
+        assert_eq!(body.call.deadline_secs, 60);
+        assert_eq!(body.call.args.get("command"), Some(&json!("uname")));
         assert_eq!(body.policy()?, FleetPolicy::default());
         assert_eq!(
             FleetPolicy::default().per_target_deadline,

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -47,15 +46,6 @@ impl FleetCall {
 pub trait EventSink: Send + Sync {
     /// Takes one event; may wait (a slow reader slows the run).
     fn emit(&self, event: FleetEvent) -> futures::future::BoxFuture<'_, ()>;
-}
-
-/// An [`EventSink`] into a bounded channel; a gone reader is ignored.
-impl EventSink for mpsc::Sender<FleetEvent> {
-    fn emit(&self, event: FleetEvent) -> futures::future::BoxFuture<'_, ()> {
-        Box::pin(async move {
-            let _ = self.send(event).await;
-        })
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

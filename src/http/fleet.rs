@@ -21,7 +21,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::body::json_body;
 use super::caller::request_caller;
 use super::error::ApiError;
 use super::hosts::scoped_caller;
@@ -48,7 +47,8 @@ pub async fn invoke(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let (caller, scope) = scoped_caller(&state, &headers).await?;
     require_writer(&caller, "run fleet calls")?;
-    let body: FleetInvokeBody = json_body(body)?;
+    let body =
+        FleetInvokeBody::parse(&body?).map_err(|err| ApiError::bad_request(err.to_string()))?;
     let policy = body
         .policy()
         .map_err(|err| ApiError::bad_request(err.to_string()))?;

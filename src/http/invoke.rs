@@ -12,11 +12,12 @@ use serde::Serialize;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::body::json_body;
 use super::error::ApiError;
 use super::hosts::scoped_caller;
 use super::HttpState;
 use crate::auth::{bearer, Caller, OperatorLevel};
-use crate::fleet::{parse_body, HostInvokeBody};
+use crate::fleet::HostInvokeBody;
 use crate::owner::{Control, DispatchError, ToolCall};
 use crate::session::CommandOutcome;
 
@@ -143,8 +144,7 @@ pub async fn invoke_host(
 ) -> Result<Json<InvokeResult>, ApiError> {
     let (caller, scope) = scoped_caller(&state, &headers).await?;
     require_writer(&caller, "invoke tools")?;
-    let body: HostInvokeBody =
-        parse_body(&body?).map_err(|err| ApiError::bad_request(err.to_string()))?;
+    let body: HostInvokeBody = json_body(body)?;
     let policy = body
         .policy()
         .map_err(|err| ApiError::bad_request(err.to_string()))?;

@@ -94,11 +94,6 @@ impl Calls {
         self.lock().remove(&(node_id, command_id));
     }
 
-    /// Number of commands awaited.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
     /// Hands a progress chunk from `session` to the command's waiters.
     pub async fn progress(&self, session: &SessionKey, progress: Progress) {
         let waiters = {

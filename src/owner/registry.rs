@@ -4,9 +4,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::session::{Down, SessionKey};
@@ -33,7 +35,14 @@ pub struct SessionEntry {
 struct Inner {
     sessions: HashMap<Uuid, SessionEntry>,
     by_tenant: HashMap<Arc<str>, HashSet<Uuid>>,
+    /// Nodes revoked lately: a Hello checked against the store just before
+    /// the revocation must not register after it.
+    revoked: HashMap<Uuid, Instant>,
 }
+
+/// How long a revoked node id is remembered here (the store's tombstone
+/// refuses it at Hello from then on).
+const REVOKED_MEMORY: Duration = Duration::from_secs(600);
 
 /// Connected edges by node and by tenant.
 #[derive(Default)]
@@ -57,9 +66,17 @@ impl Registry {
     }
 
     /// Registers `entry` for `node_id`; returns the entry it replaced (an
-    /// older stream of the same node, which the caller closes).
-    pub fn register(&self, node_id: Uuid, entry: SessionEntry) -> Option<SessionEntry> {
+    /// older stream of the same node, which the caller closes), or gives
+    /// `entry` back when the node was revoked.
+    pub fn register(
+        &self,
+        node_id: Uuid,
+        entry: SessionEntry,
+    ) -> Result<Option<SessionEntry>, SessionEntry> {
         let mut inner = self.lock();
+        if inner.revoked.contains_key(&node_id) {
+            return Err(entry);
+        }
         let tenant = Arc::clone(&entry.tenant_id);
         let previous = inner.sessions.insert(node_id, entry);
         if let Some(previous) = &previous {
@@ -68,7 +85,21 @@ impl Registry {
             }
         }
         inner.by_tenant.entry(tenant).or_default().insert(node_id);
-        previous
+        Ok(previous)
+    }
+
+    /// Records that `node_id` was revoked (no stream of it registers from
+    /// now on) and removes its session, which it returns for closing.
+    pub fn revoke(&self, node_id: Uuid) -> Option<SessionEntry> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner
+            .revoked
+            .retain(|_, at| now.duration_since(*at) < REVOKED_MEMORY);
+        inner.revoked.insert(node_id, now);
+        let entry = inner.sessions.remove(&node_id)?;
+        remove_from_tenant(&mut inner, &entry.tenant_id, node_id);
+        Some(entry)
     }
 
     /// Removes the registration of `key`'s stream; false when the node is
@@ -159,5 +190,55 @@ fn remove_from_tenant(inner: &mut Inner, tenant: &Arc<str>, node_id: Uuid) {
         if nodes.is_empty() {
             inner.by_tenant.remove(tenant);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(stream: &str) -> (SessionEntry, mpsc::Receiver<Down>) {
+        let (commands, rx) = mpsc::channel(1);
+        let entry = SessionEntry {
+            stream_id: stream.into(),
+            tenant_id: "t-a".into(),
+            capabilities: Arc::default(),
+            tags: Arc::from(Vec::<String>::new()),
+            commands,
+            connected_at: DateTime::<Utc>::UNIX_EPOCH,
+        };
+        (entry, rx)
+    }
+
+    #[tokio::test]
+    async fn a_revoked_node_cannot_register_even_after_its_hello_passed() {
+        let registry = Registry::default();
+        let node = Uuid::new_v4();
+        let (first, _rx1) = entry("s-1");
+        assert!(matches!(registry.register(node, first), Ok(None)));
+        let revoked = registry.revoke(node);
+        assert_eq!(revoked.map(|e| e.stream_id), Some("s-1".into()));
+        assert!(!registry.contains(node));
+        assert!(registry.sessions(Some("t-a")).is_empty());
+        // A Hello checked against the store before the revocation.
+        let (late, _rx2) = entry("s-2");
+        assert!(registry.register(node, late).is_err());
+        assert!(!registry.contains(node));
+    }
+
+    #[tokio::test]
+    async fn only_the_current_stream_unregisters() {
+        let registry = Registry::default();
+        let node = Uuid::new_v4();
+        let (old, _rx1) = entry("old");
+        let (new, _rx2) = entry("new");
+        assert!(matches!(registry.register(node, old), Ok(None)));
+        assert!(matches!(registry.register(node, new), Ok(Some(e)) if &*e.stream_id == "old"));
+        let old_key = SessionKey {
+            node_id: node,
+            stream_id: "old".into(),
+        };
+        assert!(!registry.unregister(&old_key));
+        assert!(registry.contains(node));
     }
 }

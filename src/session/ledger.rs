@@ -114,15 +114,6 @@ impl Ledger {
         }
     }
 
-    /// Commands in flight.
-    pub fn in_flight(&self) -> usize {
-        self.lock()
-            .entries
-            .values()
-            .filter(|entry| matches!(entry, Entry::InFlight(_)))
-            .count()
-    }
-
     fn expire(&self, inner: &mut Inner, now: Instant) {
         while let Some(&(at, key)) = inner.expiry.front() {
             if at > now && inner.expiry.len() <= self.max_entries && inner.bytes <= MAX_BYTES {

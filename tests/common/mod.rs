@@ -110,20 +110,7 @@ pub async fn http_post(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Result<(u16, String), Box<dyn std::error::Error>> {
-    use http_body_util::BodyExt;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Full<bytes::Bytes>>();
-    let mut request = hyper::Request::post(url).header("content-type", "application/json");
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request.body(http_body_util::Full::new(bytes::Bytes::from(
-        body.to_owned(),
-    )))?;
-    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request)).await??;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    http_request("POST", url, headers, body).await
 }
 
 /// Sends `method` to `url` with `headers` and `body`: (status, body).

@@ -91,11 +91,13 @@ pub fn hold(runtime: Arc<Runtime>, options: &LoadOptions, edges: Vec<EdgeState>)
             counters: Some(Arc::clone(&counters)),
             ..EdgeOptions::default()
         };
+        // Without endpoints given, dial what the edges were enrolled with
+        // (their config's controller endpoint), as the daemon does.
         let endpoint = options
             .grpc_endpoints
             .get(groups.len() % options.grpc_endpoints.len().max(1))
             .cloned()
-            .unwrap_or_default();
+            .unwrap_or_else(|| members[0].endpoint.clone());
         tasks.spawn(run_connection(Connection {
             runtime: Arc::clone(&runtime),
             endpoint,

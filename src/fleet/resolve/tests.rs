@@ -78,17 +78,20 @@ impl Fixture {
             ..EdgeCapabilities::default()
         };
         let tags: Vec<String> = tags.iter().map(|tag| (*tag).to_owned()).collect();
-        self.owner.registry().register(
-            node_id,
-            SessionEntry {
-                stream_id: Arc::from(node_id.to_string()),
-                tenant_id: Arc::from(tenant),
-                capabilities: Arc::new(capabilities),
-                tags: tags.into(),
-                commands,
-                connected_at: at(),
-            },
-        );
+        self.owner
+            .registry()
+            .register(
+                node_id,
+                SessionEntry {
+                    stream_id: Arc::from(node_id.to_string()),
+                    tenant_id: Arc::from(tenant),
+                    capabilities: Arc::new(capabilities),
+                    tags: tags.into(),
+                    commands,
+                    connected_at: at(),
+                },
+            )
+            .map_err(|_| "node refused as revoked")?;
         Ok(node_id)
     }
 
