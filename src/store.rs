@@ -71,13 +71,15 @@ pub trait Store: Send + Sync + 'static {
     /// statement. Unknown edges are skipped. Returns the rows updated.
     async fn apply_edge_updates(&self, updates: &[EdgeUpdate]) -> StoreResult<u64>;
 
-    /// Replaces an edge's server-side tags; `None` when the edge is not found
-    /// in scope.
-    async fn set_edge_tags(
+    /// Applies a [`TagChange`] to an edge's server-side tags atomically: the
+    /// change is computed from the tags current when it is written, so
+    /// concurrent changes all land. `None` when the edge is not found in
+    /// scope.
+    async fn change_edge_tags(
         &self,
         tenant: Option<&str>,
         node_id: Uuid,
-        tags: &[String],
+        change: &TagChange,
     ) -> StoreResult<Option<EdgeRecord>>;
 
     /// Renames an edge (its display name); `None` when the edge is not found

@@ -10,7 +10,7 @@ use std::time::Duration;
 use aegis_relay::edge::EventKind;
 use aegis_relay::edge_client::EdgeOptions;
 use aegis_relay::proto::cluster::{edge_event, EdgeEvent};
-use aegis_relay::store::{EdgeStatus, SqliteStore};
+use aegis_relay::store::{EdgeStatus, SqliteStore, TagChange};
 use common::edges::{
     capabilities, enroll_edge, forged_kind, now_ms, open_stream, open_with, run_edge, signer,
     RawStream,
@@ -280,7 +280,14 @@ async fn capability_updates_apply_but_tags_stay_server_side() -> TestResult {
     let edge = enroll_edge(&relay, "t-a").await?;
     relay
         .store()
-        .set_edge_tags(None, edge.state.node_id, &["prod".to_owned()])
+        .change_edge_tags(
+            None,
+            edge.state.node_id,
+            &TagChange {
+                replace: Some(vec!["prod".to_owned()]),
+                ..TagChange::default()
+            },
+        )
         .await?;
     let stream = open_stream(&relay, &edge.state).await?;
     let mut update = capabilities();

@@ -5,6 +5,8 @@
 mod common;
 #[path = "store_contract/groups.rs"]
 mod groups;
+#[path = "store_contract/tags.rs"]
+mod tags;
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ use aegis_relay::store::{
 use chrono::{DateTime, TimeZone, Utc};
 use common::TestResult;
 use groups::groups_are_unique_per_tenant_and_name;
+use tags::{concurrent_tag_changes_all_land, replace, tag_changes_replace_then_add_then_remove};
 use uuid::Uuid;
 
 /// A store and whatever must outlive it.
@@ -197,7 +200,7 @@ async fn re_enrollment_overwrites_but_keeps_enrolled_at(store: &dyn Store) -> Te
         .complete_enrollment(&enrollment(Uuid::new_v4(), node_id, "t-one", 1, at(0)))
         .await?;
     store
-        .set_edge_tags(None, node_id, &["prod".to_owned()])
+        .change_edge_tags(None, node_id, &replace(&["prod"]))
         .await?;
     // Another tenant's token cannot take the node id, and is not burned.
     let foreign_jti = Uuid::new_v4();
@@ -240,7 +243,7 @@ async fn batched_updates_of_a_thousand_edges(store: &dyn Store) -> TestResult {
         nodes.push(node_id);
     }
     store
-        .set_edge_tags(Some("t-fleet"), nodes[0], &["gpu".to_owned()])
+        .change_edge_tags(Some("t-fleet"), nodes[0], &replace(&["gpu"]))
         .await?;
     let capabilities = EdgeCapabilities {
         os: "linux".into(),
@@ -299,12 +302,12 @@ async fn tags_are_tenant_scoped(store: &dyn Store) -> TestResult {
     let node_id = enroll(store, "t-left", 1, at(0)).await?;
     assert_eq!(
         store
-            .set_edge_tags(Some("t-right"), node_id, &["x".to_owned()])
+            .change_edge_tags(Some("t-right"), node_id, &replace(&["x"]))
             .await?,
         None
     );
     let updated = store
-        .set_edge_tags(Some("t-left"), node_id, &["a".to_owned(), "b".to_owned()])
+        .change_edge_tags(Some("t-left"), node_id, &replace(&["a", "b"]))
         .await?
         .ok_or("not updated")?;
     assert_eq!(updated.tags, vec!["a".to_owned(), "b".to_owned()]);
@@ -502,6 +505,8 @@ macro_rules! contract {
             case!(re_enrollment_overwrites_but_keeps_enrolled_at);
             case!(batched_updates_of_a_thousand_edges);
             case!(tags_are_tenant_scoped);
+            case!(tag_changes_replace_then_add_then_remove);
+            case!(concurrent_tag_changes_all_land, arc);
             case!(key_rotation_keeps_the_old_key_until_its_deadline);
             case!(revoke_deletes_and_leaves_a_tombstone);
             case!(groups_are_unique_per_tenant_and_name);

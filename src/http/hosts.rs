@@ -21,7 +21,7 @@ use super::error::ApiError;
 use super::HttpState;
 use crate::auth::{Caller, OperatorLevel};
 use crate::enroll::EnrollError;
-use crate::store::{EdgeRecord, EdgeStatus};
+use crate::store::{EdgeRecord, EdgeStatus, TagChange};
 
 /// Authenticates the request; returns the caller and the tenant scope of
 /// its operations (`None`: every tenant, for admins and operators).
@@ -193,9 +193,10 @@ struct HostPatch {
 }
 
 impl HostPatch {
-    /// The tags after applying `tags` (replace), then `add_tags`, then
-    /// `remove_tags`; `None` when the patch does not touch tags.
-    fn apply_tags(&self, current: &[String]) -> Result<Option<Vec<String>>, ApiError> {
+    /// The store's change for `tags` (replace), then `add_tags`, then
+    /// `remove_tags`; `None` when the patch does not touch tags. The store
+    /// applies it atomically, so concurrent patches do not lose tags.
+    fn tag_change(&self) -> Result<Option<TagChange>, ApiError> {
         if self.tags.is_none() && self.add_tags.is_none() && self.remove_tags.is_none() {
             return Ok(None);
         }
@@ -206,12 +207,11 @@ impl HostPatch {
                 )));
             }
         }
-        let mut tags: Vec<String> = Vec::new();
-        push_unique(&mut tags, self.tags.as_deref().unwrap_or(current));
-        push_unique(&mut tags, self.add_tags.as_deref().unwrap_or_default());
-        let removed = self.remove_tags.as_deref().unwrap_or_default();
-        tags.retain(|tag| !removed.contains(tag));
-        Ok(Some(tags))
+        Ok(Some(TagChange {
+            replace: self.tags.clone(),
+            add: self.add_tags.clone().unwrap_or_default(),
+            remove: self.remove_tags.clone().unwrap_or_default(),
+        }))
     }
 
     /// The new display name, if the patch changes it. Sending the current
@@ -241,14 +241,6 @@ impl HostPatch {
 /// Longest host display name.
 const MAX_NAME_CHARS: usize = 128;
 
-fn push_unique(tags: &mut Vec<String>, more: &[String]) {
-    for tag in more {
-        if !tags.contains(tag) {
-            tags.push(tag.clone());
-        }
-    }
-}
-
 /// `PATCH /v1/edge/hosts/{id}`: `{name?, tags?, add_tags?, remove_tags?}`.
 pub async fn patch_host(
     State(state): State<HttpState>,
@@ -266,7 +258,7 @@ pub async fn patch_host(
     let patch: HostPatch = json_body(body)?;
     let mut edge = edge_in_scope(&state, scope.as_deref(), node_id).await?;
     let name = patch.new_name(&edge)?;
-    let tags = patch.apply_tags(&edge.tags)?;
+    let tag_change = patch.tag_change()?;
     if let Some(name) = name {
         edge = state
             .api
@@ -276,13 +268,13 @@ pub async fn patch_host(
             .ok_or_else(|| ApiError::not_found(format!("host {node_id} not found")))?;
         tracing::info!(node_id = %node_id, name = %name, by = %caller.subject, "host renamed");
     }
-    let Some(tags) = tags else {
+    let Some(tag_change) = tag_change else {
         return Ok(Json(view(&state, edge)));
     };
     let updated = state
         .api
         .store
-        .set_edge_tags(scope.as_deref(), node_id, &tags)
+        .change_edge_tags(scope.as_deref(), node_id, &tag_change)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("host {node_id} not found")))?;
     state.api.owner.tags_changed(node_id, &updated.tags);
@@ -315,8 +307,7 @@ mod tests {
     }
 
     #[test]
-    fn tag_changes_apply_replace_then_add_then_remove() -> Result<(), ApiError> {
-        let current = strings(&["a", "b"]);
+    fn tag_patches_become_one_store_change() -> Result<(), ApiError> {
         let patch =
             |tags: Option<&[&str]>, add: Option<&[&str]>, remove: Option<&[&str]>| HostPatch {
                 name: None,
@@ -324,19 +315,31 @@ mod tests {
                 add_tags: add.map(strings),
                 remove_tags: remove.map(strings),
             };
-        assert_eq!(patch(None, None, None).apply_tags(&current)?, None);
-        let cases: [(HostPatch, &[&str]); 5] = [
-            (patch(Some(&["x", "x"]), None, None), &["x"]),
-            (patch(None, Some(&["b", "c"]), None), &["a", "b", "c"]),
-            (patch(None, None, Some(&["a", "zz"])), &["b"]),
-            (patch(Some(&["x"]), Some(&["y"]), Some(&["x"])), &["y"]),
-            (patch(Some(&[]), None, None), &[]),
-        ];
-        for (patch, expected) in cases {
-            assert_eq!(patch.apply_tags(&current)?, Some(strings(expected)));
-        }
-        let empty = patch(None, Some(&[" "]), None).apply_tags(&current);
+        assert_eq!(patch(None, None, None).tag_change()?, None);
+        let change = patch(Some(&["x"]), Some(&["y"]), Some(&["x"])).tag_change()?;
+        assert_eq!(
+            change,
+            Some(TagChange {
+                replace: Some(strings(&["x"])),
+                add: strings(&["y"]),
+                remove: strings(&["x"]),
+            })
+        );
+        // Clearing every tag is a change, unlike leaving `tags` out.
+        let clear = patch(Some(&[]), None, None).tag_change()?;
+        assert_eq!(
+            clear.map(|change| change.apply(&strings(&["a", "b"]))),
+            Some(Vec::new())
+        );
+        let add_only = patch(None, Some(&["b", "c"]), None).tag_change()?;
+        assert_eq!(
+            add_only.map(|change| change.apply(&strings(&["a", "b"]))),
+            Some(strings(&["a", "b", "c"]))
+        );
+        let empty = patch(None, Some(&[" "]), None).tag_change();
         assert!(matches!(empty, Err(err) if err.message.contains("`add_tags`")));
+        let empty = patch(Some(&["ok", ""]), None, None).tag_change();
+        assert!(matches!(empty, Err(err) if err.message.contains("`tags`")));
         Ok(())
     }
 

@@ -20,7 +20,8 @@ use uuid::Uuid;
 
 use super::{
     EdgeGroup, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome, GroupUpdate, KeyRotation,
-    NodeChallenge, PreviousKey, RotationOutcome, Store, StoreError, StoreResult, Tombstone,
+    NodeChallenge, PreviousKey, RotationOutcome, Store, StoreError, StoreResult, TagChange,
+    Tombstone,
 };
 
 /// Schema holding the relay's own tables (and its `_sqlx_migrations`).
@@ -154,13 +155,13 @@ impl Store for PostgresStore {
         edges::apply_edge_updates(&self.pool, updates).await
     }
 
-    async fn set_edge_tags(
+    async fn change_edge_tags(
         &self,
         tenant: Option<&str>,
         node_id: Uuid,
-        tags: &[String],
+        change: &TagChange,
     ) -> StoreResult<Option<EdgeRecord>> {
-        edges::set_edge_tags(&self.pool, tenant, node_id, tags).await
+        edges::change_edge_tags(&self.pool, tenant, node_id, change).await
     }
 
     async fn set_edge_name(

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::types::{
     EdgeGroup, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome, GroupUpdate, KeyRotation,
-    NodeChallenge, PreviousKey, RotationOutcome, Tombstone,
+    NodeChallenge, PreviousKey, RotationOutcome, TagChange, Tombstone,
 };
 use super::{Store, StoreError, StoreResult};
 
@@ -138,13 +138,13 @@ impl Store for SqliteStore {
         edges::apply_edge_updates(&self.pool, updates).await
     }
 
-    async fn set_edge_tags(
+    async fn change_edge_tags(
         &self,
         tenant: Option<&str>,
         node_id: Uuid,
-        tags: &[String],
+        change: &TagChange,
     ) -> StoreResult<Option<EdgeRecord>> {
-        edges::set_edge_tags(&self.pool, tenant, node_id, tags).await
+        edges::change_edge_tags(&self.pool, tenant, node_id, change).await
     }
 
     async fn set_edge_name(

@@ -263,3 +263,72 @@ pub struct GroupUpdate {
     /// New pinned members.
     pub pinned_members: Option<Vec<Uuid>>,
 }
+
+/// A change to an edge's server-side tags, applied by the store in one step
+/// so concurrent changes cannot lose each other's edits: `replace` first,
+/// then `add` (tags already present are kept where they are, new ones go
+/// last), then `remove`. The result never holds a tag twice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TagChange {
+    /// The new tag list, replacing the current one; `None` keeps it.
+    pub replace: Option<Vec<String>>,
+    /// Tags to add.
+    pub add: Vec<String>,
+    /// Tags to remove.
+    pub remove: Vec<String>,
+}
+
+impl TagChange {
+    /// The tags after this change to `current`. The PostgreSQL backend
+    /// computes the same in SQL; the contract tests hold both to it.
+    pub fn apply(&self, current: &[String]) -> Vec<String> {
+        let base = self.replace.as_deref().unwrap_or(current);
+        let mut tags: Vec<String> = Vec::with_capacity(base.len() + self.add.len());
+        for tag in base.iter().chain(&self.add) {
+            if !tags.contains(tag) && !self.remove.contains(tag) {
+                tags.push(tag.clone());
+            }
+        }
+        tags
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TagChange;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|item| (*item).to_owned()).collect()
+    }
+
+    #[test]
+    fn tag_changes_replace_then_add_then_remove() {
+        let current = strings(&["a", "b"]);
+        let change = |replace: Option<&[&str]>, add: &[&str], remove: &[&str]| TagChange {
+            replace: replace.map(strings),
+            add: strings(add),
+            remove: strings(remove),
+        };
+        let cases: [(TagChange, &[&str]); 8] = [
+            (TagChange::default(), &["a", "b"]),
+            (change(Some(&["x", "x"]), &[], &[]), &["x"]),
+            (change(None, &["b", "c", "c"], &[]), &["a", "b", "c"]),
+            (change(None, &[], &["a", "zz"]), &["b"]),
+            (change(Some(&["x"]), &["y"], &["x"]), &["y"]),
+            (
+                change(Some(&["y", "x"]), &["x", "z"], &[]),
+                &["y", "x", "z"],
+            ),
+            (change(None, &["c"], &["c"]), &["a", "b"]),
+            (change(Some(&[]), &[], &[]), &[]),
+        ];
+        for (change, expected) in cases {
+            assert_eq!(change.apply(&current), strings(expected), "{change:?}");
+        }
+        // Duplicates already stored collapse to their first place.
+        assert_eq!(
+            TagChange::default().apply(&strings(&["b", "a", "b"])),
+            strings(&["b", "a"])
+        );
+    }
+}

@@ -12,7 +12,7 @@ use super::rows::{self, ChallengeRow, EdgeRow, CHALLENGE_COLUMNS, EDGE_COLUMNS};
 use super::tenant_clause;
 use crate::store::{
     EdgeCapabilities, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome, NodeChallenge,
-    StoreError, StoreResult, CHALLENGE_TTL,
+    StoreError, StoreResult, TagChange, CHALLENGE_TTL,
 };
 
 pub(super) async fn put_challenge(pool: &PgPool, challenge: &NodeChallenge) -> StoreResult<()> {
@@ -210,22 +210,36 @@ pub(super) async fn apply_edge_updates(pool: &PgPool, updates: &[EdgeUpdate]) ->
     Ok(result.rows_affected())
 }
 
-/// Replaces the tags column and keeps the JSON copy in step.
-pub(super) async fn set_edge_tags(
+/// Applies `change` in one UPDATE and keeps the JSON copy in step. The new
+/// list is computed from the row's own `tags`, and the UPDATE holds the row
+/// lock, so concurrent changes queue and each sees the previous one's result
+/// (READ COMMITTED re-evaluates the SET against the newest row version).
+/// Same result as [`TagChange::apply`]: replace (or current) then add, first
+/// occurrence kept, removed tags dropped.
+pub(super) async fn change_edge_tags(
     pool: &PgPool,
     tenant: Option<&str>,
     node_id: Uuid,
-    tags: &[String],
+    change: &TagChange,
 ) -> StoreResult<Option<EdgeRecord>> {
     let sql = format!(
-        "UPDATE edge_daemons SET tags = $2::text[], capabilities_json = CASE \
-         WHEN jsonb_typeof(capabilities_json) = 'object' \
-         THEN jsonb_set(capabilities_json, '{{tags}}', to_jsonb($2::text[])) \
-         ELSE capabilities_json END \
-         WHERE node_id = $1{} RETURNING {EDGE_COLUMNS}",
-        tenant_clause(tenant, 3)
+        "UPDATE edge_daemons e SET (tags, capabilities_json) = (\
+         SELECT next.tags, CASE WHEN jsonb_typeof(e.capabilities_json) = 'object' \
+         THEN jsonb_set(e.capabilities_json, '{{tags}}', to_jsonb(next.tags)) \
+         ELSE e.capabilities_json END \
+         FROM (SELECT ARRAY(\
+           SELECT t.tag FROM unnest(COALESCE($2::text[], e.tags) || $3::text[]) \
+           WITH ORDINALITY AS t(tag, n) \
+           WHERE t.tag <> ALL($4::text[]) \
+           GROUP BY t.tag ORDER BY min(t.n)) AS tags) AS next) \
+         WHERE e.node_id = $1{} RETURNING {EDGE_COLUMNS}",
+        tenant_clause(tenant, 5)
     );
-    let mut query = sqlx::query_as::<_, EdgeRow>(&sql).bind(node_id).bind(tags);
+    let mut query = sqlx::query_as::<_, EdgeRow>(&sql)
+        .bind(node_id)
+        .bind(change.replace.as_deref())
+        .bind(&change.add)
+        .bind(&change.remove);
     if let Some(tenant) = tenant {
         query = query.bind(tenant);
     }

@@ -8,7 +8,7 @@ use super::codec::{self, id, json, millis};
 use crate::store::batch::coalesce_updates;
 use crate::store::types::{
     EdgeCapabilities, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome, KeyRotation,
-    NodeChallenge, PreviousKey, RotationOutcome, Tombstone, CHALLENGE_TTL,
+    NodeChallenge, PreviousKey, RotationOutcome, TagChange, Tombstone, CHALLENGE_TTL,
 };
 use crate::store::{StoreError, StoreResult};
 
@@ -186,22 +186,37 @@ pub async fn apply_edge_updates(pool: &SqlitePool, updates: &[EdgeUpdate]) -> St
     Ok(result.rows_affected())
 }
 
-pub async fn set_edge_tags(
+/// Read, change and write in one write transaction: the write lock is
+/// taken before the read, so concurrent changes (from this pool or another
+/// process on the file) run one after another and none is lost.
+pub async fn change_edge_tags(
     pool: &SqlitePool,
     tenant: Option<&str>,
     node_id: Uuid,
-    tags: &[String],
+    change: &TagChange,
 ) -> StoreResult<Option<EdgeRecord>> {
+    let node = id(node_id);
+    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
     let row = sqlx::query(
-        "UPDATE edge_daemons SET tags = ?1 WHERE node_id = ?2 AND (?3 IS NULL OR tenant_id = ?3) \
-         RETURNING *",
+        "SELECT * FROM edge_daemons WHERE node_id = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
     )
-    .bind(json(&tags)?)
-    .bind(id(node_id))
+    .bind(&node)
     .bind(tenant)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
-    row.as_ref().map(codec::edge).transpose()
+    let Some(current) = row.as_ref().map(codec::edge).transpose()? else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    let tags = change.apply(&current.tags);
+    let row = sqlx::query("UPDATE edge_daemons SET tags = ? WHERE node_id = ? RETURNING *")
+        .bind(json(&tags)?)
+        .bind(&node)
+        .fetch_one(&mut *tx)
+        .await?;
+    let updated = codec::edge(&row)?;
+    tx.commit().await?;
+    Ok(Some(updated))
 }
 
 pub async fn set_edge_name(
