@@ -33,12 +33,15 @@ struct Waiting {
     waiters: Vec<mpsc::Sender<CallEvent>>,
 }
 
-/// Waiters by (node, command id): command ids come from callers
-/// (`Idempotency-Key`), so the same id may name commands on two nodes.
+/// Waiters by node, then command id: command ids come from callers
+/// (`Idempotency-Key`), so the same id may name commands on two nodes, and a
+/// closed stream fails its node's calls without scanning everyone else's.
 #[derive(Default)]
 pub struct Calls {
-    inner: Mutex<HashMap<(Uuid, Uuid), Waiting>>,
+    inner: Mutex<HashMap<Uuid, NodeCalls>>,
 }
+
+type NodeCalls = HashMap<Uuid, Waiting>;
 
 impl std::fmt::Debug for Calls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -56,7 +59,7 @@ pub enum Joined {
 }
 
 impl Calls {
-    fn lock(&self) -> MutexGuard<'_, HashMap<(Uuid, Uuid), Waiting>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, NodeCalls>> {
         self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -69,16 +72,16 @@ impl Calls {
         session: &SessionKey,
     ) -> (Joined, mpsc::Receiver<CallEvent>) {
         let (tx, rx) = mpsc::channel(CALL_QUEUE);
-        let key = (session.node_id, command_id);
         let mut inner = self.lock();
-        match inner.get_mut(&key) {
+        let node = inner.entry(session.node_id).or_default();
+        match node.get_mut(&command_id) {
             Some(waiting) if waiting.session == *session => {
                 waiting.waiters.push(tx);
                 (Joined::Existing, rx)
             }
             _ => {
-                inner.insert(
-                    key,
+                node.insert(
+                    command_id,
                     Waiting {
                         session: session.clone(),
                         waiters: vec![tx],
@@ -91,14 +94,18 @@ impl Calls {
 
     /// Forgets `command_id` on `node_id` (it could not be sent).
     pub fn forget(&self, node_id: Uuid, command_id: Uuid) {
-        self.lock().remove(&(node_id, command_id));
+        let mut inner = self.lock();
+        remove_call(&mut inner, node_id, command_id, |_| true);
     }
 
     /// Hands a progress chunk from `session` to the command's waiters.
     pub async fn progress(&self, session: &SessionKey, progress: Progress) {
         let waiters = {
             let inner = self.lock();
-            match inner.get(&(session.node_id, progress.command_id)) {
+            match inner
+                .get(&session.node_id)
+                .and_then(|node| node.get(&progress.command_id))
+            {
                 Some(waiting) if waiting.session == *session => waiting.waiters.clone(),
                 _ => return,
             }
@@ -112,18 +119,16 @@ impl Calls {
     /// Hands the outcome from `session` to the command's waiters; false when
     /// nobody waited for it there.
     pub async fn complete(&self, session: &SessionKey, outcome: CommandOutcome) -> bool {
-        let waiters = {
+        let waiting = {
             let mut inner = self.lock();
-            let key = (session.node_id, outcome.command_id);
-            match inner.get(&key) {
-                Some(waiting) if waiting.session == *session => inner
-                    .remove(&key)
-                    .map(|waiting| waiting.waiters)
-                    .unwrap_or_default(),
-                _ => return false,
-            }
+            remove_call(&mut inner, session.node_id, outcome.command_id, |waiting| {
+                waiting.session == *session
+            })
         };
-        deliver(waiters, outcome).await;
+        let Some(waiting) = waiting else {
+            return false;
+        };
+        deliver(waiting.waiters, outcome).await;
         true
     }
 
@@ -131,19 +136,46 @@ impl Calls {
     pub async fn fail_session(&self, session: &SessionKey, kind: &str, message: &str) {
         let failed: Vec<(Uuid, Vec<mpsc::Sender<CallEvent>>)> = {
             let mut inner = self.lock();
-            let keys: Vec<(Uuid, Uuid)> = inner
+            let Some(node) = inner.get_mut(&session.node_id) else {
+                return;
+            };
+            let ids: Vec<Uuid> = node
                 .iter()
                 .filter(|(_, waiting)| waiting.session == *session)
-                .map(|(key, _)| *key)
+                .map(|(id, _)| *id)
                 .collect();
-            keys.into_iter()
-                .filter_map(|key| inner.remove(&key).map(|waiting| (key.1, waiting.waiters)))
-                .collect()
+            let failed = ids
+                .into_iter()
+                .filter_map(|id| node.remove(&id).map(|waiting| (id, waiting.waiters)))
+                .collect();
+            if node.is_empty() {
+                inner.remove(&session.node_id);
+            }
+            failed
         };
         for (command_id, waiters) in failed {
             deliver(waiters, crate::session::failure(command_id, kind, message)).await;
         }
     }
+}
+
+/// Removes one call if `matches` accepts it, and its node's map when that
+/// was the node's last call.
+fn remove_call(
+    inner: &mut HashMap<Uuid, NodeCalls>,
+    node_id: Uuid,
+    command_id: Uuid,
+    matches: impl FnOnce(&Waiting) -> bool,
+) -> Option<Waiting> {
+    let node = inner.get_mut(&node_id)?;
+    if !node.get(&command_id).is_some_and(matches) {
+        return None;
+    }
+    let removed = node.remove(&command_id);
+    if node.is_empty() {
+        inner.remove(&node_id);
+    }
+    removed
 }
 
 async fn deliver(waiters: Vec<mpsc::Sender<CallEvent>>, outcome: CommandOutcome) {
@@ -263,5 +295,69 @@ impl Drop for CallHandle {
         if !self.finished {
             self.owner.cancel_command(self.node_id, self.command_id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(node_id: Uuid, stream: &str) -> SessionKey {
+        SessionKey {
+            node_id,
+            stream_id: Arc::from(stream),
+        }
+    }
+
+    fn outcome(event: Option<CallEvent>) -> Option<CommandOutcome> {
+        match event {
+            Some(CallEvent::Done(outcome)) => Some(*outcome),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_closed_stream_fails_only_its_own_calls() {
+        let calls = Calls::default();
+        let shared_id = Uuid::new_v4();
+        let (a, b) = (session(Uuid::new_v4(), "a"), session(Uuid::new_v4(), "b"));
+        let newer_a = session(a.node_id, "a2");
+        let (joined, mut on_a) = calls.wait_for(shared_id, &a);
+        assert_eq!(joined, Joined::First);
+        let (joined, mut on_b) = calls.wait_for(shared_id, &b);
+        assert_eq!(
+            joined,
+            Joined::First,
+            "same id on another node is another call"
+        );
+        let (joined, mut retry_on_a) = calls.wait_for(shared_id, &a);
+        assert_eq!(joined, Joined::Existing);
+        let other_id = Uuid::new_v4();
+        let (_, mut on_newer_a) = calls.wait_for(other_id, &newer_a);
+
+        calls.fail_session(&a, "edge_disconnected", "gone").await;
+        for receiver in [&mut on_a, &mut retry_on_a] {
+            let failed = outcome(receiver.recv().await);
+            assert_eq!(failed.map(|o| o.command_id), Some(shared_id));
+        }
+        assert!(on_b.try_recv().is_err(), "node b's call must stay open");
+        assert!(
+            on_newer_a.try_recv().is_err(),
+            "a newer stream's call must stay open"
+        );
+
+        let done = crate::session::failure(shared_id, "x", "from b");
+        assert!(calls.complete(&b, done).await);
+        assert_eq!(
+            outcome(on_b.recv().await).map(|o| o.command_id),
+            Some(shared_id)
+        );
+        let stale = crate::session::failure(other_id, "x", "from the old stream");
+        assert!(
+            !calls.complete(&a, stale).await,
+            "an older stream cannot complete it"
+        );
+        calls.forget(newer_a.node_id, other_id);
+        assert!(calls.lock().is_empty(), "emptied nodes are dropped");
     }
 }

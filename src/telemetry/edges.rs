@@ -19,6 +19,17 @@ pub const EDGE_UPDATES_WRITTEN: &str = "aegis_relay_edge_updates_written_total";
 /// Counter of commands sent to edges by kind.
 pub const EDGE_COMMANDS: &str = "aegis_relay_edge_commands_total";
 
+/// Event kinds counted through pre-registered handles.
+const EVENT_KINDS: [&str; 4] = ["hello", "heartbeat", "command_progress", "command_result"];
+
+/// Registers the per-kind event counters with the current recorder.
+pub(super) fn event_counters() -> Vec<(&'static str, metrics::Counter)> {
+    EVENT_KINDS
+        .iter()
+        .map(|kind| (*kind, metrics::counter!(EDGE_EVENTS, "kind" => *kind)))
+        .collect()
+}
+
 impl Metrics {
     /// Sets the number of connected edges.
     pub fn edges_connected(&self, count: usize) {
@@ -30,9 +41,18 @@ impl Metrics {
         self.record(|| metrics::counter!(HANDSHAKE_FAILURES, "reason" => reason).increment(1));
     }
 
-    /// Counts a verified event.
+    /// Counts a verified event. Runs for every heartbeat of every edge, so
+    /// it uses handles registered up front instead of a labelled lookup.
     pub fn edge_event(&self, kind: &'static str) {
-        self.record(|| metrics::counter!(EDGE_EVENTS, "kind" => kind).increment(1));
+        match self
+            .inner
+            .edge_events
+            .iter()
+            .find(|(known, _)| *known == kind)
+        {
+            Some((_, counter)) => counter.increment(1),
+            None => self.record(|| metrics::counter!(EDGE_EVENTS, "kind" => kind).increment(1)),
+        }
     }
 
     /// Counts an event refused by verification.
@@ -51,5 +71,32 @@ impl Metrics {
     /// Counts a command sent to an edge.
     pub fn edge_command(&self, kind: &'static str) {
         self.record(|| metrics::counter!(EDGE_COMMANDS, "kind" => kind).increment(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_counts_reach_the_replicas_own_registry() {
+        let (one, other) = (Metrics::new("one"), Metrics::new("other"));
+        one.edge_event("heartbeat");
+        one.edge_event("heartbeat");
+        one.edge_event("command_result");
+        one.edge_event("unlisted");
+        let text = one.render();
+        for line in [
+            r#"aegis_relay_edge_events_total{kind="heartbeat"} 2"#,
+            r#"aegis_relay_edge_events_total{kind="command_result"} 1"#,
+            r#"aegis_relay_edge_events_total{kind="unlisted"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in:\n{text}");
+        }
+        let untouched = other.render();
+        assert!(
+            untouched.contains(r#"aegis_relay_edge_events_total{kind="heartbeat"} 0"#),
+            "{untouched}"
+        );
     }
 }

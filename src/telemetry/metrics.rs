@@ -19,12 +19,14 @@ pub const BUILD_INFO: &str = "aegis_relay_build_info";
 /// Handle to one replica's metrics; cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(super) struct Inner {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    /// Handles registered once for the per-event path (see `edge_event`).
+    pub(super) edge_events: Vec<(&'static str, metrics::Counter)>,
 }
 
 impl Metrics {
@@ -32,8 +34,13 @@ impl Metrics {
     pub fn new(replica: &str) -> Self {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
+        let edge_events = metrics::with_local_recorder(&recorder, super::edges::event_counters);
         let metrics = Self {
-            inner: Arc::new(Inner { recorder, handle }),
+            inner: Arc::new(Inner {
+                recorder,
+                handle,
+                edge_events,
+            }),
         };
         let replica = replica.to_owned();
         metrics.record(|| {
