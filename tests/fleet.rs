@@ -348,3 +348,65 @@ async fn a_retried_fleet_call_with_the_same_key_runs_nothing_twice() -> TestResu
     assert_eq!(status, 400, "{answer:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn an_operator_fleet_call_stays_inside_the_tenant_it_acts_for() -> TestResult {
+    let relay = start_relay(Duration::from_secs(5)).await?;
+    let edges = fleet_of_three(&relay, None).await?.edges;
+    let foreign = enroll_edge(&relay, "t-b").await?;
+    let _foreign_edge = run_edge(&relay, &foreign.state, EdgeOptions::default()).await?;
+    let admin = common::rest::caller_bearer(&relay, "ops", "aegis-system", "aegis:admin").await?;
+    let acting_for_a = [
+        ("authorization", admin.as_str()),
+        ("x-aegis-tenant", "t-a"),
+    ];
+    let request = body(json!({"mode": "parallel"}), "echo", &["hi"]);
+    let (status, events) = fleet_invoke(&relay, &acting_for_a, &request).await?;
+    assert_eq!(status, 200, "{events:?}");
+    assert_eq!(events[0]["Started"]["resolved"], json!(ids(&edges)));
+    assert_eq!(
+        summary(&events),
+        json!({"ok": 3, "err": 0, "timed_out": 0, "skipped": 0})
+    );
+    let preview_url = format!("http://{}/v1/edge/fleet/preview", relay.http_addr());
+    let (status, text) = http_request(
+        "POST",
+        &preview_url,
+        &[("authorization", &admin), ("x-aegis-tenant", "t-b")],
+        r#"{"target":"All"}"#,
+    )
+    .await?;
+    assert_eq!(status, 200, "{text}");
+    let preview: Value = serde_json::from_str(&text)?;
+    assert_eq!(
+        preview["resolved"],
+        json!([foreign.state.node_id.hyphenated().to_string()])
+    );
+
+    // The run's history, readable by t-a's users, names only t-a's edges.
+    let user = tenant_bearer(&relay, "t-a").await?;
+    let runs_url = format!("http://{}/v1/edge/fleet/runs", relay.http_addr());
+    let (_, text) = http_request("GET", &runs_url, &[("authorization", &user)], "").await?;
+    let runs: Value = serde_json::from_str(&text)?;
+    let id = runs["runs"][0]["fleet_command_id"]
+        .as_str()
+        .ok_or("no run in t-a's history")?;
+    let run_url = format!("http://{}/v1/edge/fleet/runs/{id}", relay.http_addr());
+    let (_, text) = http_request("GET", &run_url, &[("authorization", &user)], "").await?;
+    let run: Value = serde_json::from_str(&text)?;
+    let mut nodes: Vec<String> = run["nodes"]
+        .as_array()
+        .ok_or("no nodes")?
+        .iter()
+        .filter_map(|node| node["node_id"].as_str().map(str::to_owned))
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, ids(&edges), "{run}");
+
+    // Without a tenant header the admin acts for its own tenant, which has
+    // no edges here: nothing runs anywhere.
+    let own = [("authorization", admin.as_str())];
+    let (status, events) = fleet_invoke(&relay, &own, &request).await?;
+    assert_eq!(status, 400, "{events:?}");
+    Ok(())
+}

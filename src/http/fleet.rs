@@ -45,8 +45,12 @@ pub async fn invoke(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let (caller, scope) = scoped_caller(&state, &headers).await?;
+    // A fleet call addresses one tenant's edges, the one the request acts
+    // for (an admin's `X-Aegis-Tenant`): operators may list across tenants
+    // (protocol.md §12.1) but a run and its history belong to one tenant.
+    let (caller, acting_for) = request_caller(&state, &headers).await?;
     require_writer(&caller, "run fleet calls")?;
+    let scope = Some(acting_for.clone());
     let body =
         FleetInvokeBody::parse(&body?).map_err(|err| ApiError::bad_request(err.to_string()))?;
     let policy = body
@@ -77,12 +81,9 @@ pub async fn invoke(
         policy,
         idempotency_key,
     };
-    // The run belongs to the tenant the request acts for (an operator's
-    // `X-Aegis-Tenant`), so that tenant's users see and may cancel it.
-    let (_, acting_for) = request_caller(&state, &headers).await?;
     let cancel = api.fleets.start(NewRun {
         fleet_command_id,
-        tenant_id: acting_for,
+        tenant_id: acting_for.clone(),
         created_by: caller.subject.clone(),
         tool_name: body.tool_name,
         started_at: api.now(),
@@ -98,7 +99,7 @@ pub async fn invoke(
     let span = tracing::info_span!(
         "fleet",
         fleet_command_id = %fleet_command_id,
-        tenant = %caller.tenant_id,
+        tenant = %acting_for,
         targets = fleet.targets.len(),
     );
     tracing::info!(parent: &span, target = ?target, by = %caller.subject, "fleet call started");

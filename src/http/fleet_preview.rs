@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::body::json_body;
 use super::error::ApiError;
-use super::hosts::scoped_caller;
+use super::caller::request_caller;
 use super::HttpState;
 use crate::fleet::{resolve, EdgeTarget};
 
@@ -29,19 +29,19 @@ pub struct PreviewResponse {
     pub resolved: Vec<Uuid>,
 }
 
-/// Resolves `{target}` for the caller's scope: 200 `{resolved}`, or the
-/// resolution error (400 / 404).
+/// Resolves `{target}` within the tenant the request acts for, as fleet
+/// invoke does: 200 `{resolved}`, or the resolution error (400 / 404).
 pub async fn preview(
     State(state): State<HttpState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PreviewResponse>, ApiError> {
-    let (_caller, scope) = scoped_caller(&state, &headers).await?;
+    let (_caller, acting_for) = request_caller(&state, &headers).await?;
     let request: PreviewRequest = json_body(body)?;
     let api = &state.api;
     let resolved = resolve(
         &request.target,
-        scope.as_deref(),
+        Some(acting_for.as_str()),
         api.store.as_ref(),
         &api.owner,
     )
