@@ -33,6 +33,10 @@ const REVOKED_MESSAGE: &str = "this edge was revoked; enroll a new node with a f
 
 /// How long sending a command may wait for room in a session's queue.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Failure messages of calls that never reached the edge, or lost it.
+const NOT_SENT: &str = "the edge's stream ended before the command was sent";
+const QUEUE_FULL: &str = "the edge's command queue stayed full for 5 s; retry later";
+const STREAM_ENDED: &str = "the edge's stream ended before it answered";
 
 /// Why a command could not be dispatched.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -171,11 +175,7 @@ impl Owner {
                     self.updates.status(key.node_id, EdgeStatus::Unhealthy);
                 }
                 self.calls
-                    .fail_session(
-                        key,
-                        "edge_disconnected",
-                        "the edge's stream ended before it answered",
-                    )
+                    .fail_session(key, "edge_disconnected", STREAM_ENDED)
                     .await;
                 self.metrics.edges_connected(self.registry.len());
             }
@@ -212,14 +212,27 @@ impl Owner {
             match sent {
                 Ok(Ok(())) => {}
                 Ok(Err(_closed)) => {
-                    self.calls.forget(node_id, command_id);
+                    // Retries that joined meanwhile learn the same.
+                    self.calls
+                        .abandon(&key, command_id, "edge_disconnected", NOT_SENT)
+                        .await;
                     return Err(DispatchError::NotConnected(node_id));
                 }
                 Err(_elapsed) => {
-                    self.calls.forget(node_id, command_id);
+                    self.calls
+                        .abandon(&key, command_id, "edge_busy", QUEUE_FULL)
+                        .await;
                     return Err(DispatchError::Busy(node_id));
                 }
             }
+        }
+        // The stream may have ended (or been superseded) between the lookup
+        // and `wait_for`, after it failed its calls: nobody else would end
+        // this one.
+        if !self.registry.is_current(&key) {
+            self.calls
+                .abandon(&key, command_id, "edge_disconnected", STREAM_ENDED)
+                .await;
         }
         Ok(CallHandle::new(
             command_id,

@@ -356,10 +356,7 @@ async fn an_operator_fleet_call_stays_inside_the_tenant_it_acts_for() -> TestRes
     let foreign = enroll_edge(&relay, "t-b").await?;
     let _foreign_edge = run_edge(&relay, &foreign.state, EdgeOptions::default()).await?;
     let admin = common::rest::caller_bearer(&relay, "ops", "aegis-system", "aegis:admin").await?;
-    let acting_for_a = [
-        ("authorization", admin.as_str()),
-        ("x-aegis-tenant", "t-a"),
-    ];
+    let acting_for_a = [("authorization", admin.as_str()), ("x-aegis-tenant", "t-a")];
     let request = body(json!({"mode": "parallel"}), "echo", &["hi"]);
     let (status, events) = fleet_invoke(&relay, &acting_for_a, &request).await?;
     assert_eq!(status, 200, "{events:?}");

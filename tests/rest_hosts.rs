@@ -192,7 +192,10 @@ async fn another_tenant_never_sees_or_touches_a_host() -> TestResult {
     let all = admin.preview(&json!("All")).await?;
     assert_eq!(all.status, 400, "{}", all.text);
     assert_eq!(
-        admin.preview(&json!({"Node": edge_a.node_id})).await?.status,
+        admin
+            .preview(&json!({"Node": edge_a.node_id}))
+            .await?
+            .status,
         404
     );
     assert_eq!(admin.get(&path_a).await?.status, 200);

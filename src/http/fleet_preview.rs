@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::body::json_body;
-use super::error::ApiError;
 use super::caller::request_caller;
+use super::error::ApiError;
 use super::HttpState;
 use crate::fleet::{resolve, EdgeTarget};
 

@@ -92,10 +92,20 @@ impl Calls {
         }
     }
 
-    /// Forgets `command_id` on `node_id` (it could not be sent).
-    pub fn forget(&self, node_id: Uuid, command_id: Uuid) {
-        let mut inner = self.lock();
-        remove_call(&mut inner, node_id, command_id, |_| true);
+    /// Ends `command_id` on `session` with a failure for everyone waiting on
+    /// it there (it could not be sent, or its stream is gone). A call of the
+    /// same id on another stream of the node is left alone.
+    pub async fn abandon(&self, session: &SessionKey, command_id: Uuid, kind: &str, message: &str) {
+        let waiting = {
+            let mut inner = self.lock();
+            remove_call(&mut inner, session.node_id, command_id, |waiting| {
+                waiting.session == *session
+            })
+        };
+        if let Some(waiting) = waiting {
+            let failure = crate::session::failure(command_id, kind, message);
+            deliver(waiting.waiters, failure).await;
+        }
     }
 
     /// Hands a progress chunk from `session` to the command's waiters.
@@ -357,7 +367,17 @@ mod tests {
             !calls.complete(&a, stale).await,
             "an older stream cannot complete it"
         );
-        calls.forget(newer_a.node_id, other_id);
+        calls.abandon(&a, other_id, "x", "not a's call").await;
+        assert!(
+            on_newer_a.try_recv().is_err(),
+            "abandoned by another stream"
+        );
+        calls.abandon(&newer_a, other_id, "edge_busy", "full").await;
+        let failed = outcome(on_newer_a.recv().await);
+        assert_eq!(
+            failed.map(|o| o.result.error_kind),
+            Some("edge_busy".to_owned())
+        );
         assert!(calls.lock().is_empty(), "emptied nodes are dropped");
     }
 }

@@ -69,11 +69,21 @@ impl UpdateBuffer {
         batch
     }
 
-    /// Puts back a batch that failed, unless newer updates replaced it.
+    /// Puts back a batch that failed; fields updated since win, the failed
+    /// batch fills the others (a heartbeat arriving meanwhile must not drop
+    /// the capabilities of the Hello before it).
     fn restore(&self, batch: Vec<EdgeUpdate>) {
         let mut pending = self.lock();
-        for update in batch {
-            pending.entry(update.node_id).or_insert(update);
+        for older in batch {
+            let newer = pending.entry(older.node_id).or_insert_with(|| EdgeUpdate {
+                node_id: older.node_id,
+                last_heartbeat_at: None,
+                capabilities: None,
+                status: None,
+            });
+            newer.last_heartbeat_at = newer.last_heartbeat_at.or(older.last_heartbeat_at);
+            newer.capabilities = newer.capabilities.take().or(older.capabilities);
+            newer.status = newer.status.or(older.status);
         }
     }
 
@@ -115,5 +125,32 @@ impl UpdateBuffer {
             self.flush(store.as_ref(), &metrics).await;
         }
         self.flush(store.as_ref(), &metrics).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_batch_fills_what_newer_updates_left_empty() {
+        let buffer = UpdateBuffer::default();
+        let node = Uuid::new_v4();
+        let (then, now) = (Utc::now(), Utc::now() + chrono::Duration::seconds(1));
+        let capabilities = EdgeCapabilities {
+            os: "linux".to_owned(),
+            ..EdgeCapabilities::default()
+        };
+        buffer.capabilities(node, capabilities.clone());
+        buffer.status(node, EdgeStatus::Unhealthy);
+        buffer.heartbeat(node, then);
+        let failed = buffer.take();
+        buffer.heartbeat(node, now);
+        buffer.restore(failed);
+        let batch = buffer.take();
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].last_heartbeat_at, Some(now));
+        assert_eq!(batch[0].capabilities, Some(capabilities));
+        assert_eq!(batch[0].status, Some(EdgeStatus::Active));
     }
 }
