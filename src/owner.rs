@@ -116,7 +116,7 @@ impl Owner {
                 self.updates
                     .capabilities(key.node_id, opened.capabilities.clone());
                 let entry = SessionEntry {
-                    stream_id: Arc::clone(&key.stream_id),
+                    key: key.clone(),
                     tenant_id: opened.tenant_id,
                     capabilities: Arc::new(opened.capabilities),
                     tags: opened.tags.into(),
@@ -137,10 +137,7 @@ impl Owner {
                     }
                 };
                 if let Some(older) = older {
-                    let older_key = SessionKey {
-                        node_id: key.node_id,
-                        stream_id: Arc::clone(&older.stream_id),
-                    };
+                    let older_key = older.key.clone();
                     close(
                         &older.commands,
                         CloseReason::Superseded,
@@ -196,10 +193,7 @@ impl Owner {
             return Err(DispatchError::Draining);
         }
         let session = self.session(tenant, node_id)?;
-        let key = SessionKey {
-            node_id,
-            stream_id: Arc::clone(&session.stream_id),
-        };
+        let key = session.key.clone();
         let deadline = tokio::time::Instant::now() + call.deadline;
         let (joined, events) = self.calls.wait_for(command_id, &key);
         if joined == Joined::First {
@@ -284,10 +278,7 @@ impl Owner {
             REVOKED_MESSAGE,
         )
         .await;
-        let key = SessionKey {
-            node_id,
-            stream_id: session.stream_id,
-        };
+        let key = session.key.clone();
         self.calls
             .fail_session(&key, "edge_disconnected", "the edge was revoked")
             .await;

@@ -409,12 +409,12 @@ async fn operator_commands_reach_the_edge() -> TestResult {
         "a reconnect on a new stream",
         || {
             let owner = Arc::clone(&owner);
-            let old = Arc::clone(&before.stream_id);
+            let old = Arc::clone(&before.key.stream_id);
             async move {
                 owner
                     .registry()
                     .get(node_id)
-                    .filter(|s| s.stream_id != old)
+                    .filter(|s| s.key.stream_id != old)
                     .map(|_| ())
             }
         },

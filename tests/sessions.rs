@@ -18,6 +18,7 @@ use common::edges::{
 use common::enroll::admin_bearer;
 use common::{counter_value, eventually, start_relay, start_relay_with, TestResult};
 use tonic::Code;
+use uuid::Uuid;
 
 #[tokio::test]
 async fn an_edge_connects_heartbeats_and_its_writes_are_batched() -> TestResult {
@@ -153,10 +154,43 @@ async fn a_newer_stream_supersedes_and_the_older_cannot_unregister_it() -> TestR
             .registry()
             .get(edge.state.node_id)
             .ok_or("the older stream unregistered the node")?;
-        assert_eq!(&*entry.stream_id, second.signer.stream_id());
+        assert_eq!(&*entry.key.stream_id, second.signer.stream_id());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     second.send(second.signer.heartbeat(now_ms())).await?;
+    assert!(relay.owner().is_connected(edge.state.node_id));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_replayed_hello_cannot_unregister_the_stream_it_copies() -> TestResult {
+    let relay = start_relay(Duration::from_secs(5)).await?;
+    let edge = enroll_edge(&relay, "t-a").await?;
+    let stream_id = Uuid::new_v4().to_string();
+    let hello = signer(&edge.state, &stream_id).hello(now_ms(), capabilities());
+    let mut live = open_with(&relay, signer(&edge.state, &stream_id), hello.clone()).await?;
+    live.send(live.signer.heartbeat(now_ms())).await?;
+    let copy = open_with(&relay, signer(&edge.state, &stream_id), hello).await?;
+    let status = live.ended().await?;
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    drop(live);
+    // Same node, same stream id: only the relay's connection number tells
+    // the two apart, so the ended stream's cleanup must leave the copy.
+    let registered = relay
+        .owner()
+        .registry()
+        .get(edge.state.node_id)
+        .ok_or("no registration")?
+        .key;
+    let watch_until = tokio::time::Instant::now() + Duration::from_millis(500);
+    while tokio::time::Instant::now() < watch_until {
+        assert!(
+            relay.owner().registry().is_current(&registered),
+            "the ended stream unregistered the node"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    copy.send(copy.signer.heartbeat(now_ms())).await?;
     assert!(relay.owner().is_connected(edge.state.node_id));
     Ok(())
 }

@@ -316,6 +316,7 @@ mod tests {
         SessionKey {
             node_id,
             stream_id: Arc::from(stream),
+            connection: 7,
         }
     }
 

@@ -18,7 +18,7 @@ use crate::store::EdgeCapabilities;
 #[derive(Debug, Clone)]
 pub struct SessionEntry {
     /// The stream holding it.
-    pub stream_id: Arc<str>,
+    pub key: SessionKey,
     /// Its tenant.
     pub tenant_id: Arc<str>,
     /// Reported capabilities.
@@ -107,7 +107,7 @@ impl Registry {
     pub fn unregister(&self, key: &SessionKey) -> bool {
         let mut inner = self.lock();
         match inner.sessions.get(&key.node_id) {
-            Some(entry) if entry.stream_id == key.stream_id => {
+            Some(entry) if entry.key == *key => {
                 let tenant = Arc::clone(&entry.tenant_id);
                 inner.sessions.remove(&key.node_id);
                 remove_from_tenant(&mut inner, &tenant, key.node_id);
@@ -127,7 +127,7 @@ impl Registry {
         self.lock()
             .sessions
             .get(&key.node_id)
-            .is_some_and(|entry| entry.stream_id == key.stream_id)
+            .is_some_and(|entry| entry.key == *key)
     }
 
     /// Whether `node_id` is connected.
@@ -160,7 +160,7 @@ impl Registry {
     pub fn set_capabilities(&self, key: &SessionKey, capabilities: EdgeCapabilities) {
         let mut inner = self.lock();
         if let Some(entry) = inner.sessions.get_mut(&key.node_id) {
-            if entry.stream_id == key.stream_id {
+            if entry.key == *key {
                 entry.capabilities = Arc::new(capabilities);
             }
         }
@@ -197,10 +197,18 @@ fn remove_from_tenant(inner: &mut Inner, tenant: &Arc<str>, node_id: Uuid) {
 mod tests {
     use super::*;
 
-    fn entry(stream: &str) -> (SessionEntry, mpsc::Receiver<Down>) {
+    fn key(node_id: Uuid, stream: &str, connection: u64) -> SessionKey {
+        SessionKey {
+            node_id,
+            stream_id: stream.into(),
+            connection,
+        }
+    }
+
+    fn entry(key: SessionKey) -> (SessionEntry, mpsc::Receiver<Down>) {
         let (commands, rx) = mpsc::channel(1);
         let entry = SessionEntry {
-            stream_id: stream.into(),
+            key,
             tenant_id: "t-a".into(),
             capabilities: Arc::default(),
             tags: Arc::from(Vec::<String>::new()),
@@ -214,14 +222,14 @@ mod tests {
     async fn a_revoked_node_cannot_register_even_after_its_hello_passed() {
         let registry = Registry::default();
         let node = Uuid::new_v4();
-        let (first, _rx1) = entry("s-1");
+        let (first, _rx1) = entry(key(node, "s-1", 1));
         assert!(matches!(registry.register(node, first), Ok(None)));
         let revoked = registry.revoke(node);
-        assert_eq!(revoked.map(|e| e.stream_id), Some("s-1".into()));
+        assert_eq!(revoked.map(|e| e.key), Some(key(node, "s-1", 1)));
         assert!(!registry.contains(node));
         assert!(registry.sessions(Some("t-a")).is_empty());
         // A Hello checked against the store before the revocation.
-        let (late, _rx2) = entry("s-2");
+        let (late, _rx2) = entry(key(node, "s-2", 2));
         assert!(registry.register(node, late).is_err());
         assert!(!registry.contains(node));
     }
@@ -230,15 +238,23 @@ mod tests {
     async fn only_the_current_stream_unregisters() {
         let registry = Registry::default();
         let node = Uuid::new_v4();
-        let (old, _rx1) = entry("old");
-        let (new, _rx2) = entry("new");
+        let old_key = key(node, "old", 1);
+        let (old, _rx1) = entry(old_key.clone());
+        let (new, _rx2) = entry(key(node, "new", 2));
         assert!(matches!(registry.register(node, old), Ok(None)));
-        assert!(matches!(registry.register(node, new), Ok(Some(e)) if &*e.stream_id == "old"));
-        let old_key = SessionKey {
-            node_id: node,
-            stream_id: "old".into(),
-        };
+        assert!(matches!(registry.register(node, new), Ok(Some(e)) if e.key == old_key));
         assert!(!registry.unregister(&old_key));
         assert!(registry.contains(node));
+        // A Hello replaying the live stream's id gets a key of its own.
+        let replayed = key(node, "new", 3);
+        let (copy, _rx3) = entry(replayed.clone());
+        assert!(
+            matches!(registry.register(node, copy), Ok(Some(e)) if e.key == key(node, "new", 2))
+        );
+        assert!(
+            !registry.unregister(&key(node, "new", 2)),
+            "the replaced stream's end"
+        );
+        assert!(registry.is_current(&replayed));
     }
 }

@@ -152,6 +152,7 @@ impl Ingress {
         let key = SessionKey {
             node_id,
             stream_id: hello.auth.stream_id().into(),
+            connection: Uuid::new_v4().as_u64_pair().0,
         };
         let (commands_tx, commands_rx) = mpsc::channel(self.settings.command_queue);
         let (out_tx, out_rx) = mpsc::channel(self.settings.command_queue);
@@ -316,7 +317,7 @@ impl Session {
                     };
                     match ingress
                         .ledger
-                        .admit(self.key.node_id, command_id, &self.key.stream_id)
+                        .admit(self.key.node_id, command_id, self.key.connection)
                     {
                         Admission::Send => {
                             self.in_flight.insert(command_id);

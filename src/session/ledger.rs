@@ -28,7 +28,8 @@ pub enum Admission {
 }
 
 enum Entry {
-    InFlight(Arc<str>),
+    /// On the stream with this `SessionKey::connection`.
+    InFlight(u64),
     Done(Arc<EdgeResult>, usize),
 }
 
@@ -77,20 +78,21 @@ impl Ledger {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Decides whether `command_id` goes to `node_id` on `stream`; a new
-    /// one is marked in flight there.
-    pub fn admit(&self, node_id: Uuid, command_id: Uuid, stream: &Arc<str>) -> Admission {
+    /// Decides whether `command_id` goes to `node_id` on the stream
+    /// numbered `connection` (`SessionKey::connection`); a new one is marked
+    /// in flight there.
+    pub fn admit(&self, node_id: Uuid, command_id: Uuid, connection: u64) -> Admission {
         let now = Instant::now();
         let mut inner = self.lock();
         self.expire(&mut inner, now);
         match inner.entries.get(&(node_id, command_id)) {
-            Some(Entry::InFlight(on)) if on == stream => Admission::InFlight,
+            Some(Entry::InFlight(on)) if *on == connection => Admission::InFlight,
             Some(Entry::InFlight(_)) => Admission::Lost,
             Some(Entry::Done(result, _)) => Admission::Completed(Arc::clone(result)),
             None => {
                 inner
                     .entries
-                    .insert((node_id, command_id), Entry::InFlight(Arc::clone(stream)));
+                    .insert((node_id, command_id), Entry::InFlight(connection));
                 Admission::Send
             }
         }
@@ -136,11 +138,11 @@ mod tests {
     fn a_command_is_sent_once_and_its_outcome_replayed() {
         let ledger = Ledger::new(Duration::from_secs(600), 100);
         let (node, cmd) = (Uuid::new_v4(), Uuid::new_v4());
-        let (stream, newer): (Arc<str>, Arc<str>) = ("s-1".into(), "s-2".into());
-        assert_eq!(ledger.admit(node, cmd, &stream), Admission::Send);
-        assert_eq!(ledger.admit(node, cmd, &stream), Admission::InFlight);
-        assert_eq!(ledger.admit(node, cmd, &newer), Admission::Lost);
-        assert_eq!(ledger.admit(Uuid::new_v4(), cmd, &stream), Admission::Send);
+        let (stream, newer) = (1, 2);
+        assert_eq!(ledger.admit(node, cmd, stream), Admission::Send);
+        assert_eq!(ledger.admit(node, cmd, stream), Admission::InFlight);
+        assert_eq!(ledger.admit(node, cmd, newer), Admission::Lost);
+        assert_eq!(ledger.admit(Uuid::new_v4(), cmd, stream), Admission::Send);
         let result = EdgeResult {
             ok: true,
             exit_code: 0,
@@ -149,7 +151,7 @@ mod tests {
         assert!(ledger.complete(node, cmd, &result));
         assert!(!ledger.complete(node, cmd, &EdgeResult::default()));
         assert_eq!(
-            ledger.admit(node, cmd, &newer),
+            ledger.admit(node, cmd, newer),
             Admission::Completed(Arc::new(result))
         );
     }
@@ -158,16 +160,16 @@ mod tests {
     fn beyond_the_cap_the_oldest_outcomes_go() {
         let ledger = Ledger::new(Duration::from_secs(600), 2);
         let node = Uuid::new_v4();
-        let s: Arc<str> = "s".into();
+        let s = 1;
         let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
         for id in &ids {
-            assert_eq!(ledger.admit(node, *id, &s), Admission::Send);
+            assert_eq!(ledger.admit(node, *id, s), Admission::Send);
             assert!(ledger.complete(node, *id, &EdgeResult::default()));
         }
-        assert_eq!(ledger.admit(node, Uuid::new_v4(), &s), Admission::Send);
-        assert_eq!(ledger.admit(node, ids[0], &s), Admission::Send);
+        assert_eq!(ledger.admit(node, Uuid::new_v4(), s), Admission::Send);
+        assert_eq!(ledger.admit(node, ids[0], s), Admission::Send);
         assert!(matches!(
-            ledger.admit(node, ids[2], &s),
+            ledger.admit(node, ids[2], s),
             Admission::Completed(_)
         ));
     }

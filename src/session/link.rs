@@ -25,6 +25,10 @@ pub struct SessionKey {
     pub node_id: Uuid,
     /// The Hello's stream id.
     pub stream_id: Arc<str>,
+    /// A random number the ingress gives each accepted stream, so that a
+    /// Hello replaying a live stream's id still opens a session of its own
+    /// (and cannot unregister or fail the live one's calls).
+    pub connection: u64,
 }
 
 /// Ingress to owner.

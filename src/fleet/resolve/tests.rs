@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use super::*;
 use crate::fleet::TagMatch;
 use crate::runtime::SystemClock;
+use crate::session::SessionKey;
 use crate::store::{EdgeCapabilities, EdgeGroup, Enrollment, EnrollmentOutcome, SqliteStore};
 use crate::telemetry::Metrics;
 
@@ -83,7 +84,11 @@ impl Fixture {
             .register(
                 node_id,
                 SessionEntry {
-                    stream_id: Arc::from(node_id.to_string()),
+                    key: SessionKey {
+                        node_id,
+                        stream_id: Arc::from(node_id.to_string()),
+                        connection: 1,
+                    },
                     tenant_id: Arc::from(tenant),
                     capabilities: Arc::new(capabilities),
                     tags: tags.into(),
