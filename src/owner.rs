@@ -6,6 +6,7 @@
 
 mod calls;
 mod command;
+mod recent;
 mod registry;
 mod updates;
 
@@ -25,7 +26,7 @@ pub use updates::UpdateBuffer;
 
 use crate::runtime::Clock;
 use crate::session::{CloseReason, Down, SessionKey, Up};
-use crate::store::{EdgeStatus, Store};
+use crate::store::{EdgeRecord, EdgeStatus, Store, StoreResult, TagChange};
 use crate::telemetry::Metrics;
 
 /// What a revoked edge is told.
@@ -60,7 +61,12 @@ pub struct Owner {
     clock: Arc<dyn Clock>,
     metrics: Metrics,
     draining: AtomicBool,
+    /// Tag writes per node, striped: see `change_tags`.
+    tag_writes: Box<[tokio::sync::Mutex<()>]>,
 }
+
+/// Stripes of `Owner::tag_writes`.
+const TAG_WRITE_STRIPES: usize = 64;
 
 impl std::fmt::Debug for Owner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -80,6 +86,9 @@ impl Owner {
             clock,
             metrics,
             draining: AtomicBool::new(false),
+            tag_writes: (0..TAG_WRITE_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         })
     }
 
@@ -115,6 +124,7 @@ impl Owner {
                 self.updates.heartbeat(key.node_id, now);
                 self.updates
                     .capabilities(key.node_id, opened.capabilities.clone());
+                let commands = opened.commands.clone();
                 let entry = SessionEntry {
                     key: key.clone(),
                     tenant_id: opened.tenant_id,
@@ -123,8 +133,8 @@ impl Owner {
                     commands: opened.commands,
                     connected_at: now,
                 };
-                let older = match self.registry.register(key.node_id, entry) {
-                    Ok(older) => older,
+                let registered = match self.registry.register(key.node_id, entry) {
+                    Ok(registered) => registered,
                     Err(refused) => {
                         close(
                             &refused.commands,
@@ -136,7 +146,12 @@ impl Owner {
                         return;
                     }
                 };
-                if let Some(older) = older {
+                // The Hello loaded keys before a rotation that came in
+                // before registration; the queue is new, so there is room.
+                if registered.keys_rotated && commands.try_send(Down::KeysChanged).is_err() {
+                    tracing::warn!(node_id = %key.node_id, "could not tell a new session about its rotated key");
+                }
+                if let Some(older) = registered.replaced {
                     let older_key = older.key.clone();
                     close(
                         &older.commands,
@@ -287,7 +302,7 @@ impl Owner {
     /// Tells `node_id`'s stream that its keys changed (waits for room in a
     /// busy session's queue rather than dropping the notice).
     pub async fn keys_changed(&self, node_id: Uuid) {
-        if let Some(session) = self.registry.get(node_id) {
+        if let Some(session) = self.registry.keys_rotated(node_id) {
             let sent =
                 tokio::time::timeout(SEND_TIMEOUT, session.commands.send(Down::KeysChanged)).await;
             if !matches!(sent, Ok(Ok(()))) {
@@ -296,9 +311,25 @@ impl Owner {
         }
     }
 
-    /// Keeps the registry's copy of a node's tags current.
-    pub fn tags_changed(&self, node_id: Uuid, tags: &[String]) {
-        self.registry.set_tags(node_id, tags);
+    /// Applies `change` to a node's stored tags and to the registry's copy
+    /// (which fleet selectors match); `None` when the node is not in scope.
+    /// Writes of one node are serialized here, waiting on an async mutex
+    /// across the store write on purpose: otherwise two concurrent changes
+    /// could reach the registry in the opposite order of their commits.
+    pub async fn change_tags(
+        &self,
+        store: &dyn Store,
+        tenant: Option<&str>,
+        node_id: Uuid,
+        change: &TagChange,
+    ) -> StoreResult<Option<EdgeRecord>> {
+        let stripe = node_id.as_u64_pair().1 as usize % self.tag_writes.len();
+        let _in_commit_order = self.tag_writes[stripe].lock().await;
+        let updated = store.change_edge_tags(tenant, node_id, change).await?;
+        if let Some(edge) = &updated {
+            self.registry.set_tags(node_id, &edge.tags);
+        }
+        Ok(updated)
     }
 
     /// Whether `node_id` is connected.

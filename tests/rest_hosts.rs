@@ -266,3 +266,39 @@ async fn refusals_name_the_problem() -> TestResult {
     relay.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn concurrent_tag_patches_all_reach_the_store_and_fleet_selectors() -> TestResult {
+    let relay = start_relay(Duration::from_secs(5)).await?;
+    let (_enrolled, edge) = live_edge(&relay, TENANT_A).await?;
+    let bearer = tenant_bearer(&relay, TENANT_A).await?;
+    let path = format!("/v1/edge/hosts/{}", edge.node_id);
+    let tags: Vec<String> = (0..12).map(|i| format!("t{i}")).collect();
+    let rest = Rest::new(&relay, Some(&bearer));
+    let bodies: Vec<Value> = tags.iter().map(|tag| json!({"add_tags": [tag]})).collect();
+    let answers =
+        futures::future::join_all(bodies.iter().map(|body| rest.patch(&path, body))).await;
+    for answer in answers {
+        let answer = answer?;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+    }
+    let mut stored = relay
+        .store()
+        .get_edge(edge.node_id)
+        .await?
+        .ok_or("gone")?
+        .tags;
+    stored.sort();
+    let mut expected = tags.clone();
+    expected.sort();
+    assert_eq!(
+        stored, expected,
+        "a concurrent change was lost in the store"
+    );
+    // The registry's copy (what selectors match) ends as the store's last commit.
+    let every_tag = json!({"Selector": {"tools": [], "labels": [], "tags": [{"AllOf": tags}]}});
+    let preview = rest.preview(&every_tag).await?;
+    assert_eq!(preview.status, 200, "{}", preview.text);
+    assert_eq!(resolved(&preview), sorted_ids(&[edge.node_id]));
+    Ok(())
+}

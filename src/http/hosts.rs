@@ -271,13 +271,12 @@ pub async fn patch_host(
     let Some(tag_change) = tag_change else {
         return Ok(Json(view(&state, edge)));
     };
-    let updated = state
-        .api
-        .store
-        .change_edge_tags(scope.as_deref(), node_id, &tag_change)
+    let api = &state.api;
+    let updated = api
+        .owner
+        .change_tags(api.store.as_ref(), scope.as_deref(), node_id, &tag_change)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("host {node_id} not found")))?;
-    state.api.owner.tags_changed(node_id, &updated.tags);
     tracing::info!(node_id = %node_id, tags = ?updated.tags, by = %caller.subject, "host tags changed");
     Ok(Json(view(&state, updated)))
 }

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::recent::Recent;
 use crate::session::{Down, SessionKey};
 use crate::store::EdgeCapabilities;
 
@@ -31,23 +32,53 @@ pub struct SessionEntry {
     pub connected_at: DateTime<Utc>,
 }
 
-#[derive(Default)]
 struct Inner {
     sessions: HashMap<Uuid, SessionEntry>,
     by_tenant: HashMap<Arc<str>, HashSet<Uuid>>,
     /// Nodes revoked lately: a Hello checked against the store just before
     /// the revocation must not register after it.
-    revoked: HashMap<Uuid, Instant>,
+    revoked: Recent<()>,
+    /// Nodes whose key was rotated lately: a Hello that loaded the old key
+    /// must reload once registered.
+    rotated: Recent<()>,
+    /// The latest server-side tags written lately: a Hello that read older
+    /// ones registers with these.
+    tags: Recent<Arc<[String]>>,
 }
 
 /// How long a revoked node id is remembered here (the store's tombstone
 /// refuses it at Hello from then on).
 const REVOKED_MEMORY: Duration = Duration::from_secs(600);
+/// How long key rotations and tag changes are remembered: well beyond the
+/// longest time between a Hello's store read and its registration.
+const CHANGE_MEMORY: Duration = Duration::from_secs(60);
+
+/// What a registration found.
+#[derive(Debug)]
+pub struct Registered {
+    /// The older stream of the node it replaced, which the caller closes.
+    pub replaced: Option<SessionEntry>,
+    /// The node's key changed lately: the new session must reload its keys.
+    pub keys_rotated: bool,
+}
 
 /// Connected edges by node and by tenant.
-#[derive(Default)]
 pub struct Registry {
     inner: Mutex<Inner>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                sessions: HashMap::new(),
+                by_tenant: HashMap::new(),
+                revoked: Recent::new(REVOKED_MEMORY),
+                rotated: Recent::new(CHANGE_MEMORY),
+                tags: Recent::new(CHANGE_MEMORY),
+            }),
+        }
+    }
 }
 
 impl std::fmt::Debug for Registry {
@@ -65,18 +96,22 @@ impl Registry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Registers `entry` for `node_id`; returns the entry it replaced (an
-    /// older stream of the same node, which the caller closes), or gives
-    /// `entry` back when the node was revoked.
+    /// Registers `entry` for `node_id`, with tags written since its Hello
+    /// read them; gives `entry` back when the node was revoked.
     pub fn register(
         &self,
         node_id: Uuid,
-        entry: SessionEntry,
-    ) -> Result<Option<SessionEntry>, SessionEntry> {
+        mut entry: SessionEntry,
+    ) -> Result<Registered, SessionEntry> {
+        let now = Instant::now();
         let mut inner = self.lock();
-        if inner.revoked.contains_key(&node_id) {
+        if inner.revoked.get(node_id, now).is_some() {
             return Err(entry);
         }
+        if let Some(tags) = inner.tags.get(node_id, now) {
+            entry.tags = Arc::clone(tags);
+        }
+        let keys_rotated = inner.rotated.get(node_id, now).is_some();
         let tenant = Arc::clone(&entry.tenant_id);
         let previous = inner.sessions.insert(node_id, entry);
         if let Some(previous) = &previous {
@@ -85,7 +120,10 @@ impl Registry {
             }
         }
         inner.by_tenant.entry(tenant).or_default().insert(node_id);
-        Ok(previous)
+        Ok(Registered {
+            replaced: previous,
+            keys_rotated,
+        })
     }
 
     /// Records that `node_id` was revoked (no stream of it registers from
@@ -93,10 +131,7 @@ impl Registry {
     pub fn revoke(&self, node_id: Uuid) -> Option<SessionEntry> {
         let now = Instant::now();
         let mut inner = self.lock();
-        inner
-            .revoked
-            .retain(|_, at| now.duration_since(*at) < REVOKED_MEMORY);
-        inner.revoked.insert(node_id, now);
+        inner.revoked.insert(node_id, (), now);
         let entry = inner.sessions.remove(&node_id)?;
         remove_from_tenant(&mut inner, &entry.tenant_id, node_id);
         Some(entry)
@@ -166,11 +201,26 @@ impl Registry {
         }
     }
 
-    /// Replaces the server-side tags of a connected node.
+    /// Replaces the server-side tags of a node, connected or about to be
+    /// (callers apply store writes in commit order).
     pub fn set_tags(&self, node_id: Uuid, tags: &[String]) {
-        if let Some(entry) = self.lock().sessions.get_mut(&node_id) {
-            entry.tags = tags.into();
+        let tags: Arc<[String]> = tags.into();
+        let mut inner = self.lock();
+        inner
+            .tags
+            .insert(node_id, Arc::clone(&tags), Instant::now());
+        if let Some(entry) = inner.sessions.get_mut(&node_id) {
+            entry.tags = tags;
         }
+    }
+
+    /// Records that `node_id`'s key was rotated; returns its session, which
+    /// the caller tells to reload (a session registering later learns it
+    /// from `register`).
+    pub fn keys_rotated(&self, node_id: Uuid) -> Option<SessionEntry> {
+        let mut inner = self.lock();
+        inner.rotated.insert(node_id, (), Instant::now());
+        inner.sessions.get(&node_id).cloned()
     }
 
     /// Connected edges.
@@ -223,7 +273,10 @@ mod tests {
         let registry = Registry::default();
         let node = Uuid::new_v4();
         let (first, _rx1) = entry(key(node, "s-1", 1));
-        assert!(matches!(registry.register(node, first), Ok(None)));
+        assert!(matches!(
+            registry.register(node, first),
+            Ok(Registered { replaced: None, .. })
+        ));
         let revoked = registry.revoke(node);
         assert_eq!(revoked.map(|e| e.key), Some(key(node, "s-1", 1)));
         assert!(!registry.contains(node));
@@ -241,20 +294,45 @@ mod tests {
         let old_key = key(node, "old", 1);
         let (old, _rx1) = entry(old_key.clone());
         let (new, _rx2) = entry(key(node, "new", 2));
-        assert!(matches!(registry.register(node, old), Ok(None)));
-        assert!(matches!(registry.register(node, new), Ok(Some(e)) if e.key == old_key));
+        assert!(matches!(
+            registry.register(node, old),
+            Ok(Registered { replaced: None, .. })
+        ));
+        assert!(
+            matches!(registry.register(node, new), Ok(Registered { replaced: Some(e), .. }) if e.key == old_key)
+        );
         assert!(!registry.unregister(&old_key));
         assert!(registry.contains(node));
         // A Hello replaying the live stream's id gets a key of its own.
         let replayed = key(node, "new", 3);
         let (copy, _rx3) = entry(replayed.clone());
         assert!(
-            matches!(registry.register(node, copy), Ok(Some(e)) if e.key == key(node, "new", 2))
+            matches!(registry.register(node, copy), Ok(Registered { replaced: Some(e), .. }) if e.key == key(node, "new", 2))
         );
         assert!(
             !registry.unregister(&key(node, "new", 2)),
             "the replaced stream's end"
         );
         assert!(registry.is_current(&replayed));
+    }
+
+    #[tokio::test]
+    async fn changes_between_a_hello_and_its_registration_reach_the_session() {
+        let registry = Registry::default();
+        let node = Uuid::new_v4();
+        // A Hello read tags ["old"] and the old key; then these landed.
+        registry.set_tags(node, &["new".to_owned()]);
+        assert!(
+            registry.keys_rotated(node).is_none(),
+            "nothing connected yet"
+        );
+        let (mut hello, _rx) = entry(key(node, "s-1", 1));
+        hello.tags = Arc::from(vec!["old".to_owned()]);
+        let registered = registry.register(node, hello);
+        assert!(matches!(&registered, Ok(r) if r.keys_rotated && r.replaced.is_none()));
+        let tags = registry.get(node).map(|entry| entry.tags.to_vec());
+        assert_eq!(tags, Some(vec!["new".to_owned()]));
+        // Once connected, a rotation is told to the session itself.
+        assert!(registry.keys_rotated(node).is_some());
     }
 }

@@ -12,7 +12,9 @@ use super::*;
 use crate::fleet::TagMatch;
 use crate::runtime::SystemClock;
 use crate::session::SessionKey;
-use crate::store::{EdgeCapabilities, EdgeGroup, Enrollment, EnrollmentOutcome, SqliteStore};
+use crate::store::{
+    EdgeCapabilities, EdgeGroup, Enrollment, EnrollmentOutcome, SqliteStore, TagChange,
+};
 use crate::telemetry::Metrics;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -223,8 +225,21 @@ async fn tags_come_from_the_registry_and_follow_tag_changes() -> TestResult {
     let fx = Fixture::new().await?;
     let node = fx.connect(TENANT_A, &[], &[]).await?;
     assert!(fx.resolve(&has_tag("x"), Some(TENANT_A)).await.is_err());
-    fx.owner.tags_changed(node, &["x".to_owned()]);
+    let change = TagChange {
+        add: vec!["x".to_owned()],
+        ..TagChange::default()
+    };
+    let changed = fx
+        .owner
+        .change_tags(&fx.store, Some(TENANT_A), node, &change)
+        .await?;
+    assert_eq!(changed.map(|edge| edge.tags), Some(vec!["x".to_owned()]));
     assert_eq!(fx.resolve(&has_tag("x"), Some(TENANT_A)).await?, vec![node]);
+    let foreign = fx
+        .owner
+        .change_tags(&fx.store, Some("t-b"), node, &change)
+        .await?;
+    assert!(foreign.is_none(), "another tenant's scope changed the tags");
     Ok(())
 }
 
