@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 pub use calls::{CallEvent, CallHandle, Joined};
 pub use command::{cancel_command, invoke_command, json_object, Control, ToolCall};
-pub use registry::{Registry, SessionEntry};
+pub use registry::{Refusal, Registered, Registry, SessionEntry};
 pub use updates::UpdateBuffer;
 
 use crate::runtime::Clock;
@@ -133,14 +133,26 @@ impl Owner {
                     commands: opened.commands,
                     connected_at: now,
                 };
-                let registered = match self.registry.register(key.node_id, entry) {
+                let registered = match self.registry.register(key.node_id, entry, opened.read_at) {
                     Ok(registered) => registered,
-                    Err(refused) => {
+                    Err((Refusal::Revoked, refused)) => {
                         close(
                             &refused.commands,
                             CloseReason::Revoked,
                             tonic::Code::PermissionDenied,
                             REVOKED_MESSAGE,
+                        )
+                        .await;
+                        return;
+                    }
+                    Err((Refusal::StreamInUse, refused)) => {
+                        tracing::warn!(node_id = %key.node_id, stream_id = %key.stream_id, "refused a Hello replaying a live stream's id");
+                        close(
+                            &refused.commands,
+                            CloseReason::Rejected,
+                            tonic::Code::AlreadyExists,
+                            "a live stream of this node already uses this stream id; \
+                             open every connection with a fresh stream id",
                         )
                         .await;
                         return;

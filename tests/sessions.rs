@@ -163,35 +163,36 @@ async fn a_newer_stream_supersedes_and_the_older_cannot_unregister_it() -> TestR
 }
 
 #[tokio::test]
-async fn a_replayed_hello_cannot_unregister_the_stream_it_copies() -> TestResult {
+async fn a_replayed_hello_is_refused_and_the_live_stream_stays() -> TestResult {
     let relay = start_relay(Duration::from_secs(5)).await?;
     let edge = enroll_edge(&relay, "t-a").await?;
     let stream_id = Uuid::new_v4().to_string();
     let hello = signer(&edge.state, &stream_id).hello(now_ms(), capabilities());
     let mut live = open_with(&relay, signer(&edge.state, &stream_id), hello.clone()).await?;
     live.send(live.signer.heartbeat(now_ms())).await?;
-    let copy = open_with(&relay, signer(&edge.state, &stream_id), hello).await?;
-    let status = live.ended().await?;
-    assert_eq!(status.code(), Code::Aborted, "{status:?}");
-    drop(live);
+    let registered = eventually(Duration::from_secs(5), "the live stream registered", || {
+        let owner = relay.owner();
+        async move { owner.registry().get(edge.state.node_id).map(|e| e.key) }
+    })
+    .await?;
     // Same node, same stream id: only the relay's connection number tells
-    // the two apart, so the ended stream's cleanup must leave the copy.
-    let registered = relay
-        .owner()
-        .registry()
-        .get(edge.state.node_id)
-        .ok_or("no registration")?
-        .key;
+    // the two apart.
+    let status = match open_with(&relay, signer(&edge.state, &stream_id), hello).await {
+        Err(status) => status,
+        Ok(mut copy) => copy.ended().await?,
+    };
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
     let watch_until = tokio::time::Instant::now() + Duration::from_millis(500);
     while tokio::time::Instant::now() < watch_until {
         assert!(
             relay.owner().registry().is_current(&registered),
-            "the ended stream unregistered the node"
+            "the copy displaced or unregistered the live stream"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    copy.send(copy.signer.heartbeat(now_ms())).await?;
-    assert!(relay.owner().is_connected(edge.state.node_id));
+    live.send(live.signer.heartbeat(now_ms())).await?;
+    let next = tokio::time::timeout(Duration::from_millis(300), live.next()).await;
+    assert!(next.is_err(), "the live stream ended: {next:?}");
     Ok(())
 }
 

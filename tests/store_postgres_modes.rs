@@ -5,7 +5,7 @@
 mod common;
 
 use aegis_relay::store::{
-    Enrollment, EnrollmentOutcome, PostgresMode, PostgresStore, Store, StoreError,
+    Enrollment, EnrollmentOutcome, PostgresMode, PostgresStore, Store, StoreError, TagChange,
 };
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -223,6 +223,24 @@ async fn shared_mode_adds_only_relay_tables_and_leaves_aegis_history_alone() -> 
             .fetch_one(pool)
             .await?;
     assert_eq!(in_public, 1);
+    // Tag changes keep the controller's JSON copy in step with the column.
+    let change = TagChange {
+        replace: Some(vec!["gpu".to_owned(), "eu".to_owned()]),
+        remove: vec!["eu".to_owned()],
+        ..TagChange::default()
+    };
+    let changed = store
+        .change_edge_tags(Some("acme"), node_id, &change)
+        .await?;
+    assert_eq!(changed.map(|edge| edge.tags), Some(vec!["gpu".to_owned()]));
+    let (column, json): (Vec<String>, serde_json::Value) = sqlx::query_as(
+        "SELECT tags, capabilities_json->'tags' FROM public.edge_daemons WHERE node_id = $1",
+    )
+    .bind(node_id)
+    .fetch_one(pool)
+    .await?;
+    assert_eq!(column, vec!["gpu".to_owned()]);
+    assert_eq!(json, serde_json::json!(["gpu"]));
     store.close().await;
     common::postgres::drop_database(&url).await
 }

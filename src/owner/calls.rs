@@ -33,15 +33,18 @@ struct Waiting {
     waiters: Vec<mpsc::Sender<CallEvent>>,
 }
 
-/// Waiters by node, then command id: command ids come from callers
-/// (`Idempotency-Key`), so the same id may name commands on two nodes, and a
-/// closed stream fails its node's calls without scanning everyone else's.
+/// Waiters by node, then by command id and stream: command ids come from
+/// callers (`Idempotency-Key`), so the same id may name commands on two
+/// nodes, or on an ending and a newer stream of one node (a retry holding
+/// the older stream must not displace the newer stream's waiters); a closed
+/// stream fails its node's calls without scanning everyone else's.
 #[derive(Default)]
 pub struct Calls {
     inner: Mutex<HashMap<Uuid, NodeCalls>>,
 }
 
-type NodeCalls = HashMap<Uuid, Waiting>;
+/// A node's calls by (command id, `SessionKey::connection`).
+type NodeCalls = HashMap<(Uuid, u64), Waiting>;
 
 impl std::fmt::Debug for Calls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -74,14 +77,14 @@ impl Calls {
         let (tx, rx) = mpsc::channel(CALL_QUEUE);
         let mut inner = self.lock();
         let node = inner.entry(session.node_id).or_default();
-        match node.get_mut(&command_id) {
+        match node.get_mut(&(command_id, session.connection)) {
             Some(waiting) if waiting.session == *session => {
                 waiting.waiters.push(tx);
                 (Joined::Existing, rx)
             }
             _ => {
                 node.insert(
-                    command_id,
+                    (command_id, session.connection),
                     Waiting {
                         session: session.clone(),
                         waiters: vec![tx],
@@ -98,9 +101,7 @@ impl Calls {
     pub async fn abandon(&self, session: &SessionKey, command_id: Uuid, kind: &str, message: &str) {
         let waiting = {
             let mut inner = self.lock();
-            remove_call(&mut inner, session.node_id, command_id, |waiting| {
-                waiting.session == *session
-            })
+            remove_call(&mut inner, session, command_id)
         };
         if let Some(waiting) = waiting {
             let failure = crate::session::failure(command_id, kind, message);
@@ -114,7 +115,7 @@ impl Calls {
             let inner = self.lock();
             match inner
                 .get(&session.node_id)
-                .and_then(|node| node.get(&progress.command_id))
+                .and_then(|node| node.get(&(progress.command_id, session.connection)))
             {
                 Some(waiting) if waiting.session == *session => waiting.waiters.clone(),
                 _ => return,
@@ -131,9 +132,7 @@ impl Calls {
     pub async fn complete(&self, session: &SessionKey, outcome: CommandOutcome) -> bool {
         let waiting = {
             let mut inner = self.lock();
-            remove_call(&mut inner, session.node_id, outcome.command_id, |waiting| {
-                waiting.session == *session
-            })
+            remove_call(&mut inner, session, outcome.command_id)
         };
         let Some(waiting) = waiting else {
             return false;
@@ -149,14 +148,14 @@ impl Calls {
             let Some(node) = inner.get_mut(&session.node_id) else {
                 return;
             };
-            let ids: Vec<Uuid> = node
+            let keys: Vec<(Uuid, u64)> = node
                 .iter()
                 .filter(|(_, waiting)| waiting.session == *session)
-                .map(|(id, _)| *id)
+                .map(|(key, _)| *key)
                 .collect();
-            let failed = ids
+            let failed = keys
                 .into_iter()
-                .filter_map(|id| node.remove(&id).map(|waiting| (id, waiting.waiters)))
+                .filter_map(|key| node.remove(&key).map(|waiting| (key.0, waiting.waiters)))
                 .collect();
             if node.is_empty() {
                 inner.remove(&session.node_id);
@@ -169,21 +168,24 @@ impl Calls {
     }
 }
 
-/// Removes one call if `matches` accepts it, and its node's map when that
-/// was the node's last call.
+/// Removes `session`'s call `command_id`, and its node's map when that was
+/// the node's last call.
 fn remove_call(
     inner: &mut HashMap<Uuid, NodeCalls>,
-    node_id: Uuid,
+    session: &SessionKey,
     command_id: Uuid,
-    matches: impl FnOnce(&Waiting) -> bool,
 ) -> Option<Waiting> {
-    let node = inner.get_mut(&node_id)?;
-    if !node.get(&command_id).is_some_and(matches) {
+    let node = inner.get_mut(&session.node_id)?;
+    let key = (command_id, session.connection);
+    if !node
+        .get(&key)
+        .is_some_and(|waiting| waiting.session == *session)
+    {
         return None;
     }
-    let removed = node.remove(&command_id);
+    let removed = node.remove(&key);
     if node.is_empty() {
-        inner.remove(&node_id);
+        inner.remove(&session.node_id);
     }
     removed
 }
@@ -316,7 +318,7 @@ mod tests {
         SessionKey {
             node_id,
             stream_id: Arc::from(stream),
-            connection: 7,
+            connection: stream.len() as u64,
         }
     }
 
@@ -380,5 +382,29 @@ mod tests {
             Some("edge_busy".to_owned())
         );
         assert!(calls.lock().is_empty(), "emptied nodes are dropped");
+    }
+
+    #[tokio::test]
+    async fn a_retry_holding_an_older_stream_leaves_the_newer_streams_call_alone() {
+        let calls = Calls::default();
+        let node = Uuid::new_v4();
+        let (older, newer) = (session(node, "s"), session(node, "s-2"));
+        let id = Uuid::new_v4();
+        let (joined, mut first) = calls.wait_for(id, &newer);
+        assert_eq!(joined, Joined::First);
+        let (joined, _stale) = calls.wait_for(id, &older);
+        assert_eq!(
+            joined,
+            Joined::First,
+            "a call of its own on the older stream"
+        );
+        calls.abandon(&older, id, "edge_disconnected", "gone").await;
+        assert!(
+            first.try_recv().is_err(),
+            "the newer stream's caller was failed"
+        );
+        let done = crate::session::failure(id, "", "the real result");
+        assert!(calls.complete(&newer, done).await);
+        assert_eq!(outcome(first.recv().await).map(|o| o.command_id), Some(id));
     }
 }

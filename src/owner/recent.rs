@@ -37,10 +37,21 @@ impl<V> Recent<V> {
 
     /// The value written for `node_id` less than `memory` before `now`.
     pub fn get(&self, node_id: Uuid, now: Instant) -> Option<&V> {
+        self.entry(node_id, now).map(|(value, _)| value)
+    }
+
+    /// The value written for `node_id` at or after `since`, if still
+    /// remembered at `now`.
+    pub fn written_since(&self, node_id: Uuid, since: Instant, now: Instant) -> Option<&V> {
+        self.entry(node_id, now)
+            .filter(|(_, at)| *at >= since)
+            .map(|(value, _)| value)
+    }
+
+    fn entry(&self, node_id: Uuid, now: Instant) -> Option<&(V, Instant)> {
         self.entries
             .get(&node_id)
             .filter(|(_, at)| now.saturating_duration_since(*at) < self.memory)
-            .map(|(value, _)| value)
     }
 
     fn expire(&mut self, now: Instant) {
@@ -81,6 +92,9 @@ mod tests {
         recent.insert(a, 3, start + Duration::from_secs(8));
         let later = start + Duration::from_secs(12);
         assert_eq!(recent.get(a, later), Some(&3), "rewritten at 8 s");
+        let at_7 = start + Duration::from_secs(7);
+        assert_eq!(recent.written_since(a, at_7, later), Some(&3));
+        assert_eq!(recent.written_since(b, at_7, later), None, "written at 5 s");
         assert_eq!(recent.get(b, later), Some(&2));
         let much_later = start + Duration::from_secs(16);
         assert_eq!(recent.get(b, much_later), None);

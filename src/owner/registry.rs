@@ -53,6 +53,16 @@ const REVOKED_MEMORY: Duration = Duration::from_secs(600);
 /// longest time between a Hello's store read and its registration.
 const CHANGE_MEMORY: Duration = Duration::from_secs(60);
 
+/// Why a session may not register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The node was revoked.
+    Revoked,
+    /// A live stream of the node already uses this stream id (a replayed
+    /// Hello): the live one stays.
+    StreamInUse,
+}
+
 /// What a registration found.
 #[derive(Debug)]
 pub struct Registered {
@@ -97,21 +107,28 @@ impl Registry {
     }
 
     /// Registers `entry` for `node_id`, with tags written since its Hello
-    /// read them; gives `entry` back when the node was revoked.
+    /// read the store at `read_at`; gives `entry` back with the reason when
+    /// it may not register.
     pub fn register(
         &self,
         node_id: Uuid,
         mut entry: SessionEntry,
-    ) -> Result<Registered, SessionEntry> {
+        read_at: Instant,
+    ) -> Result<Registered, (Refusal, SessionEntry)> {
         let now = Instant::now();
         let mut inner = self.lock();
         if inner.revoked.get(node_id, now).is_some() {
-            return Err(entry);
+            return Err((Refusal::Revoked, entry));
         }
-        if let Some(tags) = inner.tags.get(node_id, now) {
+        if let Some(live) = inner.sessions.get(&node_id) {
+            if live.key.stream_id == entry.key.stream_id {
+                return Err((Refusal::StreamInUse, entry));
+            }
+        }
+        if let Some(tags) = inner.tags.written_since(node_id, read_at, now) {
             entry.tags = Arc::clone(tags);
         }
-        let keys_rotated = inner.rotated.get(node_id, now).is_some();
+        let keys_rotated = inner.rotated.written_since(node_id, read_at, now).is_some();
         let tenant = Arc::clone(&entry.tenant_id);
         let previous = inner.sessions.insert(node_id, entry);
         if let Some(previous) = &previous {
@@ -268,22 +285,29 @@ mod tests {
         (entry, rx)
     }
 
+    fn register(
+        registry: &Registry,
+        key: SessionKey,
+    ) -> (Result<Registered, Refusal>, mpsc::Receiver<Down>) {
+        let node = key.node_id;
+        let (entry, rx) = entry(key);
+        let result = registry.register(node, entry, Instant::now());
+        (result.map_err(|(refusal, _)| refusal), rx)
+    }
+
     #[tokio::test]
     async fn a_revoked_node_cannot_register_even_after_its_hello_passed() {
         let registry = Registry::default();
         let node = Uuid::new_v4();
-        let (first, _rx1) = entry(key(node, "s-1", 1));
-        assert!(matches!(
-            registry.register(node, first),
-            Ok(Registered { replaced: None, .. })
-        ));
+        let (first, _rx1) = register(&registry, key(node, "s-1", 1));
+        assert!(matches!(first, Ok(Registered { replaced: None, .. })));
         let revoked = registry.revoke(node);
         assert_eq!(revoked.map(|e| e.key), Some(key(node, "s-1", 1)));
         assert!(!registry.contains(node));
         assert!(registry.sessions(Some("t-a")).is_empty());
         // A Hello checked against the store before the revocation.
-        let (late, _rx2) = entry(key(node, "s-2", 2));
-        assert!(registry.register(node, late).is_err());
+        let (late, _rx2) = register(&registry, key(node, "s-2", 2));
+        assert!(matches!(late, Err(Refusal::Revoked)));
         assert!(!registry.contains(node));
     }
 
@@ -292,35 +316,29 @@ mod tests {
         let registry = Registry::default();
         let node = Uuid::new_v4();
         let old_key = key(node, "old", 1);
-        let (old, _rx1) = entry(old_key.clone());
-        let (new, _rx2) = entry(key(node, "new", 2));
-        assert!(matches!(
-            registry.register(node, old),
-            Ok(Registered { replaced: None, .. })
-        ));
-        assert!(
-            matches!(registry.register(node, new), Ok(Registered { replaced: Some(e), .. }) if e.key == old_key)
-        );
+        let (old, _rx1) = register(&registry, old_key.clone());
+        assert!(matches!(old, Ok(Registered { replaced: None, .. })));
+        let (new, _rx2) = register(&registry, key(node, "new", 2));
+        assert!(matches!(new, Ok(Registered { replaced: Some(e), .. }) if e.key == old_key));
         assert!(!registry.unregister(&old_key));
         assert!(registry.contains(node));
-        // A Hello replaying the live stream's id gets a key of its own.
+        // A Hello replaying the live stream's id is refused, and its end
+        // does not touch the live registration.
         let replayed = key(node, "new", 3);
-        let (copy, _rx3) = entry(replayed.clone());
-        assert!(
-            matches!(registry.register(node, copy), Ok(Registered { replaced: Some(e), .. }) if e.key == key(node, "new", 2))
-        );
-        assert!(
-            !registry.unregister(&key(node, "new", 2)),
-            "the replaced stream's end"
-        );
-        assert!(registry.is_current(&replayed));
+        let (copy, _rx3) = register(&registry, replayed.clone());
+        assert!(matches!(copy, Err(Refusal::StreamInUse)));
+        assert!(!registry.unregister(&replayed));
+        assert!(registry.is_current(&key(node, "new", 2)));
     }
 
     #[tokio::test]
-    async fn changes_between_a_hello_and_its_registration_reach_the_session() {
+    async fn changes_after_a_hellos_store_read_reach_its_session() {
         let registry = Registry::default();
         let node = Uuid::new_v4();
-        // A Hello read tags ["old"] and the old key; then these landed.
+        registry.set_tags(node, &["before".to_owned()]);
+        // The Hello read tags ["old"] and the old key here; then these landed.
+        let read_at = Instant::now();
+        tokio::time::sleep(Duration::from_millis(2)).await;
         registry.set_tags(node, &["new".to_owned()]);
         assert!(
             registry.keys_rotated(node).is_none(),
@@ -328,11 +346,22 @@ mod tests {
         );
         let (mut hello, _rx) = entry(key(node, "s-1", 1));
         hello.tags = Arc::from(vec!["old".to_owned()]);
-        let registered = registry.register(node, hello);
+        let registered = registry.register(node, hello, read_at);
         assert!(matches!(&registered, Ok(r) if r.keys_rotated && r.replaced.is_none()));
         let tags = registry.get(node).map(|entry| entry.tags.to_vec());
         assert_eq!(tags, Some(vec!["new".to_owned()]));
         // Once connected, a rotation is told to the session itself.
         assert!(registry.keys_rotated(node).is_some());
+
+        // A Hello that read the store after the last write keeps what it read
+        // (the store may have changed without this registry, e.g. re-enrollment).
+        let read_later = Instant::now();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let (mut later, _rx2) = entry(key(node, "s-2", 2));
+        later.tags = Arc::from(Vec::<String>::new());
+        let registered = registry.register(node, later, read_later);
+        assert!(matches!(&registered, Ok(r) if !r.keys_rotated && r.replaced.is_some()));
+        let tags = registry.get(node).map(|entry| entry.tags.to_vec());
+        assert_eq!(tags, Some(Vec::new()));
     }
 }

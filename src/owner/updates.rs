@@ -136,21 +136,31 @@ mod tests {
     fn a_failed_batch_fills_what_newer_updates_left_empty() {
         let buffer = UpdateBuffer::default();
         let node = Uuid::new_v4();
-        let (then, now) = (Utc::now(), Utc::now() + chrono::Duration::seconds(1));
-        let capabilities = EdgeCapabilities {
-            os: "linux".to_owned(),
+        let then = Utc::now();
+        let reported = |os: &str| EdgeCapabilities {
+            os: os.to_owned(),
             ..EdgeCapabilities::default()
         };
-        buffer.capabilities(node, capabilities.clone());
-        buffer.status(node, EdgeStatus::Unhealthy);
         buffer.heartbeat(node, then);
+        buffer.status(node, EdgeStatus::Unhealthy);
+        buffer.capabilities(node, reported("linux"));
         let failed = buffer.take();
-        buffer.heartbeat(node, now);
+        // Only new capabilities arrived while the write failed.
+        buffer.capabilities(node, reported("freebsd"));
         buffer.restore(failed);
         let batch = buffer.take();
         assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].last_heartbeat_at, Some(then));
+        assert_eq!(batch[0].status, Some(EdgeStatus::Unhealthy));
+        assert_eq!(batch[0].capabilities, Some(reported("freebsd")));
+        // A newer heartbeat wins over the failed one.
+        let failed = vec![batch[0].clone()];
+        let now = then + chrono::Duration::seconds(1);
+        buffer.heartbeat(node, now);
+        buffer.restore(failed);
+        let batch = buffer.take();
         assert_eq!(batch[0].last_heartbeat_at, Some(now));
-        assert_eq!(batch[0].capabilities, Some(capabilities));
         assert_eq!(batch[0].status, Some(EdgeStatus::Active));
+        assert_eq!(batch[0].capabilities, Some(reported("freebsd")));
     }
 }

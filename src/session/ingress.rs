@@ -136,6 +136,7 @@ impl Ingress {
         self: &Arc<Self>,
         mut inbound: Streaming<EdgeEvent>,
     ) -> Result<OutboundCommands, Status> {
+        let read_at = tokio::time::Instant::now();
         let first = match tokio::time::timeout(self.settings.hello_timeout, inbound.message()).await
         {
             Err(_elapsed) => Err(HelloError::Timeout(self.settings.hello_timeout)),
@@ -162,6 +163,7 @@ impl Ingress {
             capabilities: hello.capabilities,
             tags: hello.edge.tags.clone(),
             commands: commands_tx,
+            read_at,
         };
         self.metrics.edge_event(EventKind::Hello.name());
         let span = tracing::info_span!(

@@ -97,6 +97,7 @@ impl Fixture {
                     commands,
                     connected_at: at(),
                 },
+                tokio::time::Instant::now(),
             )
             .map_err(|_| "node refused as revoked")?;
         Ok(node_id)
