@@ -133,7 +133,7 @@ impl Owner {
                     commands: opened.commands,
                     connected_at: now,
                 };
-                let registered = match self.registry.register(key.node_id, entry, opened.read_at) {
+                let registered = match self.registry.register(entry, opened.read_at) {
                     Ok(registered) => registered,
                     Err((Refusal::Revoked, refused)) => {
                         close(

@@ -10,13 +10,14 @@ use std::time::Duration;
 use aegis_relay::edge::EventKind;
 use aegis_relay::edge_client::EdgeOptions;
 use aegis_relay::proto::cluster::{edge_event, EdgeEvent};
+use aegis_relay::session::SessionKey;
 use aegis_relay::store::{EdgeStatus, SqliteStore, TagChange};
 use common::edges::{
     capabilities, enroll_edge, forged_kind, now_ms, open_stream, open_with, run_edge, signer,
     RawStream,
 };
 use common::enroll::admin_bearer;
-use common::{counter_value, eventually, start_relay, start_relay_with, TestResult};
+use common::{counter_value, eventually, start_relay, start_relay_with, TestRelay, TestResult};
 use tonic::Code;
 use uuid::Uuid;
 
@@ -136,6 +137,17 @@ async fn bad_hellos_are_refused_before_headers() -> TestResult {
     Ok(())
 }
 
+/// Asserts that `key` stays the node's registered stream for half a second:
+/// the cleanup of another stream runs right after that stream's status is
+/// sent, so a wrong unregistration shows up within this window.
+async fn stays_current(relay: &TestRelay, key: &SessionKey, failure: &str) {
+    let watch_until = tokio::time::Instant::now() + Duration::from_millis(500);
+    while tokio::time::Instant::now() < watch_until {
+        assert!(relay.owner().registry().is_current(key), "{failure}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_newer_stream_supersedes_and_the_older_cannot_unregister_it() -> TestResult {
     let relay = start_relay(Duration::from_secs(5)).await?;
@@ -144,19 +156,20 @@ async fn a_newer_stream_supersedes_and_the_older_cannot_unregister_it() -> TestR
     let second = open_stream(&relay, &edge.state).await?;
     let status = first.ended().await?;
     assert_eq!(status.code(), Code::Aborted, "{status:?}");
-    // The older stream's cleanup runs right after its status is sent; for
-    // the next half second the node must stay registered on the newer one.
     drop(first);
-    let watch_until = tokio::time::Instant::now() + Duration::from_millis(500);
-    while tokio::time::Instant::now() < watch_until {
-        let entry = relay
-            .owner()
-            .registry()
-            .get(edge.state.node_id)
-            .ok_or("the older stream unregistered the node")?;
-        assert_eq!(&*entry.key.stream_id, second.signer.stream_id());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let registered = relay
+        .owner()
+        .registry()
+        .get(edge.state.node_id)
+        .ok_or("the older stream unregistered the node")?
+        .key;
+    assert_eq!(&*registered.stream_id, second.signer.stream_id());
+    stays_current(
+        &relay,
+        &registered,
+        "the older stream unregistered the node",
+    )
+    .await;
     second.send(second.signer.heartbeat(now_ms())).await?;
     assert!(relay.owner().is_connected(edge.state.node_id));
     Ok(())
@@ -182,14 +195,12 @@ async fn a_replayed_hello_is_refused_and_the_live_stream_stays() -> TestResult {
         Ok(mut copy) => copy.ended().await?,
     };
     assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
-    let watch_until = tokio::time::Instant::now() + Duration::from_millis(500);
-    while tokio::time::Instant::now() < watch_until {
-        assert!(
-            relay.owner().registry().is_current(&registered),
-            "the copy displaced or unregistered the live stream"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    stays_current(
+        &relay,
+        &registered,
+        "the copy displaced or unregistered the live stream",
+    )
+    .await;
     live.send(live.signer.heartbeat(now_ms())).await?;
     let next = tokio::time::timeout(Duration::from_millis(300), live.next()).await;
     assert!(next.is_err(), "the live stream ended: {next:?}");

@@ -314,11 +314,11 @@ impl Drop for CallHandle {
 mod tests {
     use super::*;
 
-    fn session(node_id: Uuid, stream: &str) -> SessionKey {
+    fn session(node_id: Uuid, stream: &str, connection: u64) -> SessionKey {
         SessionKey {
             node_id,
             stream_id: Arc::from(stream),
-            connection: stream.len() as u64,
+            connection,
         }
     }
 
@@ -333,8 +333,11 @@ mod tests {
     async fn a_closed_stream_fails_only_its_own_calls() {
         let calls = Calls::default();
         let shared_id = Uuid::new_v4();
-        let (a, b) = (session(Uuid::new_v4(), "a"), session(Uuid::new_v4(), "b"));
-        let newer_a = session(a.node_id, "a2");
+        let (a, b) = (
+            session(Uuid::new_v4(), "a", 1),
+            session(Uuid::new_v4(), "b", 1),
+        );
+        let newer_a = session(a.node_id, "a2", 2);
         let (joined, mut on_a) = calls.wait_for(shared_id, &a);
         assert_eq!(joined, Joined::First);
         let (joined, mut on_b) = calls.wait_for(shared_id, &b);
@@ -388,7 +391,7 @@ mod tests {
     async fn a_retry_holding_an_older_stream_leaves_the_newer_streams_call_alone() {
         let calls = Calls::default();
         let node = Uuid::new_v4();
-        let (older, newer) = (session(node, "s"), session(node, "s-2"));
+        let (older, newer) = (session(node, "s", 1), session(node, "s-2", 2));
         let id = Uuid::new_v4();
         let (joined, mut first) = calls.wait_for(id, &newer);
         assert_eq!(joined, Joined::First);

@@ -111,10 +111,10 @@ impl Registry {
     /// it may not register.
     pub fn register(
         &self,
-        node_id: Uuid,
         mut entry: SessionEntry,
         read_at: Instant,
     ) -> Result<Registered, (Refusal, SessionEntry)> {
+        let node_id = entry.key.node_id;
         let now = Instant::now();
         let mut inner = self.lock();
         if inner.revoked.get(node_id, now).is_some() {
@@ -289,9 +289,8 @@ mod tests {
         registry: &Registry,
         key: SessionKey,
     ) -> (Result<Registered, Refusal>, mpsc::Receiver<Down>) {
-        let node = key.node_id;
         let (entry, rx) = entry(key);
-        let result = registry.register(node, entry, Instant::now());
+        let result = registry.register(entry, Instant::now());
         (result.map_err(|(refusal, _)| refusal), rx)
     }
 
@@ -335,10 +334,9 @@ mod tests {
     async fn changes_after_a_hellos_store_read_reach_its_session() {
         let registry = Registry::default();
         let node = Uuid::new_v4();
-        registry.set_tags(node, &["before".to_owned()]);
-        // The Hello read tags ["old"] and the old key here; then these landed.
+        // The Hello read tags ["old"] and the old key at `read_at`; then
+        // these landed.
         let read_at = Instant::now();
-        tokio::time::sleep(Duration::from_millis(2)).await;
         registry.set_tags(node, &["new".to_owned()]);
         assert!(
             registry.keys_rotated(node).is_none(),
@@ -346,7 +344,7 @@ mod tests {
         );
         let (mut hello, _rx) = entry(key(node, "s-1", 1));
         hello.tags = Arc::from(vec!["old".to_owned()]);
-        let registered = registry.register(node, hello, read_at);
+        let registered = registry.register(hello, read_at);
         assert!(matches!(&registered, Ok(r) if r.keys_rotated && r.replaced.is_none()));
         let tags = registry.get(node).map(|entry| entry.tags.to_vec());
         assert_eq!(tags, Some(vec!["new".to_owned()]));
@@ -355,11 +353,10 @@ mod tests {
 
         // A Hello that read the store after the last write keeps what it read
         // (the store may have changed without this registry, e.g. re-enrollment).
-        let read_later = Instant::now();
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        let read_later = Instant::now() + Duration::from_millis(1);
         let (mut later, _rx2) = entry(key(node, "s-2", 2));
         later.tags = Arc::from(Vec::<String>::new());
-        let registered = registry.register(node, later, read_later);
+        let registered = registry.register(later, read_later);
         assert!(matches!(&registered, Ok(r) if !r.keys_rotated && r.replaced.is_some()));
         let tags = registry.get(node).map(|entry| entry.tags.to_vec());
         assert_eq!(tags, Some(Vec::new()));

@@ -26,6 +26,16 @@ impl std::fmt::Debug for UpdateBuffer {
     }
 }
 
+/// An update of `node_id` that changes nothing yet.
+fn nothing_for(node_id: Uuid) -> EdgeUpdate {
+    EdgeUpdate {
+        node_id,
+        last_heartbeat_at: None,
+        capabilities: None,
+        status: None,
+    }
+}
+
 impl UpdateBuffer {
     fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, EdgeUpdate>> {
         self.pending
@@ -35,13 +45,11 @@ impl UpdateBuffer {
 
     fn entry(&self, node_id: Uuid, apply: impl FnOnce(&mut EdgeUpdate)) {
         let mut pending = self.lock();
-        let update = pending.entry(node_id).or_insert_with(|| EdgeUpdate {
-            node_id,
-            last_heartbeat_at: None,
-            capabilities: None,
-            status: None,
-        });
-        apply(update);
+        apply(
+            pending
+                .entry(node_id)
+                .or_insert_with(|| nothing_for(node_id)),
+        );
     }
 
     /// The edge was heard from at `at`: it is active.
@@ -75,12 +83,9 @@ impl UpdateBuffer {
     fn restore(&self, batch: Vec<EdgeUpdate>) {
         let mut pending = self.lock();
         for older in batch {
-            let newer = pending.entry(older.node_id).or_insert_with(|| EdgeUpdate {
-                node_id: older.node_id,
-                last_heartbeat_at: None,
-                capabilities: None,
-                status: None,
-            });
+            let newer = pending
+                .entry(older.node_id)
+                .or_insert_with(|| nothing_for(older.node_id));
             newer.last_heartbeat_at = newer.last_heartbeat_at.or(older.last_heartbeat_at);
             newer.capabilities = newer.capabilities.take().or(older.capabilities);
             newer.status = newer.status.or(older.status);

@@ -60,8 +60,9 @@ pub struct Opened {
     pub tags: Vec<String>,
     /// Where the owner sends this session's commands.
     pub commands: mpsc::Sender<Down>,
-    /// When the Hello's store read began: tag writes and key rotations
-    /// after it are newer than `tags` and the keys the session holds.
+    /// When the stream arrived, no later than the Hello's store read: tag
+    /// writes and key rotations after it may be newer than `tags` and the
+    /// keys the session holds.
     pub read_at: tokio::time::Instant,
 }
 

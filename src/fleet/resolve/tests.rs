@@ -84,7 +84,6 @@ impl Fixture {
         self.owner
             .registry()
             .register(
-                node_id,
                 SessionEntry {
                     key: SessionKey {
                         node_id,

@@ -5,7 +5,9 @@
 use crate::store::coalesce_updates;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use sqlx::PgPool;
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryAs;
+use sqlx::{PgPool, Postgres};
 use uuid::Uuid;
 
 use super::rows::{self, ChallengeRow, EdgeRow, CHALLENGE_COLUMNS, EDGE_COLUMNS};
@@ -235,19 +237,12 @@ pub(super) async fn change_edge_tags(
          WHERE e.node_id = $1{} RETURNING {EDGE_COLUMNS}",
         tenant_clause(tenant, 5)
     );
-    let mut query = sqlx::query_as::<_, EdgeRow>(&sql)
+    let query = sqlx::query_as::<_, EdgeRow>(&sql)
         .bind(node_id)
         .bind(change.replace.as_deref())
         .bind(&change.add)
         .bind(&change.remove);
-    if let Some(tenant) = tenant {
-        query = query.bind(tenant);
-    }
-    query
-        .fetch_optional(pool)
-        .await?
-        .map(EdgeRecord::try_from)
-        .transpose()
+    edge_in_scope(query, tenant, pool).await
 }
 
 pub(super) async fn set_edge_name(
@@ -260,10 +255,21 @@ pub(super) async fn set_edge_name(
         "UPDATE edge_daemons SET display_name = $2 WHERE node_id = $1{} RETURNING {EDGE_COLUMNS}",
         tenant_clause(tenant, 3)
     );
-    let mut query = sqlx::query_as::<_, EdgeRow>(&sql).bind(node_id).bind(name);
-    if let Some(tenant) = tenant {
-        query = query.bind(tenant);
-    }
+    let query = sqlx::query_as::<_, EdgeRow>(&sql).bind(node_id).bind(name);
+    edge_in_scope(query, tenant, pool).await
+}
+
+/// Runs a statement returning at most one edge whose last parameter is the
+/// tenant of [`tenant_clause`] (bound only when there is one).
+async fn edge_in_scope<'q>(
+    query: QueryAs<'q, Postgres, EdgeRow, PgArguments>,
+    tenant: Option<&'q str>,
+    pool: &PgPool,
+) -> StoreResult<Option<EdgeRecord>> {
+    let query = match tenant {
+        Some(tenant) => query.bind(tenant),
+        None => query,
+    };
     query
         .fetch_optional(pool)
         .await?
