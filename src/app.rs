@@ -14,7 +14,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::auth::{CachedCallerAuth, CallerAuth, LocalCallerAuth, Signer, TokenIssuer};
+use crate::auth::{
+    CachedCallerAuth, CallerAuth, CommandTokens, LocalCallerAuth, Signer, TokenIssuer,
+};
 use crate::config::{Config, RateLimitConfig};
 use crate::enroll::{EnrollmentService, RateLimiter};
 use crate::fleet::{FleetRuns, RunRetention};
@@ -23,7 +25,7 @@ use crate::http::{self, HttpState};
 use crate::net;
 use crate::owner::Owner;
 use crate::readiness::{Readiness, DRAINING, STARTING};
-use crate::runtime::{Clock, Runtime};
+use crate::runtime::{Clock, Entropy, Runtime};
 use crate::session::{HelloChecker, Ingress, IngressParts, SessionSettings};
 use crate::store::Store;
 use crate::store_health::{self, StoreCheck};
@@ -188,6 +190,8 @@ pub struct Api {
     pub callers: Arc<dyn CallerAuth>,
     /// Wall clock.
     pub clock: Arc<dyn Clock>,
+    /// Randomness (request ids).
+    pub entropy: Arc<dyn Entropy>,
     /// AttestNode buckets per source.
     pub attest_limiter: Arc<RateLimiter>,
     /// The store (host management).
@@ -255,7 +259,11 @@ pub async fn start(
     let http_listener = net::with_kill_switch(http_listener, kill.clone());
     let stop = CancellationToken::new();
 
-    let owner = Owner::new(Arc::clone(&runtime.clock), metrics.clone());
+    let owner = Owner::new(
+        Arc::clone(&runtime.clock),
+        metrics.clone(),
+        CommandTokens::from_entropy(runtime.entropy.as_ref(), settings.issuer.clone()),
+    );
     let ingress = Ingress::new(IngressParts {
         hello: HelloChecker {
             store: Arc::clone(&store),
@@ -275,6 +283,7 @@ pub async fn start(
         enrollment,
         callers,
         clock: Arc::clone(&runtime.clock),
+        entropy: Arc::clone(&runtime.entropy),
         attest_limiter: Arc::new(RateLimiter::new(&settings.attest_rate_limit)),
         store: Arc::clone(&store),
         owner: Arc::clone(&owner),

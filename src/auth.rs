@@ -10,6 +10,7 @@
 
 mod caller;
 mod caller_cache;
+mod command_token;
 mod jws;
 mod local_signer;
 mod oidc;
@@ -19,9 +20,10 @@ mod tokens;
 
 pub use caller::{
     authorize, bearer, resolve_tenant, Caller, CallerAuth, CallerError, LocalCallerAuth,
-    OperatorLevel, TenantHeaders, ENROLL_ROLE,
+    OperatorLevel, TenantHeaders, ENROLL_ROLE, FLEET_MANAGE_ROLE,
 };
 pub use caller_cache::CachedCallerAuth;
+pub use command_token::{CommandGrant, CommandTokenClaims, CommandTokens, EDGE_TOKEN_AUDIENCE};
 pub use jws::{b64url, b64url_decode, JwsParts};
 pub use local_signer::{write_private, LocalSigner};
 pub use oidc::{ChainCallerAuth, OidcCallerAuth};

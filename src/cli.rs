@@ -1,9 +1,11 @@
-//! The command line: `run`, `dev` and `check-config`, and their exit codes.
+//! The command line: `run`, `dev`, `check-config`, `migrate`, `admin-token`
+//! and `edge-sim`, and their exit codes.
 //!
 //! This is the binary's edge: the only place that prints for humans, maps
 //! errors to exit codes (2 for configuration and usage errors, 1 for runtime
 //! failures) and uses `anyhow`.
 
+mod admin_token;
 mod check;
 mod dev;
 mod edge_sim;
@@ -40,6 +42,8 @@ enum Command {
     CheckConfig(ConfigArgs),
     /// Apply the store's migrations and exit (shared mode: only the relay's own tables).
     Migrate(ConfigArgs),
+    /// Mint one of the relay's own operator tokens into a 0600 file (break-glass, scripts).
+    AdminToken(admin_token::AdminTokenArgs),
     /// Our own edge client: enroll simulated edges (and, later, hold their sessions).
     EdgeSim {
         #[command(subcommand)]
@@ -106,6 +110,7 @@ pub fn main() -> ExitCode {
         Command::Dev(args) => dev::dev(args),
         Command::CheckConfig(args) => check::check(&args),
         Command::Migrate(args) => migrate::migrate(&args.config),
+        Command::AdminToken(args) => admin_token::admin_token(args),
         Command::EdgeSim { command } => edge_sim::run(command),
     };
     match result {

@@ -21,7 +21,7 @@ pub use identity::{ROLE_ID_ENV, SECRET_ID_ENV};
 pub use load::{load_file, parse_str, ENV_OVERRIDES};
 pub use model::{
     ClusterConfig, Config, KeycloakConfig, OpenBaoConfig, PostgresConfig, RateLimitConfig,
-    RelayConfig, SignerKind, SigningScheme, DEFAULT_CLUSTER_ID, DEFAULT_DATA_DIR,
+    RelayConfig, SignerKind, SigningScheme, DEFAULT_AUDIENCE, DEFAULT_CLUSTER_ID, DEFAULT_DATA_DIR,
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_GOSSIP_PORT, DEFAULT_GRPC_PORT, DEFAULT_HEARTBEAT_TIMEOUT,
     DEFAULT_HTTP_PORT, DEFAULT_ISSUER, DEFAULT_PEER_PORT, DEFAULT_REALM, DEFAULT_TRANSIT_KEY,
     RELAY_ROLE,

@@ -13,6 +13,7 @@ mod hosts;
 mod invoke;
 mod metrics_layer;
 mod probes;
+mod request_id;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
@@ -44,7 +45,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The router with every route and the request-counting middleware.
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
         .route("/metrics", get(probes::metrics))
@@ -87,7 +88,16 @@ pub fn router(state: HttpState) -> Router {
             state.metrics.clone(),
             metrics_layer::count_requests,
         ))
-        .with_state(state)
+        .with_state(state.clone());
+    // Layers on a router wrap each route, inside the step that adds `Allow`
+    // to a 405; wrapped whole, the JSON rewrite sees the finished answer.
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::from_fn(error::json_method_not_allowed))
+        .layer(axum::middleware::from_fn_with_state(
+            std::sync::Arc::clone(&state.api.entropy),
+            request_id::with_request_id,
+        ))
 }
 
 /// Errors of the HTTP server.

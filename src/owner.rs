@@ -20,10 +20,11 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use calls::{CallEvent, CallHandle, Joined};
-pub use command::{cancel_command, invoke_command, json_object, Control, ToolCall};
+pub use command::{cancel_command, invoke_command, json_object, Addressed, Control, ToolCall};
 pub use registry::{Refusal, Registered, Registry, SessionEntry};
 pub use updates::UpdateBuffer;
 
+use crate::auth::CommandTokens;
 use crate::runtime::Clock;
 use crate::session::{CloseReason, Down, SessionKey, Up};
 use crate::store::{EdgeRecord, EdgeStatus, Store, StoreResult, TagChange};
@@ -60,6 +61,8 @@ pub struct Owner {
     updates: Arc<UpdateBuffer>,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
+    /// Mints the user token of an InvokeTool whose caller sent none.
+    command_tokens: CommandTokens,
     draining: AtomicBool,
     /// Tag writes per node, striped: see `change_tags`.
     tag_writes: Box<[tokio::sync::Mutex<()>]>,
@@ -78,13 +81,18 @@ impl std::fmt::Debug for Owner {
 
 impl Owner {
     /// An owner with no sessions.
-    pub fn new(clock: Arc<dyn Clock>, metrics: Metrics) -> Arc<Self> {
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+        command_tokens: CommandTokens,
+    ) -> Arc<Self> {
         Arc::new(Self {
             registry: Registry::default(),
             calls: calls::Calls::default(),
             updates: Arc::new(UpdateBuffer::default()),
             clock,
             metrics,
+            command_tokens,
             draining: AtomicBool::new(false),
             tag_writes: (0..TAG_WRITE_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
@@ -224,7 +232,13 @@ impl Owner {
         let deadline = tokio::time::Instant::now() + call.deadline;
         let (joined, events) = self.calls.wait_for(command_id, &key);
         if joined == Joined::First {
-            let command = invoke_command(command_id, &session.tenant_id, call);
+            let to = Addressed {
+                command_id,
+                node_id,
+                tenant_id: &session.tenant_id,
+                now: self.now().timestamp(),
+            };
+            let command = invoke_command(to, call, &self.command_tokens);
             let sent = tokio::time::timeout(
                 SEND_TIMEOUT,
                 session.commands.send(Down::Command(Box::new(command))),

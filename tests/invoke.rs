@@ -34,7 +34,8 @@ fn call(command: &str, args: &[&str], deadline: Duration) -> ToolCall {
         tool_name: "cmd.run".into(),
         args: object,
         security_context_name: "zaru-free".into(),
-        user_security_token: "a.b.c".into(),
+        user_security_token: Some("a.b.c".into()),
+        caller_subject: "test".into(),
         deadline,
     }
 }
@@ -93,12 +94,14 @@ async fn rest_invoke_runs_once_per_idempotency_key() -> TestResult {
     assert_eq!((status, &again), (200, &first));
     let seen = received(&mut running.commands).await;
     assert_eq!(invokes(&seen), 1, "{seen:?}");
-    // The inner envelope carried the caller's token, tenant and context.
+    // The inner envelope carried a token of its own (never the caller's
+    // bearer), the tenant and the context.
     let Some(edge_command::Command::InvokeTool(invoke)) = seen.first() else {
         return Err("no invoke".into());
     };
     let inner = invoke.seal_envelope.clone().ok_or("no envelope")?;
-    assert_eq!(format!("Bearer {}", inner.user_security_token), bearer);
+    assert_ne!(format!("Bearer {}", inner.user_security_token), bearer);
+    assert_eq!(inner.user_security_token.split('.').count(), 3);
     assert_eq!(inner.tenant_id, "t-a");
     assert_eq!(inner.security_context_name, invoke.security_context_name);
 

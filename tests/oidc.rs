@@ -39,7 +39,7 @@ fn keycloak(url: &str, realm: &str) -> KeycloakConfig {
     KeycloakConfig {
         endpoint: url.to_owned(),
         realm: realm.to_owned(),
-        audience: None,
+        audience: Some("relay-coordinator".into()),
         roles_claim: "realm_access.roles".into(),
         tenant_claim: "tenant_id".into(),
         operator_claim: "aegis_role".into(),
@@ -279,7 +279,7 @@ async fn wrong_issuer_is_refused_naming_both() -> TestResult {
 }
 
 #[tokio::test]
-async fn audience_is_checked_only_when_configured() -> TestResult {
+async fn audience_is_checked_unless_any_is_configured() -> TestResult {
     let Some(url) = idp()? else { return Ok(()) };
     let real = token(&url, "enroller").await?;
     let mut config = keycloak(&url, REALM);
@@ -288,8 +288,14 @@ async fn audience_is_checked_only_when_configured() -> TestResult {
         authenticate(&OidcCallerAuth::new(config.clone())?, &real).await,
         &["wrong audience", "\"other\""],
     );
-    // The stand-in's resource server audience (Keycloak: an audience mapper).
-    config.audience = Some("aegis-relay".into());
+    // `"*"` in the file: any audience.
+    config.audience = None;
+    assert!(authenticate(&OidcCallerAuth::new(config.clone())?, &real)
+        .await
+        .is_ok());
+    // The stand-in's resource server audience (Keycloak: an audience mapper),
+    // the relay's default.
+    config.audience = Some("relay-coordinator".into());
     assert!(authenticate(&OidcCallerAuth::new(config)?, &real)
         .await
         .is_ok());
@@ -343,8 +349,8 @@ async fn start_relay(url: &str) -> Result<OidcRelay, BoxError> {
     )));
     let callers = ChainCallerAuth::new(
         settings.issuer.clone(),
-        local,
-        OidcCallerAuth::new(keycloak(url, REALM))?,
+        Some(local),
+        Some(OidcCallerAuth::new(keycloak(url, REALM))?),
     );
     let deps = app::Dependencies {
         store: Arc::new(store),
@@ -450,11 +456,18 @@ async fn rest_tenant_headers_follow_the_identity_kind() -> TestResult {
     let (status, body) = issue_rest(relay, Some(&enroller), &[("x-tenant-id", "t-other")]).await?;
     assert_eq!(status, 403, "{body}");
 
-    let answer = issue_rest(relay, Some(&svc), &[("x-tenant-id", "t-other")]).await?;
+    let (status, body) = issue_rest(relay, Some(&svc), &[("x-tenant-id", "t-other")]).await?;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.to_string().contains("aegis.edge.fleet.manage"),
+        "a service account without the role may not delegate: {body}"
+    );
+    let manager = token(&url, "svc-manager").await?;
+    let answer = issue_rest(relay, Some(&manager), &[("x-tenant-id", "t-other")]).await?;
     assert_eq!(
         issued_tid(&answer)?,
         "t-other",
-        "service accounts may delegate"
+        "service accounts with the fleet role may delegate"
     );
     Ok(())
 }

@@ -294,3 +294,110 @@ async fn no_migrate_refuses_an_unmigrated_store_until_migrate_runs() -> TestResu
     assert_eq!(wait_exit(&mut relay, Duration::from_secs(10)).await?, 0);
     Ok(())
 }
+
+/// Starts `run` on `config` and waits until it is ready.
+async fn run_ready(config: &Path, http_port: u16) -> Result<Process, Box<dyn std::error::Error>> {
+    let relay = Process(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(config)
+            .env_remove("POSTGRES_DSN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let readyz = format!("http://127.0.0.1:{http_port}/readyz");
+    eventually(Duration::from_secs(30), "run to become ready", || async {
+        let (status, _) = http_get_url(&readyz).await.ok()?;
+        (status == 200).then_some(())
+    })
+    .await?;
+    Ok(relay)
+}
+
+#[tokio::test]
+async fn admin_token_is_accepted_by_run_only_with_the_flag() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (grpc_port, http_port) = (free_port()?, free_port()?);
+    let config = sqlite_config(dir.path(), grpc_port, http_port)?;
+    let token_path = dir.path().join("ops.token");
+    let minted = Command::new(BIN)
+        .args(["admin-token", "--ttl", "10m", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&token_path)
+        .env_remove("POSTGRES_DSN")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&minted.stdout);
+    assert_eq!(
+        minted.status.code(),
+        Some(0),
+        "{stdout} {}",
+        String::from_utf8_lossy(&minted.stderr)
+    );
+    let token = std::fs::read_to_string(&token_path)?;
+    assert_eq!(token.split('.').count(), 3);
+    assert!(
+        !stdout.contains(token.trim()),
+        "the token itself is never printed"
+    );
+    assert!(
+        stdout.contains("relay.accept_local_admin_tokens"),
+        "{stdout}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&token_path)?.permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let tenant_path = dir.path().join("tenant.token");
+    let tenant = Command::new(BIN)
+        .args(["admin-token", "--tenant", "t-ci", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&tenant_path)
+        .env_remove("POSTGRES_DSN")
+        .output()?;
+    assert_eq!(tenant.status.code(), Some(0));
+    let bad = Command::new(BIN)
+        .args(["admin-token", "--ttl", "90d", "--config"])
+        .arg(&config)
+        .args(["--out", "/dev/null"])
+        .env_remove("POSTGRES_DSN")
+        .output()?;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--ttl"));
+
+    let hosts = format!("http://127.0.0.1:{http_port}/v1/edge/hosts");
+    let get = |token: String| {
+        let hosts = hosts.clone();
+        async move {
+            let bearer = format!("Bearer {}", token.trim());
+            common::http_request("GET", &hosts, &[("authorization", bearer.as_str())], "").await
+        }
+    };
+    // Without the flag, `run` refuses it and says which setting decides.
+    let mut relay = run_ready(&config, http_port).await?;
+    let (status, body) = get(token.clone()).await?;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("relay.accept_local_admin_tokens"), "{body}");
+    sigterm(&relay.0)?;
+    assert_eq!(wait_exit(&mut relay, Duration::from_secs(10)).await?, 0);
+
+    let text = std::fs::read_to_string(&config)?;
+    std::fs::write(
+        &config,
+        format!("{text}  accept_local_admin_tokens: true\n"),
+    )?;
+    let mut relay = run_ready(&config, http_port).await?;
+    let (status, body) = get(token).await?;
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    let (status, body) = get(std::fs::read_to_string(&tenant_path)?).await?;
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    sigterm(&relay.0)?;
+    assert_eq!(wait_exit(&mut relay, Duration::from_secs(10)).await?, 0);
+    Ok(())
+}

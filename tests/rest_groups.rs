@@ -40,7 +40,7 @@ async fn groups_are_created_read_changed_and_deleted() -> TestResult {
     let group = &created.json;
     assert_eq!(group["name"], json!("db"));
     assert_eq!(group["tenant_id"], json!(TENANT_A));
-    assert_eq!(group["created_by"], json!("user"), "defaults to the caller");
+    assert_eq!(group["created_by"], json!("user"), "the caller");
     assert_eq!(group["pinned_members"], json!([pinned]));
     assert_eq!(
         group["selector"],
@@ -62,7 +62,12 @@ async fn groups_are_created_read_changed_and_deleted() -> TestResult {
 
     let by = json!({"name": "web", "selector": selector_has("web"), "created_by": "ci"});
     let web = rest.post("/v1/edge/groups", &by).await?;
-    assert_eq!(web.json["created_by"], json!("ci"), "{}", web.text);
+    assert_eq!(
+        web.json["created_by"],
+        json!("user"),
+        "the caller, never the body: {}",
+        web.text
+    );
     let taken = rest.patch(&path, &json!({"name": "web"})).await?;
     assert_eq!(taken.status, 409, "{}", taken.text);
 

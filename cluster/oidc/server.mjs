@@ -30,9 +30,10 @@ const realm = process.env.OIDC_REALM ?? 'aegis-system';
 const prefix = `/realms/${realm}`;
 
 // The resource every client-credentials token is minted for, and the `aud`
-// it carries.
+// it carries: the relay's client, as the deployment guide's bootstrap maps
+// it (the relay's default keycloak.audience).
 const RESOURCE = 'urn:aegis:relay';
-const AUDIENCE = 'aegis-relay';
+const AUDIENCE = 'relay-coordinator';
 
 // Keycloak-shaped claims per client. Secrets are `<client_id>-secret`.
 const CLIENT_CLAIMS = {
@@ -45,6 +46,12 @@ const CLIENT_CLAIMS = {
     realm_access: { roles: ['aegis.edge.enroll'] },
     tenant_id: 't-acme',
   },
+  'svc-manager': {
+    preferred_username: 'service-account-svc-manager',
+    realm_access: { roles: ['aegis.edge.enroll', 'aegis.edge.fleet.manage'] },
+    tenant_id: 't-acme',
+  },
+  manager: { realm_access: { roles: ['aegis.edge.fleet.manage'] }, tenant_id: 't-acme' },
   notenant: { realm_access: { roles: ['aegis.edge.enroll'] } },
 };
 

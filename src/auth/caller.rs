@@ -10,6 +10,10 @@ use super::tokens::{is_valid_tenant_id, AdminClaims, TokenIssuer, ADMIN_AUDIENCE
 
 /// Realm role that allows issuing enrollment tokens (deployment guide).
 pub const ENROLL_ROLE: &str = "aegis.edge.enroll";
+/// Realm role that allows running tools on a tenant's edges and changing
+/// them (invoke, fleet calls, drain, revoke, tags, groups), and a service
+/// account's acting for another tenant (deployment guide's bootstrap).
+pub const FLEET_MANAGE_ROLE: &str = "aegis.edge.fleet.manage";
 
 /// AEGIS operator levels (`aegis_role` claim).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,13 +69,44 @@ impl Caller {
         self.operator == Some(OperatorLevel::Admin)
     }
 
+    /// Whether the token carries realm role `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|held| held == role)
+    }
+
+    fn is_operator_writer(&self) -> bool {
+        matches!(
+            self.operator,
+            Some(OperatorLevel::Admin | OperatorLevel::Operator)
+        )
+    }
+
     /// May issue enrollment tokens: the enroll role, or an admin or operator.
     pub fn may_enroll(&self) -> bool {
-        self.roles.iter().any(|role| role == ENROLL_ROLE)
-            || matches!(
-                self.operator,
-                Some(OperatorLevel::Admin | OperatorLevel::Operator)
-            )
+        self.has_role(ENROLL_ROLE) || self.is_operator_writer()
+    }
+
+    /// May run tools on edges and change them: `aegis:admin`,
+    /// `aegis:operator` or the realm role [`FLEET_MANAGE_ROLE`]. Stricter
+    /// than AEGIS, which asks for no role (protocol.md §12.1).
+    pub fn may_manage_fleet(&self) -> bool {
+        self.has_role(FLEET_MANAGE_ROLE) || self.is_operator_writer()
+    }
+
+    /// Refuses a caller who may not manage fleets, naming what `action`
+    /// needs.
+    pub fn require_fleet_manager(&self, action: &str) -> Result<(), CallerError> {
+        if self.may_manage_fleet() {
+            return Ok(());
+        }
+        let held = match self.operator {
+            Some(OperatorLevel::Readonly) => "an aegis:readonly operator".to_owned(),
+            _ => format!("caller {:?}", self.subject),
+        };
+        Err(CallerError::Forbidden(format!(
+            "{held} may not {action}: it needs the realm role {FLEET_MANAGE_ROLE} (or operator \
+             level aegis:admin or aegis:operator)"
+        )))
     }
 }
 
@@ -175,8 +210,9 @@ pub struct TenantHeaders<'a> {
 
 /// The tenant a request acts for (protocol.md §12.1):
 /// `x-aegis-tenant` for admin operators (ignored, not refused, for others);
-/// `X-Tenant-Id` equal to the caller's tenant, or another tenant for service
-/// accounts and admin operators (refused for everyone else); else the token's.
+/// `X-Tenant-Id` equal to the caller's tenant, or another tenant for admin
+/// operators and for service accounts holding [`FLEET_MANAGE_ROLE`]
+/// (refused for everyone else); else the token's.
 pub fn resolve_tenant(caller: &Caller, headers: TenantHeaders<'_>) -> Result<String, CallerError> {
     if caller.is_admin() {
         if let Some(tenant) = headers.aegis_tenant.filter(|tenant| !tenant.is_empty()) {
@@ -186,12 +222,18 @@ pub fn resolve_tenant(caller: &Caller, headers: TenantHeaders<'_>) -> Result<Str
     match headers.tenant_id.filter(|tenant| !tenant.is_empty()) {
         None => Ok(caller.tenant_id.clone()),
         Some(tenant) if tenant == caller.tenant_id => Ok(tenant.to_owned()),
-        Some(tenant) if caller.service_account || caller.is_admin() => {
+        Some(tenant) if caller.is_admin() => checked(tenant, "X-Tenant-Id"),
+        Some(tenant) if caller.service_account && caller.has_role(FLEET_MANAGE_ROLE) => {
             checked(tenant, "X-Tenant-Id")
         }
+        Some(tenant) if caller.service_account => Err(CallerError::Forbidden(format!(
+            "X-Tenant-Id {tenant:?} is not your tenant ({:?}); a service account acts for \
+             another tenant only with the realm role {FLEET_MANAGE_ROLE}",
+            caller.tenant_id
+        ))),
         Some(tenant) => Err(CallerError::Forbidden(format!(
-            "X-Tenant-Id {tenant:?} is not your tenant ({:?}); only service accounts and admin \
-             operators may act for another tenant",
+            "X-Tenant-Id {tenant:?} is not your tenant ({:?}); only service accounts with the \
+             realm role {FLEET_MANAGE_ROLE} and admin operators may act for another tenant",
             caller.tenant_id
         ))),
     }
@@ -262,7 +304,16 @@ mod tests {
             resolve_tenant(&user, headers(None, Some("t-other"))),
             Err(CallerError::Forbidden(_))
         ));
-        let service = caller(None, true);
+        let mut service = caller(None, true);
+        assert!(matches!(
+            resolve_tenant(&service, headers(None, Some("t-other"))),
+            Err(CallerError::Forbidden(message)) if message.contains(FLEET_MANAGE_ROLE)
+        ));
+        assert_eq!(
+            resolve_tenant(&service, headers(None, Some("t-home"))),
+            Ok("t-home".into())
+        );
+        service.roles.push(FLEET_MANAGE_ROLE.into());
         assert_eq!(
             resolve_tenant(&service, headers(None, Some("t-other"))),
             Ok("t-other".into())
@@ -276,6 +327,24 @@ mod tests {
             resolve_tenant(&user, headers(None, None)),
             Ok("t-home".into())
         );
+    }
+
+    #[test]
+    fn fleet_management_needs_the_role_or_a_writing_operator_level() {
+        assert!(caller(Some(OperatorLevel::Admin), false).may_manage_fleet());
+        assert!(caller(Some(OperatorLevel::Operator), false).may_manage_fleet());
+        let readonly = caller(Some(OperatorLevel::Readonly), false);
+        assert!(matches!(
+            readonly.require_fleet_manager("invoke tools"),
+            Err(CallerError::Forbidden(message))
+                if message.contains("aegis:readonly") && message.contains(FLEET_MANAGE_ROLE)
+        ));
+        let mut user = caller(None, false);
+        assert!(!user.may_manage_fleet());
+        user.roles.push(ENROLL_ROLE.into());
+        assert!(!user.may_manage_fleet());
+        user.roles.push(FLEET_MANAGE_ROLE.into());
+        assert!(user.may_manage_fleet());
     }
 
     #[test]

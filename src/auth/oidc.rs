@@ -80,20 +80,27 @@ impl CallerAuth for OidcCallerAuth {
 }
 
 /// Routes each token by its (unverified) `iss`: the relay's own operator
-/// tokens (`dev`'s `admin.token`) to a [`LocalCallerAuth`], everything else
-/// to the OIDC provider. Routing decides only who verifies; each side does
-/// its full verification, so a forged `iss` gains nothing. The relay's
-/// issuer must differ from the realm's issuer URL.
+/// tokens (`dev`'s `admin.token`, `aegis-relay admin-token`) to a
+/// [`LocalCallerAuth`], everything else to the OIDC provider. Routing decides
+/// only who verifies; each side does its full verification, so a forged
+/// `iss` gains nothing. Either side may be off (`relay.accept_local_admin_tokens`
+/// false, no `keycloak:` block); its tokens are then refused with a message
+/// naming the setting. The relay's issuer must differ from the realm's
+/// issuer URL.
 #[derive(Debug)]
 pub struct ChainCallerAuth {
     relay_issuer: String,
-    local: LocalCallerAuth,
-    oidc: OidcCallerAuth,
+    local: Option<LocalCallerAuth>,
+    oidc: Option<OidcCallerAuth>,
 }
 
 impl ChainCallerAuth {
     /// Tokens with `iss == relay_issuer` go to `local`, others to `oidc`.
-    pub fn new(relay_issuer: String, local: LocalCallerAuth, oidc: OidcCallerAuth) -> Self {
+    pub fn new(
+        relay_issuer: String,
+        local: Option<LocalCallerAuth>,
+        oidc: Option<OidcCallerAuth>,
+    ) -> Self {
         Self {
             relay_issuer,
             local,
@@ -114,12 +121,20 @@ fn unverified_issuer(token: &str) -> Option<String> {
 #[async_trait]
 impl CallerAuth for ChainCallerAuth {
     async fn authenticate(&self, bearer: &str, now: DateTime<Utc>) -> Result<Caller, CallerError> {
-        if bearer.len() <= verify::MAX_TOKEN_BYTES
-            && unverified_issuer(bearer).as_deref() == Some(self.relay_issuer.as_str())
-        {
-            self.local.authenticate(bearer, now).await
-        } else {
-            self.oidc.authenticate(bearer, now).await
+        let relay_token = bearer.len() <= verify::MAX_TOKEN_BYTES
+            && unverified_issuer(bearer).as_deref() == Some(self.relay_issuer.as_str());
+        match (relay_token, &self.local, &self.oidc) {
+            (true, Some(local), _) => local.authenticate(bearer, now).await,
+            (true, None, _) => Err(CallerError::Invalid(
+                "this relay does not accept its own operator tokens; set \
+                 relay.accept_local_admin_tokens: true to allow them"
+                    .to_owned(),
+            )),
+            (false, _, Some(oidc)) => oidc.authenticate(bearer, now).await,
+            (false, _, None) => Err(CallerError::Invalid(
+                "this relay authenticates no OIDC callers (no keycloak.endpoint configured)"
+                    .to_owned(),
+            )),
         }
     }
 }

@@ -259,20 +259,34 @@ impl TokenIssuer {
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> Result<IssuedToken<AdminClaims>, SignError> {
-        self.mint_caller(subject, "aegis-system", "aegis:admin", now, ttl)
+        self.mint_caller(subject, "aegis-system", "aegis:admin", &[], now, ttl)
             .await
     }
 
-    /// A caller token of `tenant` with no operator level (tests and
-    /// benchmarks acting for one tenant).
+    /// A caller token of `tenant` with no operator level and the realm
+    /// `roles` (tests, benchmarks and `admin-token --tenant`).
     pub async fn mint_tenant_token(
         &self,
         subject: &str,
         tenant: &str,
+        roles: &[&str],
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> Result<IssuedToken<AdminClaims>, SignError> {
-        self.mint_caller(subject, tenant, "", now, ttl).await
+        self.mint_caller(subject, tenant, "", roles, now, ttl).await
+    }
+
+    /// An operator token of `level` (`aegis:readonly`, ...), tenant
+    /// `aegis-system`.
+    pub async fn mint_operator_token(
+        &self,
+        subject: &str,
+        level: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<IssuedToken<AdminClaims>, SignError> {
+        self.mint_caller(subject, "aegis-system", level, &[], now, ttl)
+            .await
     }
 
     async fn mint_caller(
@@ -280,6 +294,7 @@ impl TokenIssuer {
         subject: &str,
         tenant: &str,
         aegis_role: &str,
+        roles: &[&str],
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> Result<IssuedToken<AdminClaims>, SignError> {
@@ -292,7 +307,9 @@ impl TokenIssuer {
             exp: iat + secs(ttl),
             tenant_id: tenant.to_owned(),
             aegis_role: aegis_role.to_owned(),
-            realm_access: RealmAccess::default(),
+            realm_access: RealmAccess {
+                roles: roles.iter().map(|role| (*role).to_owned()).collect(),
+            },
         })
         .await
     }

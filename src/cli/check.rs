@@ -21,8 +21,33 @@ pub(super) fn check(args: &ConfigArgs) -> Result<(), Failure> {
         config.cluster.public_endpoint
     );
     println!("  store: {}", super::store_settings(&config).describe());
+    println!("  callers: {}", callers(&config));
     for warning in &config.warnings {
         println!("  warning: {warning}");
     }
     Ok(())
+}
+
+/// Which bearer tokens the caller routes accept.
+fn callers(config: &crate::config::Config) -> String {
+    let oidc = config.keycloak.as_ref().map(|keycloak| {
+        format!(
+            "OIDC tokens of {} (audience {})",
+            keycloak.issuer_url(),
+            keycloak.audience.as_deref().unwrap_or("any")
+        )
+    });
+    let local = config.relay.accept_local_admin_tokens.then(|| {
+        format!(
+            "the relay's own operator tokens (issuer {})",
+            config.relay.issuer
+        )
+    });
+    match (oidc, local) {
+        (Some(oidc), Some(local)) => format!("{oidc}, and {local}"),
+        (Some(only), None) | (None, Some(only)) => only,
+        (None, None) => "none (every REST call is refused with 401; set keycloak.endpoint or \
+                         relay.accept_local_admin_tokens: true)"
+            .to_owned(),
+    }
 }

@@ -60,7 +60,7 @@ pub(super) fn run(config_path: &Path, no_migrate: bool) -> Result<(), Failure> {
 
 /// The signer `relay.signer` names: the local key file, or OpenBao Transit
 /// through an AppRole login.
-async fn signer(config: &Config) -> anyhow::Result<Arc<dyn Signer>> {
+pub(super) async fn signer(config: &Config) -> anyhow::Result<Arc<dyn Signer>> {
     match (config.relay.signer, &config.openbao) {
         (SignerKind::OpenBao, Some(openbao)) => {
             let (role_id, secret_id) = OpenBaoSigner::approle_credentials(openbao)?;
@@ -76,23 +76,41 @@ async fn signer(config: &Config) -> anyhow::Result<Arc<dyn Signer>> {
 }
 
 /// Callers: OIDC bearer tokens from the Keycloak realm when `keycloak:` is
-/// set (plus this relay's own operator tokens), else only the latter.
+/// set, the relay's own operator tokens when
+/// `relay.accept_local_admin_tokens` is true; with neither, every bearer is
+/// refused (edges still enroll and connect with tokens minted elsewhere).
 fn callers(
     config: &Config,
     signer: &Arc<dyn Signer>,
 ) -> anyhow::Result<Option<Arc<dyn CallerAuth>>> {
-    let Some(keycloak) = &config.keycloak else {
-        return Ok(None);
+    let local = config.relay.accept_local_admin_tokens.then(|| {
+        LocalCallerAuth::new(Arc::new(TokenIssuer::new(
+            Arc::clone(signer),
+            config.relay.issuer.clone(),
+            Vec::new(),
+            config.cluster.public_endpoint.clone(),
+        )))
+    });
+    let oidc = match &config.keycloak {
+        Some(keycloak) => {
+            let oidc = OidcCallerAuth::new(keycloak.clone())
+                .map_err(|err| anyhow::anyhow!("keycloak: {err}"))?;
+            tracing::info!(issuer = %keycloak.issuer_url(), audience = keycloak.audience.as_deref().unwrap_or("*"), "callers authenticate with the OIDC realm");
+            Some(oidc)
+        }
+        None => None,
     };
-    let local = LocalCallerAuth::new(Arc::new(TokenIssuer::new(
-        Arc::clone(signer),
-        config.relay.issuer.clone(),
-        Vec::new(),
-        config.cluster.public_endpoint.clone(),
-    )));
-    let oidc =
-        OidcCallerAuth::new(keycloak.clone()).map_err(|err| anyhow::anyhow!("keycloak: {err}"))?;
-    tracing::info!(issuer = %keycloak.issuer_url(), "callers authenticate with the OIDC realm");
+    if local.is_some() {
+        tracing::info!(
+            "the relay's own operator tokens are accepted (relay.accept_local_admin_tokens)"
+        );
+    }
+    if local.is_none() && oidc.is_none() {
+        tracing::warn!(
+            "no caller authentication configured: every REST and IssueEnrollmentToken call is \
+             refused (set keycloak.endpoint, or relay.accept_local_admin_tokens: true)"
+        );
+    }
     Ok(Some(Arc::new(ChainCallerAuth::new(
         config.relay.issuer.clone(),
         local,

@@ -117,6 +117,7 @@ pub struct FileRelay {
     pub log_format: Option<LogFormat>,
     pub issuer: Option<String>,
     pub accepted_issuers: Option<Vec<String>>,
+    pub accept_local_admin_tokens: Option<bool>,
     pub signer: Option<String>,
     pub signing_scheme: Option<String>,
     pub attest_rate_limit: Option<FileRateLimit>,

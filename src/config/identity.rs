@@ -9,8 +9,8 @@ use super::error::ConfigError;
 use super::expand::Env;
 use super::file::{FileKeycloak, FileOpenBao, FileRateLimit};
 use super::model::{
-    KeycloakConfig, OpenBaoConfig, RateLimitConfig, SignerKind, SigningScheme, DEFAULT_REALM,
-    DEFAULT_TRANSIT_KEY,
+    KeycloakConfig, OpenBaoConfig, RateLimitConfig, SignerKind, SigningScheme, DEFAULT_AUDIENCE,
+    DEFAULT_REALM, DEFAULT_TRANSIT_KEY,
 };
 
 /// Env var holding the AppRole role id when no file is configured.
@@ -51,7 +51,7 @@ pub fn keycloak(block: Option<FileKeycloak>) -> Result<Option<KeycloakConfig>, C
     Ok(Some(KeycloakConfig {
         endpoint,
         realm,
-        audience: block.audience.filter(|aud| !aud.is_empty()),
+        audience: audience(block.audience)?,
         roles_claim: path("roles", claims.roles, "realm_access.roles")?,
         tenant_claim: path("tenant", claims.tenant, "tenant_id")?,
         operator_claim: path("operator", claims.operator, "aegis_role")?,
@@ -59,6 +59,22 @@ pub fn keycloak(block: Option<FileKeycloak>) -> Result<Option<KeycloakConfig>, C
             .jwks_refresh_interval
             .map_or(Duration::from_secs(300), |d| d.0),
     }))
+}
+
+/// `keycloak.audience`: the relay's client by default; `"*"` for any.
+fn audience(value: Option<String>) -> Result<Option<String>, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        None => Ok(Some(DEFAULT_AUDIENCE.to_owned())),
+        Some("*") => Ok(None),
+        Some("") => Err(ConfigError::invalid(
+            "keycloak.audience",
+            format!(
+                "must not be empty; leave it out for the default {DEFAULT_AUDIENCE:?}, or \
+                 write \"*\" to accept any audience"
+            ),
+        )),
+        Some(audience) => Ok(Some(audience.to_owned())),
+    }
 }
 
 pub fn openbao(block: Option<FileOpenBao>) -> Result<Option<OpenBaoConfig>, ConfigError> {

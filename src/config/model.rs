@@ -27,6 +27,9 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/aegis/relay";
 pub const DEFAULT_ISSUER: &str = "aegis-relay-coordinator";
 /// Default Keycloak realm.
 pub const DEFAULT_REALM: &str = "aegis-system";
+/// Default `keycloak.audience`: the client the deployment guide's bootstrap
+/// creates for the relay.
+pub const DEFAULT_AUDIENCE: &str = "relay-coordinator";
 /// Default Transit key (shared with the AEGIS controller).
 pub const DEFAULT_TRANSIT_KEY: &str = "edge-enrollment-token";
 /// The only role this binary plays.
@@ -103,6 +106,9 @@ pub struct RelayConfig {
     /// Other issuers whose enrollment tokens are redeemed (same signing key),
     /// e.g. `aegis-controller`.
     pub accepted_issuers: Vec<String>,
+    /// Whether callers may present the relay's own operator tokens
+    /// (`dev`'s `admin.token`, `aegis-relay admin-token`).
+    pub accept_local_admin_tokens: bool,
     /// Which signer mints tokens.
     pub signer: SignerKind,
     /// Signature scheme of tokens minted through OpenBao.
@@ -158,7 +164,8 @@ pub struct KeycloakConfig {
     pub endpoint: String,
     /// Realm name.
     pub realm: String,
-    /// Required `aud`, when set.
+    /// Required `aud` (default [`DEFAULT_AUDIENCE`]); `None` (`"*"` in the
+    /// file): any audience.
     pub audience: Option<String>,
     /// Claim path of realm roles (dots separate levels).
     pub roles_claim: String,

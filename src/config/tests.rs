@@ -192,6 +192,39 @@ fn controller_blocks_are_ignored_with_a_warning() -> Result<(), ConfigError> {
 }
 
 #[test]
+fn caller_settings_default_to_the_relay_client_and_no_local_tokens() -> Result<(), ConfigError> {
+    let env = env(&[("POSTGRES_DSN", "postgres://relay:pw@db:5432/aegis")]);
+    let guide = parse_str(GUIDE_EXAMPLE, &env)?;
+    let audience = |config: &Config| config.keycloak.as_ref().and_then(|kc| kc.audience.clone());
+    assert_eq!(audience(&guide).as_deref(), Some(DEFAULT_AUDIENCE));
+    assert!(!guide.relay.accept_local_admin_tokens);
+    assert!(guide.warnings.is_empty(), "{:?}", guide.warnings);
+
+    let keycloak = |audience: &str| {
+        format!("{MINIMAL}keycloak:\n  endpoint: https://kc\n  audience: {audience}\n")
+    };
+    let any = parse_str(&keycloak("\"*\""), &env)?;
+    assert_eq!(audience(&any), None);
+    assert_eq!(any.warnings.len(), 1);
+    assert!(
+        any.warnings[0].starts_with("keycloak.audience:"),
+        "{:?}",
+        any.warnings
+    );
+    let own = parse_str(&keycloak("my-relay"), &env)?;
+    assert_eq!(audience(&own).as_deref(), Some("my-relay"));
+    let text = error_text(&keycloak("\"\""), &env);
+    assert!(text.starts_with("keycloak.audience:"), "{text}");
+
+    let local = parse_str(
+        &format!("{MINIMAL}relay:\n  accept_local_admin_tokens: true\n"),
+        &env,
+    )?;
+    assert!(local.relay.accept_local_admin_tokens);
+    Ok(())
+}
+
+#[test]
 fn relay_block_is_read() -> Result<(), ConfigError> {
     let config = parse_str(
         &format!(

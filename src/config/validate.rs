@@ -81,6 +81,16 @@ pub fn validate(file: FileConfig, env: &dyn Env) -> Result<Config, ConfigError> 
     check_public_endpoint(&public_endpoint)?;
 
     let keycloak = identity::keycloak(file.keycloak)?;
+    if keycloak
+        .as_ref()
+        .is_some_and(|keycloak| keycloak.audience.is_none())
+    {
+        warnings.push(
+            "keycloak.audience: \"*\" accepts OIDC tokens minted for any client of the realm; \
+             set it to the relay's client (default relay-coordinator)"
+                .to_owned(),
+        );
+    }
     let openbao = identity::openbao(file.openbao)?;
     let postgres = validate_postgres(file.postgres.unwrap_or_default())?;
 
@@ -232,6 +242,7 @@ fn validate_relay(
         data_dir,
         issuer,
         accepted_issuers,
+        accept_local_admin_tokens: relay.accept_local_admin_tokens.unwrap_or(false),
         signer,
         signing_scheme,
         attest_rate_limit,

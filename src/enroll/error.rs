@@ -68,7 +68,31 @@ impl EnrollError {
             Self::Signer(SignError::Unavailable(_)) => Code::Unavailable,
             Self::Store(_) | Self::Signer(_) => Code::Internal,
         };
-        tonic::Status::new(code, self.to_string())
+        tonic::Status::new(code, self.client_message())
+    }
+
+    /// What a client is told: store and signer failures only by kind (their
+    /// text may hold database or OpenBao details, which go to the log).
+    fn client_message(&self) -> String {
+        match self {
+            Self::Store(err) if err.is_transient() => {
+                tracing::warn!(error = %err, "store unavailable");
+                "the relay's store is unavailable right now; retry shortly".to_owned()
+            }
+            Self::Store(err) => {
+                tracing::error!(error = %err, "store failed");
+                "a store operation failed inside the relay; its log has the details".to_owned()
+            }
+            Self::Signer(SignError::Unavailable(err)) => {
+                tracing::warn!(error = %err, "signer unavailable");
+                "the relay's token signer is unavailable right now; retry shortly".to_owned()
+            }
+            Self::Signer(err) => {
+                tracing::error!(error = %err, "signing failed");
+                "signing a token failed inside the relay; its log has the details".to_owned()
+            }
+            other => other.to_string(),
+        }
     }
 
     /// The HTTP status and AEGIS error code for this error.

@@ -6,7 +6,6 @@ use axum::http::HeaderMap;
 use super::error::ApiError;
 use super::HttpState;
 use crate::auth::{authorize, Caller, TenantHeaders};
-use crate::enroll::EnrollError;
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|value| value.to_str().ok())
@@ -27,7 +26,12 @@ pub async fn request_caller(
             tenant_id: header(headers, "x-tenant-id"),
         },
     )
-    .await
-    .map_err(EnrollError::from)?;
+    .await?;
     Ok(resolved)
+}
+
+/// Refuses a caller who may not run tools on edges or change them
+/// (`Caller::may_manage_fleet`), with a 403 naming the missing role.
+pub fn require_manager(caller: &Caller, action: &str) -> Result<(), ApiError> {
+    Ok(caller.require_fleet_manager(action)?)
 }

@@ -21,10 +21,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::caller::request_caller;
+use super::caller::{request_caller, require_manager};
 use super::error::ApiError;
 use super::hosts::scoped_caller;
-use super::invoke::{idempotency_key, require_writer, user_token};
+use super::invoke::{caller_token, idempotency_key};
 use super::HttpState;
 use crate::fleet::{
     resolve, run_fleet, CancelError, FleetCall, FleetInvokeBody, NewRun, RecordingSink, RunView,
@@ -49,7 +49,7 @@ pub async fn invoke(
     // for (an admin's `X-Aegis-Tenant`): operators may list across tenants
     // (protocol.md §12.1) but a run and its history belong to one tenant.
     let (caller, acting_for) = request_caller(&state, &headers).await?;
-    require_writer(&caller, "run fleet calls")?;
+    require_manager(&caller, "run fleet calls")?;
     let scope = Some(acting_for.clone());
     let body =
         FleetInvokeBody::parse(&body?).map_err(|err| ApiError::bad_request(err.to_string()))?;
@@ -72,7 +72,8 @@ pub async fn invoke(
         scope: scope.clone(),
         targets,
         call: ToolCall {
-            user_security_token: user_token(&body.user_security_token, &headers),
+            user_security_token: caller_token(&body.user_security_token),
+            caller_subject: caller.subject.clone(),
             tool_name: body.tool_name.clone(),
             args: body.args,
             security_context_name: body.security_context_name,
@@ -126,7 +127,7 @@ pub async fn cancel(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let (caller, scope) = scoped_caller(&state, &headers).await?;
-    require_writer(&caller, "cancel fleet calls")?;
+    require_manager(&caller, "cancel fleet calls")?;
     let id = parse_run_id(&id)?;
     match state.api.fleets.cancel(scope.as_deref(), id) {
         Ok(()) => {
@@ -134,11 +135,7 @@ pub async fn cancel(
             Ok(StatusCode::NO_CONTENT)
         }
         Err(err @ CancelError::NotFound(_)) => Err(ApiError::not_found(err.to_string())),
-        Err(err @ CancelError::Finished(_)) => Err(ApiError {
-            status: 409,
-            code: "conflict",
-            message: err.to_string(),
-        }),
+        Err(err @ CancelError::Finished(_)) => Err(ApiError::conflict(err.to_string())),
     }
 }
 

@@ -16,11 +16,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::body::json_body;
-use super::caller::request_caller;
+use super::caller::{request_caller, require_manager};
 use super::error::ApiError;
 use super::hosts::scoped_caller;
 use super::HttpState;
-use crate::auth::{Caller, OperatorLevel};
 use crate::fleet::EdgeSelector;
 use crate::store::{EdgeGroup, GroupUpdate, StoreError};
 
@@ -63,7 +62,8 @@ struct NewGroup {
     name: String,
     selector: EdgeSelector,
     pinned_members: Option<Vec<Uuid>>,
-    created_by: Option<String>,
+    // The CLI also sends `created_by`; it is ignored: a group's creator is
+    // the authenticated caller, not what a body claims.
 }
 
 /// Body of `PATCH /v1/edge/groups/{id}`; absent fields are kept.
@@ -80,15 +80,6 @@ fn group_id(id: &str) -> Result<Uuid, ApiError> {
 
 fn not_found(id: Uuid) -> ApiError {
     ApiError::not_found(format!("group {id} not found"))
-}
-
-fn require_writer(caller: &Caller) -> Result<(), ApiError> {
-    if caller.operator == Some(OperatorLevel::Readonly) {
-        return Err(ApiError::forbidden(
-            "aegis:readonly operators cannot change groups",
-        ));
-    }
-    Ok(())
 }
 
 fn checked_name(name: &str) -> Result<(), ApiError> {
@@ -143,7 +134,7 @@ pub async fn create_group(
 ) -> Result<Json<GroupView>, ApiError> {
     // The resolved tenant, not the scope: an operator's group still has one.
     let (caller, tenant) = request_caller(&state, &headers).await?;
-    require_writer(&caller)?;
+    require_manager(&caller, "change groups")?;
     let new: NewGroup = json_body(body)?;
     checked_name(&new.name)?;
     let group = EdgeGroup {
@@ -151,10 +142,7 @@ pub async fn create_group(
         tenant_id: tenant,
         selector: selector_json(&new.selector)?,
         pinned_members: unique(new.pinned_members.unwrap_or_default()),
-        created_by: new
-            .created_by
-            .filter(|by| !by.trim().is_empty())
-            .unwrap_or_else(|| caller.subject.clone()),
+        created_by: caller.subject.clone(),
         created_at: state.api.now(),
         name: new.name,
     };
@@ -193,7 +181,7 @@ pub async fn patch_group(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<GroupView>, ApiError> {
     let (caller, scope) = scoped_caller(&state, &headers).await?;
-    require_writer(&caller)?;
+    require_manager(&caller, "change groups")?;
     let id = group_id(&id)?;
     let patch: GroupPatch = json_body(body)?;
     if let Some(name) = &patch.name {
@@ -222,7 +210,7 @@ pub async fn delete_group(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let (caller, scope) = scoped_caller(&state, &headers).await?;
-    require_writer(&caller)?;
+    require_manager(&caller, "change groups")?;
     let id = group_id(&id)?;
     if !state.api.store.delete_group(scope.as_deref(), id).await? {
         return Err(not_found(id));

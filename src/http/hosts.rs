@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::body::json_body;
-use super::caller::request_caller;
+use super::caller::{request_caller, require_manager};
 use super::error::ApiError;
 use super::HttpState;
 use crate::auth::{Caller, OperatorLevel};
@@ -49,12 +49,7 @@ pub async fn revoke_host(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let (caller, scope) = scoped_caller(&state, &headers).await?;
-    if caller.operator == Some(OperatorLevel::Readonly) {
-        return Err(EnrollError::from(crate::auth::CallerError::Forbidden(
-            "aegis:readonly operators cannot revoke hosts".to_owned(),
-        ))
-        .into());
-    }
+    require_manager(&caller, "revoke hosts")?;
     let node_id = host_id(&id)?;
     let revoked = state
         .api
@@ -249,11 +244,7 @@ pub async fn patch_host(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<EdgeHostView>, ApiError> {
     let (caller, scope) = scoped_caller(&state, &headers).await?;
-    if caller.operator == Some(OperatorLevel::Readonly) {
-        return Err(ApiError::forbidden(
-            "aegis:readonly operators cannot change hosts",
-        ));
-    }
+    require_manager(&caller, "rename or tag hosts")?;
     let node_id = host_id(&id)?;
     let patch: HostPatch = json_body(body)?;
     let mut edge = edge_in_scope(&state, scope.as_deref(), node_id).await?;

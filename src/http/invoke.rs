@@ -13,10 +13,10 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::body::json_body;
+use super::caller::require_manager;
 use super::error::ApiError;
 use super::hosts::scoped_caller;
 use super::HttpState;
-use crate::auth::{bearer, Caller, OperatorLevel};
 use crate::fleet::HostInvokeBody;
 use crate::owner::{Control, DispatchError, ToolCall};
 use crate::session::CommandOutcome;
@@ -65,11 +65,7 @@ impl From<DispatchError> for ApiError {
             DispatchError::NotConnected(_) => (409, "conflict"),
             DispatchError::Busy(_) | DispatchError::Draining => (503, "unavailable"),
         };
-        Self {
-            status,
-            code,
-            message: err.to_string(),
-        }
+        Self::new(status, code, err.to_string())
     }
 }
 
@@ -86,28 +82,11 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<Uuid>, ApiError> {
         .ok_or_else(|| ApiError::bad_request("Idempotency-Key must be a UUID"))
 }
 
-/// The user token put in the inner envelope: the body's, else the caller's
-/// own bearer token (the daemon needs a three-part JWT).
-pub fn user_token(body_token: &str, headers: &HeaderMap) -> String {
-    if !body_token.is_empty() {
-        return body_token.to_owned();
-    }
-    let authorization = headers
-        .get("authorization")
-        .and_then(|value| value.to_str().ok());
-    bearer(authorization).unwrap_or_default().to_owned()
-}
-
-/// Refuses read-only operators.
-pub fn require_writer(caller: &Caller, what: &str) -> Result<(), ApiError> {
-    if caller.operator == Some(OperatorLevel::Readonly) {
-        return Err(ApiError {
-            status: 403,
-            code: "forbidden",
-            message: format!("aegis:readonly operators cannot {what}"),
-        });
-    }
-    Ok(())
+/// The user token the caller chose for the inner envelope (the body's
+/// `user_security_token`), if any; otherwise the owner mints one per
+/// command. The caller's bearer is never forwarded to an edge.
+pub fn caller_token(body_token: &str) -> Option<String> {
+    (!body_token.is_empty()).then(|| body_token.to_owned())
 }
 
 /// The host if it is in the caller's scope: from the registry when it is
@@ -143,7 +122,7 @@ pub async fn invoke_host(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<InvokeResult>, ApiError> {
     let (caller, scope) = scoped_caller(&state, &headers).await?;
-    require_writer(&caller, "invoke tools")?;
+    require_manager(&caller, "invoke tools")?;
     let body: HostInvokeBody = json_body(body)?;
     let policy = body
         .policy()
@@ -151,7 +130,8 @@ pub async fn invoke_host(
     let node_id = host_in_scope(&state, scope.as_deref(), &id).await?;
     let command_id = idempotency_key(&headers)?.unwrap_or_else(Uuid::new_v4);
     let call = ToolCall {
-        user_security_token: user_token(&body.user_security_token, &headers),
+        user_security_token: caller_token(&body.user_security_token),
+        caller_subject: caller.subject.clone(),
         tool_name: body.tool_name,
         args: body.args,
         security_context_name: body.security_context_name,
@@ -178,7 +158,7 @@ async fn control(
     control: Control,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let (caller, scope) = scoped_caller(&state, &headers).await?;
-    require_writer(&caller, &format!("send {}", control.name()))?;
+    require_manager(&caller, &format!("send {}", control.name()))?;
     let node_id = host_in_scope(&state, scope.as_deref(), &id).await?;
     state
         .api

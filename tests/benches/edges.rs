@@ -8,12 +8,13 @@
 //! - `throughput`: REST invokes/s over several edges at concurrency 64,
 //!   against raw unary echo at the same concurrency;
 //! - `fanout`: fleet echo to 1,000 edges until `Done`, against the two-hop
-//!   forwarder fanning out to as many raw edges.
+//!   forwarder fanning out to as many raw edges;
+//! - `mint`: the CPU cost of one per-command user token.
 //!
 //! Runs on PostgreSQL when AEGIS_RELAY_TEST_POSTGRES_URL names a server,
 //! else SQLite. Fails on a wrong answer; a missed target is printed.
 //!
-//!   cargo bench --bench edges -- [invoke|throughput|fanout|all] [--calls N]
+//!   cargo bench --bench edges -- [invoke|throughput|fanout|mint|all] [--calls N]
 //!     [--warmup N] [--rounds R] [--seconds S] [--concurrency C] [--edges E]
 //!     [--fleet N] [--repeats R] [--max-calls N]
 
@@ -28,6 +29,8 @@ mod fanout;
 mod instant_edge;
 #[path = "edges/invoke.rs"]
 mod invoke;
+#[path = "edges/mint.rs"]
+mod mint;
 #[path = "edges/relay.rs"]
 mod relay;
 #[path = "edges/stats.rs"]
@@ -48,7 +51,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Bound on any single call, stream read or fleet run.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-const USAGE: &str = "usage: cargo bench --bench edges -- [invoke|throughput|fanout|all] \
+const USAGE: &str = "usage: cargo bench --bench edges -- [invoke|throughput|fanout|mint|all] \
 [--calls N] [--warmup N] [--rounds R] [--seconds S] [--concurrency C] [--edges E] \
 [--fleet N] [--repeats R] [--max-calls N]";
 
@@ -110,7 +113,7 @@ fn options() -> Result<Options, BoxError> {
             "--fleet" => options.fleet = value()?.parse()?,
             "--repeats" => options.repeats = value()?.parse()?,
             "--max-calls" => options.max_calls = value()?.parse()?,
-            "invoke" | "throughput" | "fanout" | "all" => options.scenario = arg,
+            "invoke" | "throughput" | "fanout" | "mint" | "all" => options.scenario = arg,
             _ => return Err(format!("unknown argument {arg:?}\n{USAGE}").into()),
         }
     }
@@ -121,7 +124,7 @@ fn options() -> Result<Options, BoxError> {
 async fn main() -> Result<(), BoxError> {
     let options = options()?;
     let scenarios: &[&str] = match options.scenario.as_str() {
-        "all" => &["invoke", "throughput", "fanout"],
+        "all" => &["invoke", "throughput", "fanout", "mint"],
         one => &[one],
     };
     let mut verdicts = Vec::new();
@@ -129,6 +132,7 @@ async fn main() -> Result<(), BoxError> {
         let pass = match *scenario {
             "invoke" => invoke::run(&options).await?,
             "throughput" => throughput::run(&options).await?,
+            "mint" => mint::run(&options).await?,
             _ => fanout::run(&options).await?,
         };
         verdicts.push(format!("{scenario} {}", stats::verdict(pass)));

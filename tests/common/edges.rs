@@ -196,11 +196,18 @@ pub fn capabilities() -> EdgeCapabilities {
     }
 }
 
-/// `Bearer` token of a plain caller of `tenant`.
+/// `Bearer` token of a caller of `tenant` who may manage its fleet
+/// (realm role `aegis.edge.fleet.manage`).
 pub async fn tenant_bearer(relay: &RunningRelay, tenant: &str) -> Result<String, BoxError> {
     let token = relay
         .tokens()
-        .mint_tenant_token("user", tenant, chrono::Utc::now(), Duration::from_secs(600))
+        .mint_tenant_token(
+            "user",
+            tenant,
+            &[aegis_relay::auth::FLEET_MANAGE_ROLE],
+            chrono::Utc::now(),
+            Duration::from_secs(600),
+        )
         .await?;
     Ok(format!("Bearer {}", token.token))
 }

@@ -188,8 +188,10 @@ pub fn required_tool(var: &str) -> Result<Option<String>, String> {
     }
 }
 
+pub mod authz;
 pub mod edges;
 pub mod enroll;
+pub mod idp;
 pub mod pg_server;
 pub mod postgres;
 pub mod rest;

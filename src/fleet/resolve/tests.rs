@@ -39,7 +39,11 @@ impl Fixture {
         store.migrate().await?;
         Ok(Self {
             store,
-            owner: Owner::new(Arc::new(SystemClock), Metrics::new("resolve-test")),
+            owner: Owner::new(
+                Arc::new(SystemClock),
+                Metrics::new("resolve-test"),
+                crate::auth::CommandTokens::with_secret(b"resolve-test", "relay"),
+            ),
             _dir: dir,
         })
     }

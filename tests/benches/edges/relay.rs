@@ -88,6 +88,7 @@ impl BenchRelay {
             .mint_tenant_token(
                 "bench",
                 TENANT,
+                &[aegis_relay::auth::FLEET_MANAGE_ROLE],
                 chrono::Utc::now(),
                 Duration::from_secs(3600),
             )
