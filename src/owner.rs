@@ -33,6 +33,10 @@ use crate::telemetry::Metrics;
 /// What a revoked edge is told.
 const REVOKED_MESSAGE: &str = "this edge was revoked; enroll a new node with a fresh token";
 
+/// What a stream of a re-enrolled edge is told.
+const KEY_REPLACED_MESSAGE: &str = "this node was re-enrolled with a new key; the key that \
+     opened this stream is no longer the node's key: reconnect with the new key";
+
 /// How long sending a command may wait for room in a session's queue.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Failure messages of calls that never reached the edge, or lost it.
@@ -322,6 +326,32 @@ impl Owner {
         let key = session.key.clone();
         self.calls
             .fail_session(&key, "edge_disconnected", "the edge was revoked")
+            .await;
+    }
+
+    /// Ends `node_id`'s stream with UNAUTHENTICATED because the node was
+    /// re-enrolled with a new key (`replace_node`): the stream proved the old
+    /// key, so no further command reaches it. A Hello that loaded the old key
+    /// just before registers but reloads its keys, and its next event with
+    /// the old key ends it.
+    pub async fn key_replaced(&self, node_id: Uuid) {
+        let Some(session) = self.registry.key_replaced(node_id) else {
+            return;
+        };
+        self.metrics.edges_connected(self.registry.len());
+        close(
+            &session.commands,
+            CloseReason::Rejected,
+            tonic::Code::Unauthenticated,
+            KEY_REPLACED_MESSAGE,
+        )
+        .await;
+        self.calls
+            .fail_session(
+                &session.key,
+                "edge_disconnected",
+                "the edge was re-enrolled with a new key before answering",
+            )
             .await;
     }
 

@@ -56,10 +56,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<NodeChallenge>>;
 
     /// Redeems the token's `jti` (one atomic statement: exactly one of any
-    /// number of concurrent redemptions wins) and, only then, upserts the
-    /// edge and deletes the challenge, all in one transaction. A revoked node
-    /// id, or one enrolled in another tenant, rolls everything back.
+    /// number of concurrent redemptions wins) and, only then, stores the edge
+    /// and deletes the challenge, all in one transaction. An enrolled node is
+    /// replaced (new key) only by an own token bound to it
+    /// ([`Store::bind_enrollment_token`]); a token bound to a node enrolls no
+    /// other. A refusal (revoked node id, another tenant's node, an enrolled
+    /// node without a binding) rolls everything back.
     async fn complete_enrollment(&self, enrollment: &Enrollment) -> StoreResult<EnrollmentOutcome>;
+
+    /// Records that the enrollment token `binding.jti` may re-enroll
+    /// `binding.node_id`, if that node is enrolled in the binding's tenant
+    /// (checked in the same transaction). Prunes expired bindings.
+    async fn bind_enrollment_token(&self, binding: &TokenBinding) -> StoreResult<BindOutcome>;
 
     /// One edge.
     async fn get_edge(&self, node_id: Uuid) -> StoreResult<Option<EdgeRecord>>;

@@ -78,6 +78,7 @@ fn enrollment(jti: Uuid, node_id: Uuid, tenant: &str, key: u8, now: DateTime<Utc
         public_key: vec![key; 32],
         challenge_id: Uuid::new_v4(),
         now,
+        own_token: true,
     }
 }
 

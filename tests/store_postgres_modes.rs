@@ -14,7 +14,12 @@ use uuid::Uuid;
 use common::TestResult;
 
 const AEGIS_TABLES: [&str; 3] = ["edge_daemons", "enrollment_tokens", "edge_groups"];
-const RELAY_TABLES: [&str; 3] = ["edge_challenges", "edge_key_history", "edge_tombstones"];
+const RELAY_TABLES: [&str; 4] = [
+    "edge_challenges",
+    "edge_key_history",
+    "edge_tombstones",
+    "enrollment_token_bindings",
+];
 
 /// The AEGIS controller's own DDL, as described in protocol §10 (written
 /// here by hand: looser nullability than the relay's standalone copy).
@@ -130,7 +135,7 @@ async fn standalone_migrates_idempotently_and_keeps_its_history_in_its_schema() 
     );
     assert_eq!(
         applied_versions(pool, "aegis_relay._sqlx_migrations").await?,
-        vec![1, 1001]
+        vec![1, 1001, 1002]
     );
     store.ping().await?;
     store.close().await;
@@ -186,7 +191,7 @@ async fn shared_mode_adds_only_relay_tables_and_leaves_aegis_history_alone() -> 
     );
     assert_eq!(
         applied_versions(pool, "aegis_relay._sqlx_migrations").await?,
-        vec![1001]
+        vec![1001, 1002]
     );
 
     let node_id = Uuid::new_v4();
@@ -199,6 +204,7 @@ async fn shared_mode_adds_only_relay_tables_and_leaves_aegis_history_alone() -> 
         public_key: vec![7; 32],
         challenge_id: Uuid::new_v4(),
         now: at(0)?,
+        own_token: true,
     };
     assert_eq!(
         store.complete_enrollment(&enrollment).await?,

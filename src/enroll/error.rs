@@ -27,6 +27,13 @@ pub enum EnrollError {
     /// A revoked node id tried to enroll again.
     #[error("node {0} was revoked; enroll the host from a fresh state directory (a new node id)")]
     RevokedNode(uuid::Uuid),
+    /// Something named in the request does not exist in the caller's scope.
+    #[error("{0}")]
+    NotFound(String),
+    /// The system is not in the state the request needs; the message says
+    /// what to do first.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// A concurrent change won; the caller may retry.
     #[error("{0}")]
     Aborted(String),
@@ -63,6 +70,8 @@ impl EnrollError {
             Self::Caller(CallerError::BadRequest(_)) => Code::InvalidArgument,
             Self::RateLimited(_) => Code::ResourceExhausted,
             Self::Revoked | Self::RevokedNode(_) => Code::PermissionDenied,
+            Self::NotFound(_) => Code::NotFound,
+            Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::Aborted(_) => Code::Aborted,
             Self::Store(err) if err.is_transient() => Code::Unavailable,
             Self::Signer(SignError::Unavailable(_)) => Code::Unavailable,
@@ -101,8 +110,9 @@ impl EnrollError {
             tonic::Code::InvalidArgument => (400, "bad_request"),
             tonic::Code::Unauthenticated => (401, "unauthorized"),
             tonic::Code::PermissionDenied => (403, "forbidden"),
+            tonic::Code::NotFound => (404, "not_found"),
             tonic::Code::ResourceExhausted => (429, "rate_limited"),
-            tonic::Code::Aborted => (409, "conflict"),
+            tonic::Code::Aborted | tonic::Code::FailedPrecondition => (409, "conflict"),
             tonic::Code::Unavailable => (503, "unavailable"),
             _ => (500, "internal"),
         }

@@ -10,13 +10,21 @@ use uuid::Uuid;
 
 use super::error::EnrollError;
 use super::limits::{check_list, check_text, parse_uuid, MAX_TEXT_LEN, MAX_TOKEN_LEN};
-use crate::auth::{cap_hash, Caller, CallerError, TokenIssuer};
+use crate::auth::{cap_hash, Caller, CallerError, TokenIssuer, ENROLLMENT_TTL};
 use crate::proto::cluster::{
     challenge_node_request, AttestNodeRequest, AttestNodeResponse, ChallengeNodeRequest,
     ChallengeNodeResponse, NodeCapabilities, NodeRole,
 };
 use crate::runtime::{Clock, Entropy};
-use crate::store::{AttestedCapabilities, Enrollment, EnrollmentOutcome, NodeChallenge, Store};
+use crate::store::{
+    AttestedCapabilities, BindOutcome, Enrollment, EnrollmentOutcome, NodeChallenge, Store,
+    TokenBinding,
+};
+
+/// REST body field and gRPC metadata naming the node a token may re-enroll.
+pub const REPLACE_NODE_FIELD: &str = "replace_node";
+/// gRPC metadata of IssueEnrollmentToken naming the node a token may re-enroll.
+pub const REPLACE_NODE_METADATA: &str = "x-aegis-replace-node";
 
 /// A freshly issued enrollment token and what to tell the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,8 +35,21 @@ pub struct IssuedEnrollment {
     pub expires_at: String,
     /// What the edge will dial.
     pub controller_endpoint: String,
-    /// `aegis edge enroll <token>`.
+    /// `aegis edge enroll <token>` (with `--force` for a token that
+    /// replaces a node).
     pub command_hint: String,
+    /// The node this token may re-enroll, if it was issued with `replace_node`.
+    pub replace_node: Option<Uuid>,
+}
+
+/// A successful ChallengeNode.
+#[derive(Debug, Clone)]
+pub struct Challenged {
+    /// What the edge receives.
+    pub response: ChallengeNodeResponse,
+    /// The node, when it was already enrolled and its key was replaced: its
+    /// live sessions use the old key and must end.
+    pub replaced: Option<Uuid>,
 }
 
 /// Enrollment on one replica.
@@ -157,10 +178,7 @@ impl EnrollmentService {
 
     /// ChallengeNode: proof of possession, then the enrollment token, then
     /// (only then) redemption and the edge row, in one store transaction.
-    pub async fn challenge(
-        &self,
-        request: ChallengeNodeRequest,
-    ) -> Result<ChallengeNodeResponse, EnrollError> {
+    pub async fn challenge(&self, request: ChallengeNodeRequest) -> Result<Challenged, EnrollError> {
         let challenge_id = parse_uuid("challenge_id", &request.challenge_id)?;
         let node_id = parse_uuid("node_id", &request.node_id)?;
         let now = self.now();
@@ -230,12 +248,14 @@ impl EnrollmentService {
                 public_key: challenge.public_key.clone(),
                 challenge_id,
                 now,
+                own_token: claims.iss == self.tokens.issuer(),
             })
             .await?;
-        // AEGIS lets any token re-enroll any node id, even a revoked one or one of
-        // another tenant; the store refuses both, atomically, without burning the token.
+        // AEGIS lets any token re-enroll (take over) any node id, even a revoked one
+        // or one of another tenant; the store refuses all three, atomically, without
+        // burning the token, unless the token was issued to replace this node.
         match outcome {
-            EnrollmentOutcome::Enrolled => {}
+            EnrollmentOutcome::Enrolled | EnrollmentOutcome::Replaced => {}
             EnrollmentOutcome::TokenAlreadyRedeemed => {
                 return Err(EnrollError::Unauthenticated(
                     "enrollment token already redeemed: a token enrolls one edge once; ask for a new one"
@@ -249,24 +269,57 @@ impl EnrollmentService {
                      directory (a new node id) or revoke it in its own tenant first"
                 )))
             }
+            EnrollmentOutcome::NodeAlreadyEnrolled => {
+                let foreign = (claims.iss != self.tokens.issuer()).then(|| {
+                    format!(
+                        " from this relay (issuer {:?}; tokens of {:?} never replace a node)",
+                        self.tokens.issuer(),
+                        claims.iss
+                    )
+                });
+                return Err(EnrollError::FailedPrecondition(format!(
+                    "node {node_id} is already enrolled; to re-enroll it with a new key, issue an \
+                     enrollment token{} with {REPLACE_NODE_FIELD}={node_id} (REST body field \
+                     `{REPLACE_NODE_FIELD}`, gRPC metadata `{REPLACE_NODE_METADATA}`)",
+                    foreign.unwrap_or_default()
+                )));
+            }
+            EnrollmentOutcome::TokenBoundToAnotherNode(bound) => {
+                return Err(EnrollError::FailedPrecondition(format!(
+                    "this enrollment token was issued to re-enroll node {bound} \
+                     ({REPLACE_NODE_FIELD}) and enrolls no other node; use it from that node's \
+                     state directory (`aegis edge enroll <token> --force`), or issue a token \
+                     without {REPLACE_NODE_FIELD} for node {node_id}"
+                )));
+            }
         }
-        tracing::info!(node_id = %node_id, tenant = %claims.tid, "edge enrolled");
-        Ok(ChallengeNodeResponse {
-            node_security_token: node_token.token,
-            expires_at: Some(prost_types::Timestamp {
-                seconds: node_token.claims.exp,
-                nanos: 0,
-            }),
+        let replaced = (outcome == EnrollmentOutcome::Replaced).then_some(node_id);
+        if replaced.is_some() {
+            tracing::info!(node_id = %node_id, tenant = %claims.tid, "edge re-enrolled with a new key");
+        } else {
+            tracing::info!(node_id = %node_id, tenant = %claims.tid, "edge enrolled");
+        }
+        Ok(Challenged {
+            response: ChallengeNodeResponse {
+                node_security_token: node_token.token,
+                expires_at: Some(prost_types::Timestamp {
+                    seconds: node_token.claims.exp,
+                    nanos: 0,
+                }),
+            },
+            replaced,
         })
     }
 
     /// Issues an enrollment token to `caller` for `tenant` (already resolved
-    /// from the tenant headers).
+    /// from the tenant headers). With `replace_node` (a node id as text), the
+    /// token may re-enroll that node of `tenant` with a new key, and only it.
     pub async fn issue(
         &self,
         caller: &Caller,
         tenant: &str,
         issued_to: &str,
+        replace_node: Option<&str>,
     ) -> Result<IssuedEnrollment, EnrollError> {
         if !caller.may_enroll() {
             return Err(CallerError::Forbidden(format!(
@@ -277,9 +330,17 @@ impl EnrollmentService {
             .into());
         }
         check_text("issued_to", issued_to, MAX_TEXT_LEN)?;
+        let replace_node = replace_node
+            .map(|node| parse_uuid(REPLACE_NODE_FIELD, node))
+            .transpose()?;
+        let (jti, now) = (self.random_uuid(), self.now());
+        // Bound before minting: a token is never handed out unbound by mistake.
+        if let Some(node_id) = replace_node {
+            self.bind(jti, node_id, tenant, now).await?;
+        }
         let minted = self
             .tokens
-            .mint_enrollment(tenant, issued_to, self.random_uuid(), self.now())
+            .mint_enrollment(tenant, issued_to, jti, now)
             .await?;
         let expires_at = DateTime::from_timestamp(minted.claims.exp, 0)
             .ok_or_else(|| {
@@ -289,13 +350,48 @@ impl EnrollmentService {
                 )))
             })?
             .to_rfc3339();
-        tracing::info!(tenant, caller = %caller.subject, "enrollment token issued");
+        let force = if replace_node.is_some() { " --force" } else { "" };
+        tracing::info!(tenant, caller = %caller.subject, replace_node = ?replace_node, "enrollment token issued");
         Ok(IssuedEnrollment {
-            command_hint: format!("aegis edge enroll {}", minted.token),
+            command_hint: format!("aegis edge enroll {}{force}", minted.token),
             token: minted.token,
             expires_at,
             controller_endpoint: minted.claims.cep,
+            replace_node,
         })
+    }
+
+    /// Records that `jti` may re-enroll `node_id` of `tenant`.
+    async fn bind(
+        &self,
+        jti: Uuid,
+        node_id: Uuid,
+        tenant: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), EnrollError> {
+        let ttl = i64::try_from(ENROLLMENT_TTL.as_secs()).unwrap_or(i64::MAX);
+        let expires_at = DateTime::from_timestamp(now.timestamp().saturating_add(ttl), 0)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let binding = TokenBinding {
+            jti,
+            node_id,
+            tenant_id: tenant.to_owned(),
+            expires_at,
+            now,
+        };
+        match self.store.bind_enrollment_token(&binding).await? {
+            BindOutcome::Bound => Ok(()),
+            BindOutcome::NodeNotFound => Err(EnrollError::NotFound(format!(
+                "{REPLACE_NODE_FIELD}: no enrolled edge {node_id} in tenant {tenant}; list the \
+                 tenant's edges with `GET /v1/edge/hosts` (a host that never enrolled needs no \
+                 {REPLACE_NODE_FIELD})"
+            ))),
+            BindOutcome::NodeRevoked => Err(EnrollError::FailedPrecondition(format!(
+                "{REPLACE_NODE_FIELD}: node {node_id} was revoked, and revocation is final: it \
+                 cannot be re-enrolled; enroll the host from a fresh state directory (a new node \
+                 id) with a token issued without {REPLACE_NODE_FIELD}"
+            ))),
+        }
     }
 }
 

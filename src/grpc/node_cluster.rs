@@ -16,7 +16,7 @@ use tower_service::Service;
 
 use crate::app::Api;
 use crate::auth::{authorize, TenantHeaders};
-use crate::enroll::EnrollError;
+use crate::enroll::{EnrollError, REPLACE_NODE_METADATA};
 use crate::net::BoxFuture;
 use crate::proto::cluster::node_cluster_service_server::{
     NodeClusterService, NodeClusterServiceServer,
@@ -70,6 +70,22 @@ fn metadata<'a, T>(request: &'a Request<T>, name: &str) -> Option<&'a str> {
         .and_then(|value| value.to_str().ok())
 }
 
+/// The node IssueEnrollmentToken's metadata asks the token to replace (the
+/// proto message has no field for it).
+fn replace_node<T>(request: &Request<T>) -> Result<Option<&str>, EnrollError> {
+    request
+        .metadata()
+        .get(REPLACE_NODE_METADATA)
+        .map(|value| {
+            value.to_str().map_err(|_| {
+                EnrollError::InvalidArgument(format!(
+                    "metadata {REPLACE_NODE_METADATA} must be a node id (a UUID in ASCII)"
+                ))
+            })
+        })
+        .transpose()
+}
+
 /// The node a rotation request names (read after the rotation succeeded,
 /// which proves it).
 fn rotated_node(request: &RotateEdgeKeyRequest) -> Option<uuid::Uuid> {
@@ -111,12 +127,17 @@ impl NodeClusterService for RelayNodeCluster {
         &self,
         request: Request<ChallengeNodeRequest>,
     ) -> Result<Response<ChallengeNodeResponse>, Status> {
-        self.api
+        let challenged = self
+            .api
             .enrollment
             .challenge(request.into_inner())
             .await
-            .map(Response::new)
-            .map_err(|err| err.to_status())
+            .map_err(|err| err.to_status())?;
+        // The node's key was replaced: streams opened with the old one end.
+        if let Some(node_id) = challenged.replaced {
+            self.api.owner.key_replaced(node_id).await;
+        }
+        Ok(Response::new(challenged.response))
     }
 
     type ConnectEdgeStream = EdgeCommandStream;
@@ -164,10 +185,16 @@ impl NodeClusterService for RelayNodeCluster {
         )
         .await
         .map_err(|err| EnrollError::from(err).to_status())?;
+        let replace_node = replace_node(&request).map_err(|err| err.to_status())?;
         let issued = self
             .api
             .enrollment
-            .issue(&caller, &tenant, &request.get_ref().issued_to)
+            .issue(
+                &caller,
+                &tenant,
+                &request.get_ref().issued_to,
+                replace_node,
+            )
             .await
             .map_err(|err| err.to_status())?;
         Ok(Response::new(IssueEnrollmentTokenResponse {

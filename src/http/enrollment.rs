@@ -14,10 +14,12 @@ use super::HttpState;
 
 /// Request body. Unknown fields are ignored (AEGIS clients send extras);
 /// `name` is accepted as the deployment guide's smoke test sends it.
+/// `replace_node` issues a token that may re-enroll that enrolled node.
 #[derive(Debug, Default, Deserialize)]
 struct IssueRequest {
     issued_to: Option<String>,
     name: Option<String>,
+    replace_node: Option<String>,
 }
 
 /// Response body, as the AEGIS controller answers.
@@ -28,6 +30,8 @@ struct IssueResponse {
     controller_endpoint: String,
     qr_payload: String,
     command_hint: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replace_node: Option<String>,
 }
 
 /// Issues an enrollment token for the caller's (resolved) tenant.
@@ -48,7 +52,12 @@ pub async fn issue_enrollment_token(
     let issued = state
         .api
         .enrollment
-        .issue(&caller, &tenant, &issued_to)
+        .issue(
+            &caller,
+            &tenant,
+            &issued_to,
+            request.replace_node.as_deref(),
+        )
         .await?;
     Ok(Json(IssueResponse {
         qr_payload: issued.command_hint.clone(),
@@ -56,5 +65,6 @@ pub async fn issue_enrollment_token(
         token: issued.token,
         expires_at: issued.expires_at,
         controller_endpoint: issued.controller_endpoint,
+        replace_node: issued.replace_node.map(|node| node.to_string()),
     }))
 }

@@ -240,6 +240,18 @@ impl Registry {
         inner.sessions.get(&node_id).cloned()
     }
 
+    /// Records that `node_id` was re-enrolled with a new key (a session
+    /// registering later reloads its keys, as after a rotation) and removes
+    /// its session, which it returns for closing: that stream proved the old
+    /// key.
+    pub fn key_replaced(&self, node_id: Uuid) -> Option<SessionEntry> {
+        let mut inner = self.lock();
+        inner.rotated.insert(node_id, (), Instant::now());
+        let entry = inner.sessions.remove(&node_id)?;
+        remove_from_tenant(&mut inner, &entry.tenant_id, node_id);
+        Some(entry)
+    }
+
     /// Connected edges.
     pub fn len(&self) -> usize {
         self.lock().sessions.len()
@@ -292,6 +304,25 @@ mod tests {
         let (entry, rx) = entry(key);
         let result = registry.register(entry, Instant::now());
         (result.map_err(|(refusal, _)| refusal), rx)
+    }
+
+    #[tokio::test]
+    async fn a_replaced_key_removes_the_session_and_makes_late_hellos_reload() {
+        let registry = Registry::default();
+        let node = Uuid::new_v4();
+        let read_at = Instant::now();
+        let (first, _rx) = register(&registry, key(node, "s1", 1));
+        assert!(first.is_ok());
+        let removed = registry.key_replaced(node);
+        assert_eq!(removed.map(|entry| entry.key), Some(key(node, "s1", 1)));
+        assert!(!registry.contains(node));
+        assert!(registry.sessions(None).is_empty());
+        // A Hello that read the old key before the replacement registers, but
+        // must reload its keys.
+        let (entry, _rx) = entry(key(node, "s2", 2));
+        let late = registry.register(entry, read_at);
+        assert!(matches!(&late, Ok(r) if r.keys_rotated && r.replaced.is_none()));
+        assert!(registry.key_replaced(Uuid::new_v4()).is_none());
     }
 
     #[tokio::test]

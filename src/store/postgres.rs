@@ -19,9 +19,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{
-    EdgeGroup, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome, GroupUpdate, KeyRotation,
+    BindOutcome, EdgeGroup, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome, GroupUpdate, KeyRotation,
     NodeChallenge, PreviousKey, RotationOutcome, Store, StoreError, StoreResult, TagChange,
-    Tombstone,
+    TokenBinding, Tombstone,
 };
 
 /// Schema holding the relay's own tables (and its `_sqlx_migrations`).
@@ -141,6 +141,10 @@ impl Store for PostgresStore {
 
     async fn complete_enrollment(&self, enrollment: &Enrollment) -> StoreResult<EnrollmentOutcome> {
         edges::complete_enrollment(&self.pool, enrollment).await
+    }
+
+    async fn bind_enrollment_token(&self, binding: &TokenBinding) -> StoreResult<BindOutcome> {
+        edges::bind_enrollment_token(&self.pool, binding).await
     }
 
     async fn get_edge(&self, node_id: Uuid) -> StoreResult<Option<EdgeRecord>> {

@@ -18,8 +18,8 @@ use sqlx::SqlitePool;
 use uuid::Uuid;
 
 use super::types::{
-    EdgeGroup, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome, GroupUpdate, KeyRotation,
-    NodeChallenge, PreviousKey, RotationOutcome, TagChange, Tombstone,
+    BindOutcome, EdgeGroup, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome, GroupUpdate, KeyRotation,
+    NodeChallenge, PreviousKey, RotationOutcome, TagChange, TokenBinding, Tombstone,
 };
 use super::{Store, StoreError, StoreResult};
 
@@ -124,6 +124,10 @@ impl Store for SqliteStore {
 
     async fn complete_enrollment(&self, enrollment: &Enrollment) -> StoreResult<EnrollmentOutcome> {
         edges::complete_enrollment(&self.pool, enrollment).await
+    }
+
+    async fn bind_enrollment_token(&self, binding: &TokenBinding) -> StoreResult<BindOutcome> {
+        edges::bind_enrollment_token(&self.pool, binding).await
     }
 
     async fn get_edge(&self, node_id: Uuid) -> StoreResult<Option<EdgeRecord>> {

@@ -151,21 +151,82 @@ pub struct Enrollment {
     pub challenge_id: Uuid,
     /// Time of enrollment.
     pub now: DateTime<Utc>,
+    /// The token was issued by this relay, so a [`TokenBinding`] of its
+    /// `jti` applies. False for tokens of `relay.accepted_issuers`, which
+    /// never replace an enrolled node.
+    pub own_token: bool,
 }
 
-/// Result of [`Enrollment`].
+/// Result of [`Enrollment`]. Every outcome but `Enrolled` and `Replaced`
+/// wrote nothing (the token is not burned).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnrollmentOutcome {
-    /// The token was redeemed and the edge stored.
+    /// The token was redeemed and a new edge stored.
     Enrolled,
-    /// The token's `jti` had been redeemed before; nothing was written.
+    /// The token was redeemed and, being bound to this node, replaced the
+    /// enrolled edge's key (the edge's sessions must end).
+    Replaced,
+    /// The token's `jti` had been redeemed before.
     TokenAlreadyRedeemed,
-    /// The node id was revoked; revocation is final for an id. Nothing was
-    /// written (the token is not burned).
+    /// The node id was revoked; revocation is final for an id.
     NodeRevoked,
     /// The node id is enrolled in another tenant; a token cannot move it.
-    /// Nothing was written (the token is not burned).
     NodeInAnotherTenant,
+    /// The node id is enrolled (in the token's tenant) and the token was not
+    /// issued to replace it (`replace_node`).
+    NodeAlreadyEnrolled,
+    /// The token was issued to replace this other node and enrolls no other.
+    TokenBoundToAnotherNode(Uuid),
+}
+
+/// What [`Enrollment`] does, given the node its token is bound to (own
+/// tokens only) and the tenant of the node's current row, both read inside
+/// the enrollment's transaction: `Enrolled` and `Replaced` write, every other
+/// outcome is a refusal.
+pub(crate) fn enrollment_decision(
+    enrollment: &Enrollment,
+    bound: Option<Uuid>,
+    existing_tenant: Option<&str>,
+) -> EnrollmentOutcome {
+    match (bound, existing_tenant) {
+        (Some(bound), _) if bound != enrollment.node_id => {
+            EnrollmentOutcome::TokenBoundToAnotherNode(bound)
+        }
+        (_, None) => EnrollmentOutcome::Enrolled,
+        (_, Some(tenant)) if tenant != enrollment.tenant_id => {
+            EnrollmentOutcome::NodeInAnotherTenant
+        }
+        (Some(_), Some(_)) => EnrollmentOutcome::Replaced,
+        (None, Some(_)) => EnrollmentOutcome::NodeAlreadyEnrolled,
+    }
+}
+
+/// An enrollment token issued to re-enroll one existing node
+/// (`replace_node`), recorded at issuance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenBinding {
+    /// The token's `jti`.
+    pub jti: Uuid,
+    /// The node it may replace.
+    pub node_id: Uuid,
+    /// The token's tenant, which must own the node.
+    pub tenant_id: String,
+    /// The token's `exp`; the row may be pruned after it.
+    pub expires_at: DateTime<Utc>,
+    /// Time of issuance (bindings expired by then are pruned).
+    pub now: DateTime<Utc>,
+}
+
+/// Result of [`TokenBinding`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindOutcome {
+    /// Recorded.
+    Bound,
+    /// No edge of that id in the tenant (nothing recorded).
+    NodeNotFound,
+    /// The node was revoked in the tenant; revocation is final (nothing
+    /// recorded).
+    NodeRevoked,
 }
 
 /// One edge's pending session writes, applied in batches.

@@ -79,6 +79,7 @@ fn enrollment(jti: Uuid, node_id: Uuid, now: DateTime<Utc>) -> Enrollment {
         public_key: vec![1; 32],
         challenge_id: Uuid::new_v4(),
         now,
+        own_token: true,
     }
 }
 

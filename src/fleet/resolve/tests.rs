@@ -62,6 +62,7 @@ impl Fixture {
                 public_key: vec![7; 32],
                 challenge_id: Uuid::new_v4(),
                 now: at(),
+                own_token: true,
             })
             .await?;
         assert_eq!(outcome, EnrollmentOutcome::Enrolled);

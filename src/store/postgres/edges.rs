@@ -1,5 +1,6 @@
 //! Enrollment and session state in PostgreSQL: AttestNode challenges, the
-//! single-use token redemption with the edge upsert, edge reads, server-side
+//! single-use token redemption with the edge insert or replacement, the
+//! tokens bound to a node they may replace, edge reads, server-side
 //! tags and the one-statement batch of heartbeats and capabilities.
 
 use crate::store::coalesce_updates;
@@ -12,9 +13,10 @@ use uuid::Uuid;
 
 use super::rows::{self, ChallengeRow, EdgeRow, CHALLENGE_COLUMNS, EDGE_COLUMNS};
 use super::tenant_clause;
+use crate::store::types::enrollment_decision;
 use crate::store::{
-    EdgeCapabilities, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome, NodeChallenge,
-    StoreError, StoreResult, TagChange, CHALLENGE_TTL,
+    BindOutcome, EdgeCapabilities, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome,
+    NodeChallenge, StoreError, StoreResult, TagChange, TokenBinding, CHALLENGE_TTL,
 };
 
 pub(super) async fn put_challenge(pool: &PgPool, challenge: &NodeChallenge) -> StoreResult<()> {
@@ -72,9 +74,9 @@ pub(super) async fn get_challenge(
     Ok(Some(challenge))
 }
 
-/// Redeems the `jti` and, only when this call won and the node id is neither
-/// revoked nor owned by another tenant, upserts the edge and deletes the
-/// challenge, all in one transaction.
+/// Redeems the `jti` and, only when this call won and [`enrollment_decision`]
+/// allows it, inserts or replaces the edge and deletes the challenge, all in
+/// one transaction. The node's row, if any, is locked while deciding.
 pub(super) async fn complete_enrollment(
     pool: &PgPool,
     enrollment: &Enrollment,
@@ -107,29 +109,73 @@ pub(super) async fn complete_enrollment(
         tx.rollback().await?;
         return Ok(EnrollmentOutcome::NodeRevoked);
     }
-    // A re-enrollment within the owning tenant overwrites everything but the
-    // first enrollment time; another tenant's row is left alone (no RETURNING row).
-    let upserted: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO edge_daemons (node_id, tenant_id, public_key, capabilities_json, tags, \
-         status, enrolled_at, last_heartbeat_at, display_name) \
-         VALUES ($1, $2, $3, $4, '{}', 'active', $5, NULL, $6) \
-         ON CONFLICT (node_id) DO UPDATE SET \
-         public_key = EXCLUDED.public_key, capabilities_json = EXCLUDED.capabilities_json, \
-         tags = '{}', status = 'active', display_name = EXCLUDED.display_name, \
-         last_heartbeat_at = NULL \
-         WHERE edge_daemons.tenant_id = EXCLUDED.tenant_id RETURNING node_id",
-    )
-    .bind(enrollment.node_id)
-    .bind(&enrollment.tenant_id)
-    .bind(&enrollment.public_key)
-    .bind(empty_capabilities)
-    .bind(enrollment.now)
-    .bind(&enrollment.issued_to)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if upserted.is_none() {
+    let bound: Option<Uuid> = if enrollment.own_token {
+        sqlx::query_scalar(
+            "SELECT node_id FROM enrollment_token_bindings WHERE jti = $1 AND tenant_id = $2",
+        )
+        .bind(enrollment.jti)
+        .bind(&enrollment.tenant_id)
+        .fetch_optional(&mut *tx)
+        .await?
+    } else {
+        None
+    };
+    let existing: Option<String> =
+        sqlx::query_scalar("SELECT tenant_id FROM edge_daemons WHERE node_id = $1 FOR UPDATE")
+            .bind(enrollment.node_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let outcome = enrollment_decision(enrollment, bound, existing.as_deref());
+    let written: Option<Uuid> = match outcome {
+        // A concurrent first enrollment of the same id wins the insert; this
+        // one then finds the id taken (DO NOTHING, no row).
+        EnrollmentOutcome::Enrolled => {
+            sqlx::query_scalar(
+                "INSERT INTO edge_daemons (node_id, tenant_id, public_key, capabilities_json, \
+                 tags, status, enrolled_at, last_heartbeat_at, display_name) \
+                 VALUES ($1, $2, $3, $4, '{}', 'active', $5, NULL, $6) \
+                 ON CONFLICT (node_id) DO NOTHING RETURNING node_id",
+            )
+            .bind(enrollment.node_id)
+            .bind(&enrollment.tenant_id)
+            .bind(&enrollment.public_key)
+            .bind(&empty_capabilities)
+            .bind(enrollment.now)
+            .bind(&enrollment.issued_to)
+            .fetch_optional(&mut *tx)
+            .await?
+        }
+        // Everything but the first enrollment time is overwritten.
+        EnrollmentOutcome::Replaced => {
+            sqlx::query_scalar(
+                "UPDATE edge_daemons SET public_key = $3, capabilities_json = $4, tags = '{}', \
+                 status = 'active', display_name = $5, last_heartbeat_at = NULL \
+                 WHERE node_id = $1 AND tenant_id = $2 RETURNING node_id",
+            )
+            .bind(enrollment.node_id)
+            .bind(&enrollment.tenant_id)
+            .bind(&enrollment.public_key)
+            .bind(&empty_capabilities)
+            .bind(&enrollment.issued_to)
+            .fetch_optional(&mut *tx)
+            .await?
+        }
+        refused => {
+            tx.rollback().await?;
+            return Ok(refused);
+        }
+    };
+    if written.is_none() {
         tx.rollback().await?;
-        return Ok(EnrollmentOutcome::NodeInAnotherTenant);
+        let tenant = get_edge(pool, enrollment.node_id)
+            .await?
+            .map(|edge| edge.tenant_id);
+        return Ok(
+            match enrollment_decision(enrollment, None, tenant.as_deref()) {
+                EnrollmentOutcome::NodeInAnotherTenant => EnrollmentOutcome::NodeInAnotherTenant,
+                _ => EnrollmentOutcome::NodeAlreadyEnrolled,
+            },
+        );
     }
     sqlx::query("DELETE FROM edge_challenges WHERE challenge_id = $1")
         .bind(enrollment.challenge_id)
@@ -139,8 +185,60 @@ pub(super) async fn complete_enrollment(
         .bind(enrollment.node_id)
         .execute(&mut *tx)
         .await?;
+    sqlx::query("DELETE FROM enrollment_token_bindings WHERE jti = $1")
+        .bind(enrollment.jti)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
-    Ok(EnrollmentOutcome::Enrolled)
+    Ok(outcome)
+}
+
+/// Prunes expired bindings, then records `binding` if its node is enrolled
+/// (and not revoked) in its tenant. A revocation racing this call is caught
+/// at redemption by the tombstone.
+pub(super) async fn bind_enrollment_token(
+    pool: &PgPool,
+    binding: &TokenBinding,
+) -> StoreResult<BindOutcome> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM enrollment_token_bindings WHERE exp <= $1")
+        .bind(binding.now)
+        .execute(&mut *tx)
+        .await?;
+    let revoked: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM edge_tombstones WHERE node_id = $1 AND tenant_id = $2",
+    )
+    .bind(binding.node_id)
+    .bind(&binding.tenant_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let enrolled: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM edge_daemons WHERE node_id = $1 AND tenant_id = $2")
+            .bind(binding.node_id)
+            .bind(&binding.tenant_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let outcome = match (revoked, enrolled) {
+        (Some(_), _) => BindOutcome::NodeRevoked,
+        (None, None) => BindOutcome::NodeNotFound,
+        (None, Some(_)) => BindOutcome::Bound,
+    };
+    if outcome == BindOutcome::Bound {
+        sqlx::query(
+            "INSERT INTO enrollment_token_bindings (jti, node_id, tenant_id, exp) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(binding.jti)
+        .bind(binding.node_id)
+        .bind(&binding.tenant_id)
+        .bind(binding.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    } else {
+        tx.rollback().await?;
+    }
+    Ok(outcome)
 }
 
 pub(super) async fn get_edge(pool: &PgPool, node_id: Uuid) -> StoreResult<Option<EdgeRecord>> {

@@ -33,7 +33,7 @@ fn parse_json<T: DeserializeOwned>(column: &str, text: &str) -> Result<T, StoreE
     serde_json::from_str(text).map_err(|err| StoreError::Corrupt(format!("{column}: {err}")))
 }
 
-fn parse_uuid(column: &str, text: &str) -> Result<Uuid, StoreError> {
+pub fn parse_uuid(column: &str, text: &str) -> Result<Uuid, StoreError> {
     Uuid::parse_str(text).map_err(|err| StoreError::Corrupt(format!("{column}: {err}")))
 }
 

@@ -7,9 +7,11 @@ use uuid::Uuid;
 use super::codec::{self, id, json, millis};
 use crate::store::batch::coalesce_updates;
 use crate::store::types::{
-    EdgeCapabilities, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome, KeyRotation,
-    NodeChallenge, PreviousKey, RotationOutcome, TagChange, Tombstone, CHALLENGE_TTL,
+    BindOutcome, EdgeCapabilities, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome,
+    KeyRotation, NodeChallenge, PreviousKey, RotationOutcome, TagChange, TokenBinding, Tombstone,
+    CHALLENGE_TTL,
 };
+use crate::store::types::enrollment_decision;
 use crate::store::{StoreError, StoreResult};
 
 /// Write transactions take the write lock up front: a deferred transaction
@@ -74,12 +76,14 @@ pub async fn complete_enrollment(
     enrollment: &Enrollment,
 ) -> StoreResult<EnrollmentOutcome> {
     let node = id(enrollment.node_id);
+    let jti = id(enrollment.jti);
+    // The write lock is held from here, so the checks below stay true.
     let mut tx = pool.begin_with(BEGIN_WRITE).await?;
     let redeemed = sqlx::query(
         "INSERT INTO enrollment_tokens (jti, tenant_id, issued_to, exp, redeemed_at) \
          VALUES (?, ?, ?, ?, ?) ON CONFLICT (jti) DO NOTHING RETURNING jti",
     )
-    .bind(id(enrollment.jti))
+    .bind(&jti)
     .bind(&enrollment.tenant_id)
     .bind(&enrollment.issued_to)
     .bind(millis(enrollment.token_expires_at))
@@ -98,28 +102,66 @@ pub async fn complete_enrollment(
         tx.rollback().await?;
         return Ok(EnrollmentOutcome::NodeRevoked);
     }
-    // Another tenant's row is left alone: the upsert then returns no row.
-    let upserted = sqlx::query(
-        "INSERT INTO edge_daemons (node_id, tenant_id, public_key, capabilities_json, tags, \
-         status, enrolled_at, last_heartbeat_at, display_name) \
-         VALUES (?, ?, ?, ?, '[]', 'active', ?, NULL, ?) \
-         ON CONFLICT (node_id) DO UPDATE SET \
-         public_key = excluded.public_key, capabilities_json = excluded.capabilities_json, \
-         tags = '[]', status = 'active', last_heartbeat_at = NULL, \
-         display_name = excluded.display_name \
-         WHERE edge_daemons.tenant_id = excluded.tenant_id RETURNING node_id",
-    )
-    .bind(&node)
-    .bind(&enrollment.tenant_id)
-    .bind(&enrollment.public_key)
-    .bind(json(&EdgeCapabilities::default())?)
-    .bind(millis(enrollment.now))
-    .bind(&enrollment.issued_to)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if upserted.is_none() {
+    let bound: Option<String> = if enrollment.own_token {
+        sqlx::query_scalar(
+            "SELECT node_id FROM enrollment_token_bindings WHERE jti = ? AND tenant_id = ?",
+        )
+        .bind(&jti)
+        .bind(&enrollment.tenant_id)
+        .fetch_optional(&mut *tx)
+        .await?
+    } else {
+        None
+    };
+    let bound = bound
+        .map(|text| codec::parse_uuid("enrollment_token_bindings.node_id", &text))
+        .transpose()?;
+    let existing: Option<String> =
+        sqlx::query_scalar("SELECT tenant_id FROM edge_daemons WHERE node_id = ?")
+            .bind(&node)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let outcome = enrollment_decision(enrollment, bound, existing.as_deref());
+    let written = match outcome {
+        EnrollmentOutcome::Enrolled => sqlx::query(
+            "INSERT INTO edge_daemons (node_id, tenant_id, public_key, capabilities_json, tags, \
+             status, enrolled_at, last_heartbeat_at, display_name) \
+             VALUES (?, ?, ?, ?, '[]', 'active', ?, NULL, ?)",
+        )
+        .bind(&node)
+        .bind(&enrollment.tenant_id)
+        .bind(&enrollment.public_key)
+        .bind(json(&EdgeCapabilities::default())?)
+        .bind(millis(enrollment.now))
+        .bind(&enrollment.issued_to)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected(),
+        // Everything but the first enrollment time is overwritten.
+        EnrollmentOutcome::Replaced => sqlx::query(
+            "UPDATE edge_daemons SET public_key = ?, capabilities_json = ?, tags = '[]', \
+             status = 'active', last_heartbeat_at = NULL, display_name = ? \
+             WHERE node_id = ? AND tenant_id = ?",
+        )
+        .bind(&enrollment.public_key)
+        .bind(json(&EdgeCapabilities::default())?)
+        .bind(&enrollment.issued_to)
+        .bind(&node)
+        .bind(&enrollment.tenant_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected(),
+        refused => {
+            tx.rollback().await?;
+            return Ok(refused);
+        }
+    };
+    if written != 1 {
         tx.rollback().await?;
-        return Ok(EnrollmentOutcome::NodeInAnotherTenant);
+        return Err(StoreError::Database(format!(
+            "enrolling {} wrote {written} rows",
+            enrollment.node_id
+        )));
     }
     sqlx::query("DELETE FROM edge_key_history WHERE node_id = ?")
         .bind(&node)
@@ -129,8 +171,55 @@ pub async fn complete_enrollment(
         .bind(id(enrollment.challenge_id))
         .execute(&mut *tx)
         .await?;
+    sqlx::query("DELETE FROM enrollment_token_bindings WHERE jti = ?")
+        .bind(&jti)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
-    Ok(EnrollmentOutcome::Enrolled)
+    Ok(outcome)
+}
+
+pub async fn bind_enrollment_token(
+    pool: &SqlitePool,
+    binding: &TokenBinding,
+) -> StoreResult<BindOutcome> {
+    let node = id(binding.node_id);
+    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    sqlx::query("DELETE FROM enrollment_token_bindings WHERE exp <= ?")
+        .bind(millis(binding.now))
+        .execute(&mut *tx)
+        .await?;
+    let revoked = sqlx::query("SELECT 1 FROM edge_tombstones WHERE node_id = ? AND tenant_id = ?")
+        .bind(&node)
+        .bind(&binding.tenant_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let enrolled =
+        sqlx::query("SELECT 1 FROM edge_daemons WHERE node_id = ? AND tenant_id = ?")
+            .bind(&node)
+            .bind(&binding.tenant_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let outcome = match (revoked, enrolled) {
+        (Some(_), _) => BindOutcome::NodeRevoked,
+        (None, None) => BindOutcome::NodeNotFound,
+        (None, Some(_)) => BindOutcome::Bound,
+    };
+    if outcome != BindOutcome::Bound {
+        tx.rollback().await?;
+        return Ok(outcome);
+    }
+    sqlx::query(
+        "INSERT INTO enrollment_token_bindings (jti, node_id, tenant_id, exp) VALUES (?, ?, ?, ?)",
+    )
+    .bind(id(binding.jti))
+    .bind(&node)
+    .bind(&binding.tenant_id)
+    .bind(millis(binding.expires_at))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(outcome)
 }
 
 pub async fn get_edge(pool: &SqlitePool, node_id: Uuid) -> StoreResult<Option<EdgeRecord>> {
