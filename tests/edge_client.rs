@@ -1,6 +1,7 @@
 //! Our edge client's enrollment half against a real relay: the state files
-//! of protocol.md §11.1, the stored edge, and refusals that leave an earlier
-//! identity intact.
+//! of protocol.md §11.1, the stored edge, refusals that leave an earlier
+//! identity intact, and `--force` re-enrollment with a token issued for the
+//! node.
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use aegis_relay::edge_client::{enroll, EdgeState, EnrollError, EnrollOptions, NODE_KEY, NODE_PUB};
 use aegis_relay::runtime::Runtime;
+use common::rest::{caller_bearer, Rest};
 use common::{start_relay, TestResult};
 use uuid::Uuid;
 
@@ -91,12 +93,29 @@ async fn enrolls_writes_daemon_state_and_keeps_it_on_refusal() -> TestResult {
         key,
         "key kept after a refusal"
     );
-    // A fresh token re-enrolls the same node id with a new key.
+    // A fresh token cannot take the enrolled node id over...
     let fresh = relay
         .tokens()
         .mint_enrollment("t-edge", "laptop", Uuid::new_v4(), chrono::Utc::now())
         .await?;
-    let again = enroll(&runtime, &fresh.token, &state_dir, &forced).await?;
+    match enroll(&runtime, &fresh.token, &state_dir, &forced).await {
+        Err(EnrollError::Refused { code, message, .. }) => {
+            assert_eq!(code, tonic::Code::FailedPrecondition);
+            assert!(message.contains("replace_node="), "{message}");
+        }
+        other => return Err(format!("expected a refusal, got {other:?}").into()),
+    }
+    assert_eq!(std::fs::read(state_dir.join(NODE_KEY))?, key, "key kept");
+    // ...a token issued for it re-enrolls the same node id with a new key.
+    let bearer = caller_bearer(&relay, "ops", "t-edge", "aegis:operator").await?;
+    let issued = Rest::new(&relay, Some(&bearer))
+        .post(
+            "/v1/edge/enrollment-tokens",
+            &serde_json::json!({"issued_to": "laptop", "replace_node": loaded.node_id}),
+        )
+        .await?;
+    let bound = issued.json["token"].as_str().ok_or(issued.text.clone())?;
+    let again = enroll(&runtime, bound, &state_dir, &forced).await?;
     assert_eq!(again.state.node_id, loaded.node_id);
     assert_ne!(std::fs::read(state_dir.join(NODE_KEY))?, key);
     relay.shutdown().await;

@@ -7,6 +7,8 @@ mod common;
 mod groups;
 #[path = "store_contract/tags.rs"]
 mod tags;
+#[path = "store_contract/takeover.rs"]
+mod takeover;
 
 use std::sync::Arc;
 
@@ -19,6 +21,11 @@ use chrono::{DateTime, TimeZone, Utc};
 use common::TestResult;
 use groups::groups_are_unique_per_tenant_and_name;
 use tags::{concurrent_tag_changes_all_land, replace, tag_changes_replace_then_add_then_remove};
+use takeover::{
+    bindings_refuse_revoked_nodes_and_are_pruned_after_expiry,
+    concurrent_first_enrollments_of_one_node_id_have_one_winner,
+    re_enrollment_needs_a_token_bound_to_the_node,
+};
 use uuid::Uuid;
 
 /// A store and whatever must outlive it.
@@ -192,45 +199,6 @@ async fn concurrent_redemptions_of_one_jti_have_one_winner(store: Arc<dyn Store>
     assert_eq!(losers, 49);
     let edges = store.list_edges(Some("t-race")).await?;
     assert_eq!(edges.iter().map(|e| e.node_id).collect::<Vec<_>>(), winners);
-    Ok(())
-}
-
-async fn re_enrollment_overwrites_but_keeps_enrolled_at(store: &dyn Store) -> TestResult {
-    let node_id = Uuid::new_v4();
-    store
-        .complete_enrollment(&enrollment(Uuid::new_v4(), node_id, "t-one", 1, at(0)))
-        .await?;
-    store
-        .change_edge_tags(None, node_id, &replace(&["prod"]))
-        .await?;
-    // Another tenant's token cannot take the node id, and is not burned.
-    let foreign_jti = Uuid::new_v4();
-    assert_eq!(
-        store
-            .complete_enrollment(&enrollment(foreign_jti, node_id, "t-two", 9, at(50)))
-            .await?,
-        EnrollmentOutcome::NodeInAnotherTenant
-    );
-    let kept = store.get_edge(node_id).await?.ok_or("edge missing")?;
-    assert_eq!(
-        (kept.tenant_id.as_str(), kept.public_key.clone()),
-        ("t-one", vec![1; 32])
-    );
-    assert_eq!(
-        store
-            .complete_enrollment(&enrollment(foreign_jti, Uuid::new_v4(), "t-two", 9, at(51)))
-            .await?,
-        EnrollmentOutcome::Enrolled,
-        "the refused token is still redeemable"
-    );
-    store
-        .complete_enrollment(&enrollment(Uuid::new_v4(), node_id, "t-one", 2, at(100)))
-        .await?;
-    let edge = store.get_edge(node_id).await?.ok_or("edge missing")?;
-    assert_eq!(edge.tenant_id, "t-one");
-    assert_eq!(edge.public_key, vec![2; 32]);
-    assert!(edge.tags.is_empty(), "tags reset on re-enrollment");
-    assert_eq!(edge.enrolled_at, at(0));
     Ok(())
 }
 
@@ -503,7 +471,12 @@ macro_rules! contract {
             case!(challenge_round_trip_and_expiry);
             case!(enrollment_redeems_once_and_stores_the_edge);
             case!(concurrent_redemptions_of_one_jti_have_one_winner, arc);
-            case!(re_enrollment_overwrites_but_keeps_enrolled_at);
+            case!(re_enrollment_needs_a_token_bound_to_the_node);
+            case!(bindings_refuse_revoked_nodes_and_are_pruned_after_expiry);
+            case!(
+                concurrent_first_enrollments_of_one_node_id_have_one_winner,
+                arc
+            );
             case!(batched_updates_of_a_thousand_edges);
             case!(tags_are_tenant_scoped);
             case!(tag_changes_replace_then_add_then_remove);
