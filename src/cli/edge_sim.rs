@@ -55,7 +55,8 @@ pub(super) struct EnrollArgs {
     /// Where the edge keeps node.key, node.pub, node.token and aegis-config.yaml.
     #[arg(long)]
     state_dir: PathBuf,
-    /// Replace an existing key and token (the node id is kept).
+    /// Replace an existing key and token (the node id is kept); needs a token
+    /// issued with replace_node=<node id>.
     #[arg(long)]
     force: bool,
     /// Dial this endpoint instead of the token's cep.

@@ -30,7 +30,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// How to treat an existing state directory.
 #[derive(Debug, Clone, Default)]
 pub struct EnrollOptions {
-    /// Overwrite an existing key and token (the node id is kept).
+    /// Overwrite an existing key and token (the node id is kept); the relay
+    /// accepts it only with a token issued for the node (`replace_node`).
     pub force: bool,
     /// Dial this instead of the token's `cep` (the state still records `cep`).
     pub endpoint_override: Option<String>,
@@ -52,7 +53,10 @@ pub enum EnrollError {
     #[error("enrollment token unreadable: {0}")]
     Token(String),
     /// The state directory already holds an identity.
-    #[error("{0} already holds an enrolled edge; pass --force to replace its key and token")]
+    #[error(
+        "{0} already holds an enrolled edge; to replace its key (same node id), pass --force \
+         with an enrollment token issued with replace_node=<its node id>"
+    )]
     Exists(PathBuf),
     /// Filesystem error.
     #[error("state directory: {0}")]

@@ -178,7 +178,10 @@ impl EnrollmentService {
 
     /// ChallengeNode: proof of possession, then the enrollment token, then
     /// (only then) redemption and the edge row, in one store transaction.
-    pub async fn challenge(&self, request: ChallengeNodeRequest) -> Result<Challenged, EnrollError> {
+    pub async fn challenge(
+        &self,
+        request: ChallengeNodeRequest,
+    ) -> Result<Challenged, EnrollError> {
         let challenge_id = parse_uuid("challenge_id", &request.challenge_id)?;
         let node_id = parse_uuid("node_id", &request.node_id)?;
         let now = self.now();
@@ -350,7 +353,11 @@ impl EnrollmentService {
                 )))
             })?
             .to_rfc3339();
-        let force = if replace_node.is_some() { " --force" } else { "" };
+        let force = if replace_node.is_some() {
+            " --force"
+        } else {
+            ""
+        };
         tracing::info!(tenant, caller = %caller.subject, replace_node = ?replace_node, "enrollment token issued");
         Ok(IssuedEnrollment {
             command_hint: format!("aegis edge enroll {}{force}", minted.token),

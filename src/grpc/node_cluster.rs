@@ -189,12 +189,7 @@ impl NodeClusterService for RelayNodeCluster {
         let issued = self
             .api
             .enrollment
-            .issue(
-                &caller,
-                &tenant,
-                &request.get_ref().issued_to,
-                replace_node,
-            )
+            .issue(&caller, &tenant, &request.get_ref().issued_to, replace_node)
             .await
             .map_err(|err| err.to_status())?;
         Ok(Response::new(IssueEnrollmentTokenResponse {

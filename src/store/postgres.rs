@@ -19,9 +19,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{
-    BindOutcome, EdgeGroup, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome, GroupUpdate, KeyRotation,
-    NodeChallenge, PreviousKey, RotationOutcome, Store, StoreError, StoreResult, TagChange,
-    TokenBinding, Tombstone,
+    BindOutcome, EdgeGroup, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome, GroupUpdate,
+    KeyRotation, NodeChallenge, PreviousKey, RotationOutcome, Store, StoreError, StoreResult,
+    TagChange, TokenBinding, Tombstone,
 };
 
 /// Schema holding the relay's own tables (and its `_sqlx_migrations`).
@@ -48,7 +48,7 @@ pub enum PostgresMode {
 /// The PostgreSQL backend of [`Store`].
 ///
 /// Every connection starts with `search_path = aegis_relay, public`. The
-/// relay's own tables (challenges, key history, tombstones) and its sqlx
+/// relay's own tables (challenges, key history, tombstones, token bindings) and its sqlx
 /// bookkeeping table `_sqlx_migrations` are created unqualified, so they land
 /// in schema `aegis_relay`; the AEGIS tables resolve to `public`. That keeps
 /// the relay's migration history apart from AEGIS's `public._sqlx_migrations`

@@ -18,8 +18,8 @@ use sqlx::SqlitePool;
 use uuid::Uuid;
 
 use super::types::{
-    BindOutcome, EdgeGroup, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome, GroupUpdate, KeyRotation,
-    NodeChallenge, PreviousKey, RotationOutcome, TagChange, TokenBinding, Tombstone,
+    BindOutcome, EdgeGroup, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome, GroupUpdate,
+    KeyRotation, NodeChallenge, PreviousKey, RotationOutcome, TagChange, TokenBinding, Tombstone,
 };
 use super::{Store, StoreError, StoreResult};
 

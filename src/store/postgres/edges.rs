@@ -126,28 +126,28 @@ pub(super) async fn complete_enrollment(
             .fetch_optional(&mut *tx)
             .await?;
     let outcome = enrollment_decision(enrollment, bound, existing.as_deref());
-    let written: Option<Uuid> = match outcome {
-        // A concurrent first enrollment of the same id wins the insert; this
-        // one then finds the id taken (DO NOTHING, no row).
-        EnrollmentOutcome::Enrolled => {
-            sqlx::query_scalar(
-                "INSERT INTO edge_daemons (node_id, tenant_id, public_key, capabilities_json, \
+    let written: Option<Uuid> =
+        match outcome {
+            // A concurrent first enrollment of the same id wins the insert; this
+            // one then finds the id taken (DO NOTHING, no row).
+            EnrollmentOutcome::Enrolled => {
+                sqlx::query_scalar(
+                    "INSERT INTO edge_daemons (node_id, tenant_id, public_key, capabilities_json, \
                  tags, status, enrolled_at, last_heartbeat_at, display_name) \
                  VALUES ($1, $2, $3, $4, '{}', 'active', $5, NULL, $6) \
                  ON CONFLICT (node_id) DO NOTHING RETURNING node_id",
-            )
-            .bind(enrollment.node_id)
-            .bind(&enrollment.tenant_id)
-            .bind(&enrollment.public_key)
-            .bind(&empty_capabilities)
-            .bind(enrollment.now)
-            .bind(&enrollment.issued_to)
-            .fetch_optional(&mut *tx)
-            .await?
-        }
-        // Everything but the first enrollment time is overwritten.
-        EnrollmentOutcome::Replaced => {
-            sqlx::query_scalar(
+                )
+                .bind(enrollment.node_id)
+                .bind(&enrollment.tenant_id)
+                .bind(&enrollment.public_key)
+                .bind(&empty_capabilities)
+                .bind(enrollment.now)
+                .bind(&enrollment.issued_to)
+                .fetch_optional(&mut *tx)
+                .await?
+            }
+            // Everything but the first enrollment time is overwritten.
+            EnrollmentOutcome::Replaced => sqlx::query_scalar(
                 "UPDATE edge_daemons SET public_key = $3, capabilities_json = $4, tags = '{}', \
                  status = 'active', display_name = $5, last_heartbeat_at = NULL \
                  WHERE node_id = $1 AND tenant_id = $2 RETURNING node_id",
@@ -158,13 +158,12 @@ pub(super) async fn complete_enrollment(
             .bind(&empty_capabilities)
             .bind(&enrollment.issued_to)
             .fetch_optional(&mut *tx)
-            .await?
-        }
-        refused => {
-            tx.rollback().await?;
-            return Ok(refused);
-        }
-    };
+            .await?,
+            refused => {
+                tx.rollback().await?;
+                return Ok(refused);
+            }
+        };
     if written.is_none() {
         tx.rollback().await?;
         let tenant = get_edge(pool, enrollment.node_id)
@@ -205,13 +204,12 @@ pub(super) async fn bind_enrollment_token(
         .bind(binding.now)
         .execute(&mut *tx)
         .await?;
-    let revoked: Option<i32> = sqlx::query_scalar(
-        "SELECT 1 FROM edge_tombstones WHERE node_id = $1 AND tenant_id = $2",
-    )
-    .bind(binding.node_id)
-    .bind(&binding.tenant_id)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let revoked: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM edge_tombstones WHERE node_id = $1 AND tenant_id = $2")
+            .bind(binding.node_id)
+            .bind(&binding.tenant_id)
+            .fetch_optional(&mut *tx)
+            .await?;
     let enrolled: Option<i32> =
         sqlx::query_scalar("SELECT 1 FROM edge_daemons WHERE node_id = $1 AND tenant_id = $2")
             .bind(binding.node_id)

@@ -6,12 +6,12 @@ use uuid::Uuid;
 
 use super::codec::{self, id, json, millis};
 use crate::store::batch::coalesce_updates;
+use crate::store::types::enrollment_decision;
 use crate::store::types::{
     BindOutcome, EdgeCapabilities, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome,
     KeyRotation, NodeChallenge, PreviousKey, RotationOutcome, TagChange, TokenBinding, Tombstone,
     CHALLENGE_TTL,
 };
-use crate::store::types::enrollment_decision;
 use crate::store::{StoreError, StoreResult};
 
 /// Write transactions take the write lock up front: a deferred transaction
@@ -194,12 +194,11 @@ pub async fn bind_enrollment_token(
         .bind(&binding.tenant_id)
         .fetch_optional(&mut *tx)
         .await?;
-    let enrolled =
-        sqlx::query("SELECT 1 FROM edge_daemons WHERE node_id = ? AND tenant_id = ?")
-            .bind(&node)
-            .bind(&binding.tenant_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let enrolled = sqlx::query("SELECT 1 FROM edge_daemons WHERE node_id = ? AND tenant_id = ?")
+        .bind(&node)
+        .bind(&binding.tenant_id)
+        .fetch_optional(&mut *tx)
+        .await?;
     let outcome = match (revoked, enrolled) {
         (Some(_), _) => BindOutcome::NodeRevoked,
         (None, None) => BindOutcome::NodeNotFound,
