@@ -6,11 +6,10 @@ use uuid::Uuid;
 
 use super::codec::{self, id, json, millis};
 use crate::store::batch::coalesce_updates;
-use crate::store::types::enrollment_decision;
 use crate::store::types::{
-    BindOutcome, EdgeCapabilities, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome,
-    KeyRotation, NodeChallenge, PreviousKey, RotationOutcome, TagChange, TokenBinding, Tombstone,
-    CHALLENGE_TTL,
+    enrollment_decision, BindOutcome, EdgeCapabilities, EdgeRecord, EdgeUpdate, Enrollment,
+    EnrollmentOutcome, KeyRotation, NodeChallenge, PreviousKey, RotationOutcome, TagChange,
+    TokenBinding, Tombstone, CHALLENGE_TTL,
 };
 use crate::store::{StoreError, StoreResult};
 
