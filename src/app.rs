@@ -455,6 +455,14 @@ impl RunningRelay {
         self.readiness
             .set_failing(DRAINING, "replica is shutting down");
         self.stop.cancel();
+        let outcome = self.drain().await;
+        // Last: tasks the signer runs for itself (OpenBao's batch workers).
+        self.tokens.signer().stop();
+        outcome
+    }
+
+    /// Waits for every task up to the drain timeout, then aborts the rest.
+    async fn drain(&mut self) -> ShutdownOutcome {
         let deadline = tokio::time::Instant::now() + self.drain_timeout;
         loop {
             match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
@@ -487,6 +495,7 @@ impl Drop for RunningRelay {
     fn drop(&mut self) {
         self.stop.cancel();
         self.kill.cancel();
+        self.tokens.signer().stop();
     }
 }
 

@@ -16,9 +16,22 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> SystemTime;
 }
 
+/// The current wall-clock time of `clock` as a UTC timestamp.
+pub fn utc_now(clock: &dyn Clock) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from(clock.now())
+}
+
 /// The operating system's clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
+
+impl SystemClock {
+    /// Now, as a UTC timestamp (tests and the binary's edge; the relay
+    /// itself reads its injected [`Clock`]).
+    pub fn utc_now(&self) -> chrono::DateTime<chrono::Utc> {
+        utc_now(self)
+    }
+}
 
 impl Clock for SystemClock {
     #[allow(clippy::disallowed_methods)] // the one sanctioned reader of the OS clock
@@ -31,16 +44,41 @@ impl Clock for SystemClock {
 pub trait Entropy: Send + Sync + 'static {
     /// Fills `dest` with random bytes.
     fn fill(&self, dest: &mut [u8]);
+
+    /// A random (version 4) UUID drawn from this source.
+    fn uuid_v4(&self) -> uuid::Uuid {
+        let mut bytes = [0u8; 16];
+        self.fill(&mut bytes);
+        uuid::Builder::from_random_bytes(bytes).into_uuid()
+    }
 }
 
 /// The operating system's CSPRNG (through `rand`'s thread-local generator).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OsEntropy;
 
+impl OsEntropy {
+    /// A random UUID from the OS generator (tests and the binary's edge;
+    /// the relay itself draws from its injected [`Entropy`]).
+    pub fn uuid(&self) -> uuid::Uuid {
+        self.uuid_v4()
+    }
+}
+
 impl Entropy for OsEntropy {
+    #[allow(clippy::disallowed_methods)] // the one sanctioned reader of the OS generator
     fn fill(&self, dest: &mut [u8]) {
         rand::RngCore::fill_bytes(&mut rand::rng(), dest);
     }
+}
+
+/// A fresh id for a unit test: distinct within the test process and the
+/// same from run to run (a counter, not randomness).
+#[cfg(test)]
+pub(crate) fn test_id() -> uuid::Uuid {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    uuid::Uuid::from_u64_pair(0x7e57_0000_0000_4000, 0x8000_0000_0000_0000 | n)
 }
 
 /// Everything the relay takes from its environment besides config.

@@ -125,7 +125,7 @@ async fn every_route_answers_every_kind_of_caller_exactly() -> TestResult {
             Kind::Malformed => bearer("not-a-jwt".into()),
             Kind::Expired => bearer(sign("manager", TENANT, &|claims| {
                 roles(&[FLEET_MANAGE_ROLE])(claims);
-                let now = chrono::Utc::now().timestamp();
+                let now = aegis_relay::runtime::SystemClock.utc_now().timestamp();
                 claims["iat"] = json!(now - 7200);
                 claims["exp"] = json!(now - 3600);
             })?),

@@ -12,7 +12,6 @@ use common::edges::{enroll_edge, run_edge, RunningEdge};
 use common::enroll::{admin_bearer, claims_of};
 use common::{http_request, start_relay, TestResult};
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -46,12 +45,12 @@ async fn an_invoke_carries_its_own_token_which_no_route_accepts() -> TestResult 
     let admin = admin_bearer(&relay).await?;
     let http = format!("http://{}", relay.http_addr());
     let url = format!("{http}/v1/edge/hosts/{}/invoke", running.node_id);
-    let key = Uuid::new_v4().to_string();
+    let key = aegis_relay::runtime::OsEntropy.uuid().to_string();
     let headers = [
         ("authorization", admin.as_str()),
         ("idempotency-key", key.as_str()),
     ];
-    let before = chrono::Utc::now().timestamp();
+    let before = aegis_relay::runtime::SystemClock.utc_now().timestamp();
     let (status, answer) = http_request("POST", &url, &headers, &echo(json!({}))).await?;
     assert_eq!(status, 200, "{answer}");
 
@@ -72,7 +71,7 @@ async fn an_invoke_carries_its_own_token_which_no_route_accepts() -> TestResult 
     assert_eq!(claims["cmd"], key);
     let exp = claims["exp"].as_i64().ok_or("no exp")?;
     assert!(
-        (before + 30..=chrono::Utc::now().timestamp() + 31).contains(&exp),
+        (before + 30..=aegis_relay::runtime::SystemClock.utc_now().timestamp() + 31).contains(&exp),
         "exp {exp} is not the call's deadline (30 s after {before})"
     );
 

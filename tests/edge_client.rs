@@ -11,14 +11,18 @@ use aegis_relay::edge_client::{enroll, EdgeState, EnrollError, EnrollOptions, NO
 use aegis_relay::runtime::Runtime;
 use common::rest::{caller_bearer, Rest};
 use common::{start_relay, TestResult};
-use uuid::Uuid;
 
 #[tokio::test]
 async fn enrolls_writes_daemon_state_and_keeps_it_on_refusal() -> TestResult {
     let relay = start_relay(Duration::from_secs(5)).await?;
     let minted = relay
         .tokens()
-        .mint_enrollment("t-edge", "laptop", Uuid::new_v4(), chrono::Utc::now())
+        .mint_enrollment(
+            "t-edge",
+            "laptop",
+            aegis_relay::runtime::OsEntropy.uuid(),
+            aegis_relay::runtime::SystemClock.utc_now(),
+        )
         .await?;
     assert_eq!(minted.claims.cep, format!("http://{}", relay.grpc_addr()));
     let dir = tempfile::tempdir()?;
@@ -96,7 +100,12 @@ async fn enrolls_writes_daemon_state_and_keeps_it_on_refusal() -> TestResult {
     // A fresh token cannot take the enrolled node id over...
     let fresh = relay
         .tokens()
-        .mint_enrollment("t-edge", "laptop", Uuid::new_v4(), chrono::Utc::now())
+        .mint_enrollment(
+            "t-edge",
+            "laptop",
+            aegis_relay::runtime::OsEntropy.uuid(),
+            aegis_relay::runtime::SystemClock.utc_now(),
+        )
         .await?;
     match enroll(&runtime, &fresh.token, &state_dir, &forced).await {
         Err(EnrollError::Refused { code, message, .. }) => {

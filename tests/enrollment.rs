@@ -19,7 +19,6 @@ use common::enroll::{
 use common::{http_post, start_relay, TestRelay, TestResult};
 use ed25519_dalek::Signer as _;
 use tonic::Code;
-use uuid::Uuid;
 
 async fn relay() -> Result<(TestRelay, Client), Box<dyn std::error::Error>> {
     let relay = start_relay(Duration::from_secs(5)).await?;
@@ -30,10 +29,10 @@ async fn relay() -> Result<(TestRelay, Client), Box<dyn std::error::Error>> {
 #[tokio::test]
 async fn an_edge_enrolls_with_a_valid_token() -> TestResult {
     let (relay, mut client) = relay().await?;
-    let token = mint(&relay, Uuid::new_v4()).await?;
+    let token = mint(&relay, aegis_relay::runtime::OsEntropy.uuid()).await?;
     let node = Node::new();
     let response = node.enroll(&mut client, &token).await?;
-    let now = chrono::Utc::now().timestamp();
+    let now = aegis_relay::runtime::SystemClock.utc_now().timestamp();
 
     let expires_at = response.expires_at.ok_or("no expires_at")?.seconds;
     assert!(
@@ -72,7 +71,7 @@ async fn an_edge_enrolls_with_a_valid_token() -> TestResult {
 #[tokio::test]
 async fn each_bad_enrollment_token_is_refused_without_burning_its_jti() -> TestResult {
     let (relay, mut client) = relay().await?;
-    let now = chrono::Utc::now().timestamp();
+    let now = aegis_relay::runtime::SystemClock.utc_now().timestamp();
     type Spoil = fn(&mut serde_json::Value, i64);
     let cases: [(&str, Spoil, &str); 5] = [
         ("expired", |c, now| c["exp"] = (now - 1).into(), "expired"),
@@ -98,7 +97,7 @@ async fn each_bad_enrollment_token_is_refused_without_burning_its_jti() -> TestR
         ),
     ];
     for (case, spoil, needle) in cases {
-        let jti = Uuid::new_v4();
+        let jti = aegis_relay::runtime::OsEntropy.uuid();
         let mut claims = good_claims(&relay, jti);
         spoil(&mut claims, now);
         let token = sign_claims(&relay, &claims).await?;
@@ -117,7 +116,7 @@ async fn each_bad_enrollment_token_is_refused_without_burning_its_jti() -> TestR
 async fn a_token_signed_by_another_relay_is_refused() -> TestResult {
     let (relay, mut client) = relay().await?;
     let other = start_relay(Duration::from_secs(5)).await?;
-    let jti = Uuid::new_v4();
+    let jti = aegis_relay::runtime::OsEntropy.uuid();
     let foreign = mint(&other, jti).await?;
     let node = Node::new();
     assert_refused(
@@ -147,7 +146,7 @@ async fn a_malformed_token_is_refused_and_the_challenge_survives() -> TestResult
     }
     assert_not_enrolled(&relay, node.id).await?;
     // A failed ChallengeNode leaves the challenge: the node may retry it.
-    let token = mint(&relay, Uuid::new_v4()).await?;
+    let token = mint(&relay, aegis_relay::runtime::OsEntropy.uuid()).await?;
     client
         .challenge_node(node.challenge_request(&attested, &token))
         .await?;
@@ -159,7 +158,7 @@ async fn a_malformed_token_is_refused_and_the_challenge_survives() -> TestResult
 #[tokio::test]
 async fn a_redeemed_token_is_refused_to_the_next_node() -> TestResult {
     let (relay, mut client) = relay().await?;
-    let token = mint(&relay, Uuid::new_v4()).await?;
+    let token = mint(&relay, aegis_relay::runtime::OsEntropy.uuid()).await?;
     let first = Node::new();
     first.enroll(&mut client, &token).await?;
     let before = relay.store().get_edge(first.id).await?;
@@ -185,7 +184,7 @@ async fn a_redeemed_token_is_refused_to_the_next_node() -> TestResult {
 async fn fifty_concurrent_handshakes_with_one_token_enroll_exactly_one() -> TestResult {
     const NODES: usize = 50;
     let (relay, client) = relay().await?;
-    let token = mint(&relay, Uuid::new_v4()).await?;
+    let token = mint(&relay, aegis_relay::runtime::OsEntropy.uuid()).await?;
     let nodes: Vec<Node> = (0..NODES).map(|_| Node::new()).collect();
     // Every node attests first, then all challenges go out together.
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(NODES));
@@ -223,7 +222,7 @@ async fn fifty_concurrent_handshakes_with_one_token_enroll_exactly_one() -> Test
 #[tokio::test]
 async fn a_wrong_nonce_signature_is_refused_and_may_be_retried() -> TestResult {
     let (relay, mut client) = relay().await?;
-    let token = mint(&relay, Uuid::new_v4()).await?;
+    let token = mint(&relay, aegis_relay::runtime::OsEntropy.uuid()).await?;
     let node = Node::new();
     let attested = node.attest(&mut client).await?;
     let mut request = node.challenge_request(&attested, &token);
@@ -267,17 +266,17 @@ async fn a_wrong_nonce_signature_is_refused_and_may_be_retried() -> TestResult {
 #[tokio::test]
 async fn an_expired_challenge_is_refused() -> TestResult {
     let (relay, mut client) = relay().await?;
-    let token = mint(&relay, Uuid::new_v4()).await?;
+    let token = mint(&relay, aegis_relay::runtime::OsEntropy.uuid()).await?;
     let node = Node::new();
     let challenge = NodeChallenge {
-        challenge_id: Uuid::new_v4(),
+        challenge_id: aegis_relay::runtime::OsEntropy.uuid(),
         node_id: node.id,
         nonce: vec![7; 32],
         public_key: node.public_key(),
         role: "edge".to_owned(),
         capabilities: AttestedCapabilities::default(),
         grpc_address: String::new(),
-        created_at: chrono::Utc::now() - chrono::Duration::minutes(6),
+        created_at: aegis_relay::runtime::SystemClock.utc_now() - chrono::Duration::minutes(6),
     };
     relay.store().put_challenge(&challenge).await?;
     let request = ChallengeNodeRequest {
@@ -300,7 +299,7 @@ async fn an_expired_challenge_is_refused() -> TestResult {
 #[tokio::test]
 async fn a_challenge_answered_for_another_node_is_refused() -> TestResult {
     let (relay, mut client) = relay().await?;
-    let token = mint(&relay, Uuid::new_v4()).await?;
+    let token = mint(&relay, aegis_relay::runtime::OsEntropy.uuid()).await?;
     let (a, b) = (Node::new(), Node::new());
     let attested = a.attest(&mut client).await?;
     let mut request = a.challenge_request(&attested, &token);
@@ -320,12 +319,12 @@ async fn a_challenge_answered_for_another_node_is_refused() -> TestResult {
 #[tokio::test]
 async fn challenge_ids_and_node_ids_are_checked() -> TestResult {
     let (relay, mut client) = relay().await?;
-    let token = mint(&relay, Uuid::new_v4()).await?;
+    let token = mint(&relay, aegis_relay::runtime::OsEntropy.uuid()).await?;
     let node = Node::new();
     let attested = node.attest(&mut client).await?;
 
     let mut unknown = node.challenge_request(&attested, &token);
-    unknown.challenge_id = Uuid::new_v4().to_string();
+    unknown.challenge_id = aegis_relay::runtime::OsEntropy.uuid().to_string();
     let unknown = client.challenge_node(unknown).await;
     assert_refused(unknown, Code::Unauthenticated, "challenge not found");
 
@@ -361,7 +360,7 @@ async fn challenge_ids_and_node_ids_are_checked() -> TestResult {
 #[tokio::test]
 async fn oversized_fields_are_refused() -> TestResult {
     let (relay, mut client) = relay().await?;
-    let token = mint(&relay, Uuid::new_v4()).await?;
+    let token = mint(&relay, aegis_relay::runtime::OsEntropy.uuid()).await?;
     let node = Node::new();
     let long_id = "a".repeat(10 * 1024);
 
@@ -443,7 +442,7 @@ async fn attest_node_refuses_bad_keys_capabilities_and_roles() -> TestResult {
 #[tokio::test]
 async fn a_challenge_without_bootstrap_proof_is_refused() -> TestResult {
     let (relay, mut client) = relay().await?;
-    let token = mint(&relay, Uuid::new_v4()).await?;
+    let token = mint(&relay, aegis_relay::runtime::OsEntropy.uuid()).await?;
     let node = Node::new();
     let attested = node.attest(&mut client).await?;
     let mut request = node.challenge_request(&attested, &token);
@@ -477,7 +476,7 @@ async fn grpc_issuance_needs_a_bearer_and_honours_the_admin_tenant_header() -> T
     assert_eq!(issued.qr_payload, issued.command_hint);
     assert_eq!(issued.controller_endpoint, relay.tokens().public_endpoint());
     let expires_at = chrono::DateTime::parse_from_rfc3339(&issued.expires_at)?.timestamp();
-    let now = chrono::Utc::now().timestamp();
+    let now = aegis_relay::runtime::SystemClock.utc_now().timestamp();
     assert!(
         (expires_at - (now + 900)).abs() <= 5,
         "{}",

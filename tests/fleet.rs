@@ -316,7 +316,7 @@ async fn a_retried_fleet_call_with_the_same_key_runs_nothing_twice() -> TestResu
     let relay = start_relay(Duration::from_secs(5)).await?;
     let mut edges = fleet_of_three(&relay, None).await?.edges;
     let bearer = tenant_bearer(&relay, "t-a").await?;
-    let key = Uuid::new_v4().to_string();
+    let key = aegis_relay::runtime::OsEntropy.uuid().to_string();
     let headers = [
         ("authorization", bearer.as_str()),
         ("idempotency-key", key.as_str()),

@@ -14,7 +14,6 @@ use common::edges::{enroll_edge, now_ms, open_stream, run_edge, tenant_bearer, R
 use common::enroll::admin_bearer;
 use common::{http_request, start_relay, TestResult};
 use tokio::sync::mpsc;
-use uuid::Uuid;
 
 fn echo_body(words: &[&str]) -> String {
     serde_json::json!({
@@ -79,7 +78,7 @@ async fn rest_invoke_runs_once_per_idempotency_key() -> TestResult {
     let mut running: RunningEdge = run_edge(&relay, &edge.state, EdgeOptions::default()).await?;
     let bearer = tenant_bearer(&relay, "t-a").await?;
     let path = format!("/v1/edge/hosts/{}/invoke", running.node_id);
-    let key = Uuid::new_v4().to_string();
+    let key = aegis_relay::runtime::OsEntropy.uuid().to_string();
     let headers = [
         ("authorization", bearer.as_str()),
         ("idempotency-key", key.as_str()),
@@ -184,7 +183,10 @@ async fn invoke_requests_are_validated_and_tenant_scoped() -> TestResult {
     // An unknown host and a known but disconnected one.
     let (status, _) = post(
         &relay,
-        &format!("/v1/edge/hosts/{}/invoke", Uuid::new_v4()),
+        &format!(
+            "/v1/edge/hosts/{}/invoke",
+            aegis_relay::runtime::OsEntropy.uuid()
+        ),
         &auth,
         &echo_body(&[]),
     )
@@ -208,7 +210,7 @@ async fn progress_arrives_in_order_then_the_result() -> TestResult {
     let relay = start_relay(Duration::from_secs(5)).await?;
     let edge = enroll_edge(&relay, "t-a").await?;
     let mut stream = open_stream(&relay, &edge.state).await?;
-    let command_id = Uuid::new_v4();
+    let command_id = aegis_relay::runtime::OsEntropy.uuid();
     let mut handle = relay
         .owner()
         .invoke(
@@ -286,7 +288,7 @@ async fn cancel_timeout_and_a_lost_stream_each_end_the_call() -> TestResult {
     // Timeout: the edge never answers; the call ends `timeout` and a Cancel reaches the edge.
     let mut stream = open_stream(&relay, &edge.state).await?;
     let started = tokio::time::Instant::now();
-    let id = Uuid::new_v4();
+    let id = aegis_relay::runtime::OsEntropy.uuid();
     let handle = owner
         .invoke(
             None,
@@ -305,7 +307,7 @@ async fn cancel_timeout_and_a_lost_stream_each_end_the_call() -> TestResult {
     );
 
     // Cancel by the caller.
-    let id = Uuid::new_v4();
+    let id = aegis_relay::runtime::OsEntropy.uuid();
     let handle = owner
         .invoke(
             None,
@@ -324,7 +326,7 @@ async fn cancel_timeout_and_a_lost_stream_each_end_the_call() -> TestResult {
 
     // The stream is lost with a command in flight: `edge_disconnected`, and a
     // retry of that command id gets the same answer without reaching an edge.
-    let id = Uuid::new_v4();
+    let id = aegis_relay::runtime::OsEntropy.uuid();
     let handle = owner
         .invoke(
             None,
@@ -433,7 +435,7 @@ async fn the_same_idempotency_key_on_two_tenants_edges_stays_apart() -> TestResu
     let b = enroll_edge(&relay, "t-b").await?;
     let _edge_a = run_edge(&relay, &a.state, EdgeOptions::default()).await?;
     let _edge_b = run_edge(&relay, &b.state, EdgeOptions::default()).await?;
-    let key = Uuid::new_v4().to_string();
+    let key = aegis_relay::runtime::OsEntropy.uuid().to_string();
     let (bearer_a, bearer_b) = (
         tenant_bearer(&relay, "t-a").await?,
         tenant_bearer(&relay, "t-b").await?,

@@ -21,7 +21,7 @@ use aegis_relay::proto::cluster::node_cluster_service_client::NodeClusterService
 use aegis_relay::proto::cluster::IssueEnrollmentTokenRequest;
 use aegis_relay::runtime::Runtime;
 use aegis_relay::store::SqliteStore;
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use serde_json::Value;
 
 type BoxError = Box<dyn std::error::Error>;
@@ -96,7 +96,8 @@ async fn authenticate(
     auth: &OidcCallerAuth,
     token: &str,
 ) -> Result<aegis_relay::auth::Caller, CallerError> {
-    auth.authenticate(token, Utc::now()).await
+    auth.authenticate(token, aegis_relay::runtime::SystemClock.utc_now())
+        .await
 }
 
 #[tokio::test]
@@ -479,7 +480,11 @@ async fn relay_operator_tokens_still_work_beside_oidc() -> TestResult {
     let admin = relay
         .relay
         .tokens()
-        .mint_admin_token("ops", Utc::now(), Duration::from_secs(600))
+        .mint_admin_token(
+            "ops",
+            aegis_relay::runtime::SystemClock.utc_now(),
+            Duration::from_secs(600),
+        )
         .await?;
     let answer = issue_rest(&relay.relay, Some(&admin.token), &[]).await?;
     assert_eq!(issued_tid(&answer)?, "aegis-system");

@@ -19,7 +19,6 @@ use aws_lc_rs::signature::{self, RsaParameters, RsaPssSaltLength, UnparsedPublic
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 type Error = Box<dyn std::error::Error>;
 
@@ -137,7 +136,7 @@ impl Fixture {
         let Some(bao) = Bao::from_env()? else {
             return Ok(None);
         };
-        let id = Uuid::new_v4().simple().to_string();
+        let id = aegis_relay::runtime::OsEntropy.uuid().simple().to_string();
         let key = format!("relay-test-{id}");
         let role = format!("relay-test-{id}");
         bao.api(
@@ -506,8 +505,8 @@ async fn enrollment_tokens_round_trip_through_the_token_issuer() -> Result<(), E
             Vec::new(),
             "relay.example:50056".to_owned(),
         );
-        let now = chrono::Utc::now();
-        let jti = Uuid::new_v4();
+        let now = aegis_relay::runtime::SystemClock.utc_now();
+        let jti = aegis_relay::runtime::OsEntropy.uuid();
         let issued = issuer
             .mint_enrollment("t-openbao", "edge-7", jti, now)
             .await?;

@@ -30,7 +30,7 @@ fn id_of(answer: &common::rest::Answer) -> Result<String, String> {
 async fn groups_are_created_read_changed_and_deleted() -> TestResult {
     let relay = start_relay(Duration::from_secs(5)).await?;
     let rest = Rest::new(&relay, Some(&tenant_bearer(&relay, TENANT_A).await?));
-    let pinned = uuid::Uuid::new_v4();
+    let pinned = aegis_relay::runtime::OsEntropy.uuid();
 
     let body = json!({"name": "db", "selector": selector_has("db"),
                       "pinned_members": [pinned, pinned], "extra": true});

@@ -134,13 +134,15 @@ async fn preview_of_a_node_says_why_it_is_not_addressable() -> TestResult {
         "{}",
         answer.text
     );
-    let unknown = rest.preview(&json!({"Node": uuid::Uuid::new_v4()})).await?;
+    let unknown = rest
+        .preview(&json!({"Node": aegis_relay::runtime::OsEntropy.uuid()}))
+        .await?;
     assert_eq!(
         (unknown.status, unknown.json["code"].clone()),
         (404, json!("not_found"))
     );
     let group = rest
-        .preview(&json!({"Group": uuid::Uuid::new_v4()}))
+        .preview(&json!({"Group": aegis_relay::runtime::OsEntropy.uuid()}))
         .await?;
     assert_eq!(group.status, 404, "{}", group.text);
     let bad = rest.preview(&json!({"Selector": {"tools": []}})).await?;

@@ -55,8 +55,11 @@ async fn enrolled(
     grpc: &mut Client,
 ) -> Result<Node, Box<dyn std::error::Error>> {
     let node = Node::new();
-    node.enroll(grpc, &mint(relay, Uuid::new_v4()).await?)
-        .await?;
+    node.enroll(
+        grpc,
+        &mint(relay, aegis_relay::runtime::OsEntropy.uuid()).await?,
+    )
+    .await?;
     Ok(node)
 }
 
@@ -75,8 +78,8 @@ async fn rotation_installs_the_new_key_and_refuses_replays() -> TestResult {
     assert_eq!(stored.public_key, new.verifying_key().to_bytes().to_vec());
     let claims = common::enroll::claims_of(&response.node_security_token)?;
     assert_eq!(claims["sub"], serde_json::json!(node.id.to_string()));
-    let overlap =
-        response.overlap_until.ok_or("no overlap_until")?.seconds - chrono::Utc::now().timestamp();
+    let overlap = response.overlap_until.ok_or("no overlap_until")?.seconds
+        - aegis_relay::runtime::SystemClock.utc_now().timestamp();
     assert!((55..=61).contains(&overlap), "overlap {overlap}s");
 
     // The same signed request again: the nonce is spent.
@@ -123,7 +126,7 @@ async fn bad_signatures_are_refused_and_change_nothing() -> TestResult {
         tonic::Code::InvalidArgument,
         "current_envelope is required",
     );
-    let unknown = Uuid::new_v4();
+    let unknown = aegis_relay::runtime::OsEntropy.uuid();
     assert_refused(
         grpc.rotate_edge_key(rotate_request(unknown, &node.key, &new, rand::random()))
             .await,
@@ -188,9 +191,12 @@ async fn revoke_is_final_for_the_node() -> TestResult {
         400
     );
     assert_eq!(
-        delete(url(&Uuid::new_v4().to_string()), Some(bearer.clone()))
-            .await?
-            .0,
+        delete(
+            url(&aegis_relay::runtime::OsEntropy.uuid().to_string()),
+            Some(bearer.clone())
+        )
+        .await?
+        .0,
         404
     );
     let (status, body) = delete(url(&node.id.to_string()), Some(bearer.clone())).await?;
@@ -213,7 +219,7 @@ async fn revoke_is_final_for_the_node() -> TestResult {
         "revoked",
     );
     // A new token does not bring the revoked identity back.
-    let token = mint(&relay, Uuid::new_v4()).await?;
+    let token = mint(&relay, aegis_relay::runtime::OsEntropy.uuid()).await?;
     assert_refused(
         node.enroll(&mut grpc, &token).await,
         tonic::Code::PermissionDenied,

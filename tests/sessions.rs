@@ -19,7 +19,6 @@ use common::edges::{
 use common::enroll::admin_bearer;
 use common::{counter_value, eventually, start_relay, start_relay_with, TestRelay, TestResult};
 use tonic::Code;
-use uuid::Uuid;
 
 #[tokio::test]
 async fn an_edge_connects_heartbeats_and_its_writes_are_batched() -> TestResult {
@@ -118,7 +117,12 @@ async fn bad_hellos_are_refused_before_headers() -> TestResult {
     // Revoked: PERMISSION_DENIED, so the daemon backs off.
     relay
         .store()
-        .revoke_edge(None, state.node_id, "test", chrono::Utc::now())
+        .revoke_edge(
+            None,
+            state.node_id,
+            "test",
+            aegis_relay::runtime::SystemClock.utc_now(),
+        )
         .await?;
     let status = open_stream(&relay, state)
         .await
@@ -179,7 +183,7 @@ async fn a_newer_stream_supersedes_and_the_older_cannot_unregister_it() -> TestR
 async fn a_replayed_hello_is_refused_and_the_live_stream_stays() -> TestResult {
     let relay = start_relay(Duration::from_secs(5)).await?;
     let edge = enroll_edge(&relay, "t-a").await?;
-    let stream_id = Uuid::new_v4().to_string();
+    let stream_id = aegis_relay::runtime::OsEntropy.uuid().to_string();
     let hello = signer(&edge.state, &stream_id).hello(now_ms(), capabilities());
     let mut live = open_with(&relay, signer(&edge.state, &stream_id), hello.clone()).await?;
     live.send(live.signer.heartbeat(now_ms())).await?;

@@ -64,7 +64,7 @@ fn at(seconds: i64) -> DateTime<Utc> {
 
 fn challenge(node_id: Uuid, created_at: DateTime<Utc>) -> NodeChallenge {
     NodeChallenge {
-        challenge_id: Uuid::new_v4(),
+        challenge_id: aegis_relay::runtime::OsEntropy.uuid(),
         node_id,
         nonce: vec![9; 32],
         public_key: vec![1; 32],
@@ -83,7 +83,7 @@ fn enrollment(jti: Uuid, node_id: Uuid, tenant: &str, key: u8, now: DateTime<Utc
         token_expires_at: now + chrono::Duration::minutes(15),
         node_id,
         public_key: vec![key; 32],
-        challenge_id: Uuid::new_v4(),
+        challenge_id: aegis_relay::runtime::OsEntropy.uuid(),
         now,
         own_token: true,
     }
@@ -95,9 +95,15 @@ async fn enroll(
     key: u8,
     now: DateTime<Utc>,
 ) -> Result<Uuid, StoreError> {
-    let node_id = Uuid::new_v4();
+    let node_id = aegis_relay::runtime::OsEntropy.uuid();
     let outcome = store
-        .complete_enrollment(&enrollment(Uuid::new_v4(), node_id, tenant, key, now))
+        .complete_enrollment(&enrollment(
+            aegis_relay::runtime::OsEntropy.uuid(),
+            node_id,
+            tenant,
+            key,
+            now,
+        ))
         .await?;
     assert_eq!(outcome, EnrollmentOutcome::Enrolled);
     Ok(node_id)
@@ -105,13 +111,18 @@ async fn enroll(
 
 async fn challenge_round_trip_and_expiry(store: &dyn Store) -> TestResult {
     let created = at(0);
-    let stored = challenge(Uuid::new_v4(), created);
+    let stored = challenge(aegis_relay::runtime::OsEntropy.uuid(), created);
     store.put_challenge(&stored).await?;
     assert_eq!(
         store.get_challenge(stored.challenge_id, at(10)).await?,
         Some(stored.clone())
     );
-    assert_eq!(store.get_challenge(Uuid::new_v4(), at(10)).await?, None);
+    assert_eq!(
+        store
+            .get_challenge(aegis_relay::runtime::OsEntropy.uuid(), at(10))
+            .await?,
+        None
+    );
     let ttl = chrono::Duration::from_std(CHALLENGE_TTL)?;
     let just_before = created + ttl - chrono::Duration::milliseconds(1);
     assert!(store
@@ -130,13 +141,13 @@ async fn challenge_round_trip_and_expiry(store: &dyn Store) -> TestResult {
 }
 
 async fn enrollment_redeems_once_and_stores_the_edge(store: &dyn Store) -> TestResult {
-    let node_id = Uuid::new_v4();
+    let node_id = aegis_relay::runtime::OsEntropy.uuid();
     let attested = NodeChallenge {
         node_id,
         ..challenge(node_id, at(0))
     };
     store.put_challenge(&attested).await?;
-    let jti = Uuid::new_v4();
+    let jti = aegis_relay::runtime::OsEntropy.uuid();
     let mut first = enrollment(jti, node_id, "t-acme", 3, at(5));
     first.challenge_id = attested.challenge_id;
     assert_eq!(
@@ -158,7 +169,7 @@ async fn enrollment_redeems_once_and_stores_the_edge(store: &dyn Store) -> TestR
         "challenge consumed"
     );
 
-    let other_node = Uuid::new_v4();
+    let other_node = aegis_relay::runtime::OsEntropy.uuid();
     let replay = enrollment(jti, other_node, "t-acme", 4, at(6));
     assert_eq!(
         store.complete_enrollment(&replay).await?,
@@ -173,12 +184,12 @@ async fn enrollment_redeems_once_and_stores_the_edge(store: &dyn Store) -> TestR
 }
 
 async fn concurrent_redemptions_of_one_jti_have_one_winner(store: Arc<dyn Store>) -> TestResult {
-    let jti = Uuid::new_v4();
+    let jti = aegis_relay::runtime::OsEntropy.uuid();
     let mut attempts = tokio::task::JoinSet::new();
     for key in 0..50u8 {
         let store = Arc::clone(&store);
         attempts.spawn(async move {
-            let node_id = Uuid::new_v4();
+            let node_id = aegis_relay::runtime::OsEntropy.uuid();
             let outcome = store
                 .complete_enrollment(&enrollment(jti, node_id, "t-race", key, at(0)))
                 .await;
@@ -207,7 +218,13 @@ async fn batched_updates_of_a_thousand_edges(store: &dyn Store) -> TestResult {
     for i in 0..1000u32 {
         let node_id = Uuid::from_u128(0xA000_0000 + u128::from(i));
         store
-            .complete_enrollment(&enrollment(Uuid::new_v4(), node_id, "t-fleet", 1, at(0)))
+            .complete_enrollment(&enrollment(
+                aegis_relay::runtime::OsEntropy.uuid(),
+                node_id,
+                "t-fleet",
+                1,
+                at(0),
+            ))
             .await?;
         nodes.push(node_id);
     }
@@ -234,7 +251,7 @@ async fn batched_updates_of_a_thousand_edges(store: &dyn Store) -> TestResult {
     updates[0].capabilities = Some(capabilities.clone());
     updates[1].status = Some(EdgeStatus::Unhealthy);
     updates.push(EdgeUpdate {
-        node_id: Uuid::new_v4(),
+        node_id: aegis_relay::runtime::OsEntropy.uuid(),
         last_heartbeat_at: Some(at(60)),
         capabilities: None,
         status: None,
@@ -354,7 +371,7 @@ async fn key_rotation_keeps_the_old_key_until_its_deadline(store: &dyn Store) ->
         "same-key refresh"
     );
     let unknown = KeyRotation {
-        node_id: Uuid::new_v4(),
+        node_id: aegis_relay::runtime::OsEntropy.uuid(),
         nonce: vec![10; 32],
         ..rotation
     };
@@ -404,7 +421,7 @@ async fn revoke_deletes_and_leaves_a_tombstone(store: &dyn Store) -> TestResult 
         None,
         "already gone"
     );
-    let jti = Uuid::new_v4();
+    let jti = aegis_relay::runtime::OsEntropy.uuid();
     assert_eq!(
         store
             .complete_enrollment(&enrollment(jti, node_id, "t-rev", 5, at(20)))
@@ -416,7 +433,13 @@ async fn revoke_deletes_and_leaves_a_tombstone(store: &dyn Store) -> TestResult 
     assert!(store.tombstone(node_id).await?.is_some());
     assert_eq!(
         store
-            .complete_enrollment(&enrollment(jti, Uuid::new_v4(), "t-rev", 5, at(21)))
+            .complete_enrollment(&enrollment(
+                jti,
+                aegis_relay::runtime::OsEntropy.uuid(),
+                "t-rev",
+                5,
+                at(21)
+            ))
             .await?,
         EnrollmentOutcome::Enrolled,
         "the refused token is still redeemable"
@@ -530,13 +553,19 @@ async fn sqlite_file_shared_by_two_pools_keeps_single_redemption() -> TestResult
     let second = SqliteStore::open(&path).await?;
     second.migrate().await?;
     let stores: [Arc<dyn Store>; 2] = [Arc::new(first), Arc::new(second)];
-    let jti = Uuid::new_v4();
+    let jti = aegis_relay::runtime::OsEntropy.uuid();
     let mut attempts = tokio::task::JoinSet::new();
     for key in 0..40u8 {
         let store = Arc::clone(&stores[usize::from(key % 2)]);
         attempts.spawn(async move {
             store
-                .complete_enrollment(&enrollment(jti, Uuid::new_v4(), "t-shared", key, at(0)))
+                .complete_enrollment(&enrollment(
+                    jti,
+                    aegis_relay::runtime::OsEntropy.uuid(),
+                    "t-shared",
+                    key,
+                    at(0),
+                ))
                 .await
         });
     }

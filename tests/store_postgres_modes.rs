@@ -9,7 +9,6 @@ use aegis_relay::store::{
 };
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use common::TestResult;
 
@@ -194,15 +193,15 @@ async fn shared_mode_adds_only_relay_tables_and_leaves_aegis_history_alone() -> 
         vec![1001, 1002]
     );
 
-    let node_id = Uuid::new_v4();
+    let node_id = aegis_relay::runtime::OsEntropy.uuid();
     let enrollment = Enrollment {
-        jti: Uuid::new_v4(),
+        jti: aegis_relay::runtime::OsEntropy.uuid(),
         tenant_id: "acme".to_owned(),
         issued_to: "laptop".to_owned(),
         token_expires_at: at(600)?,
         node_id,
         public_key: vec![7; 32],
-        challenge_id: Uuid::new_v4(),
+        challenge_id: aegis_relay::runtime::OsEntropy.uuid(),
         now: at(0)?,
         own_token: true,
     };

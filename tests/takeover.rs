@@ -73,8 +73,11 @@ fn already_enrolled(node: Uuid) -> String {
 async fn an_enrolled_node_is_re_enrolled_only_with_a_token_issued_for_it() -> TestResult {
     let (relay, mut client) = relay().await?;
     let node = Node::new();
-    node.enroll(&mut client, &mint(&relay, Uuid::new_v4()).await?)
-        .await?;
+    node.enroll(
+        &mut client,
+        &mint(&relay, aegis_relay::runtime::OsEntropy.uuid()).await?,
+    )
+    .await?;
     let before = relay.store().get_edge(node.id).await?.ok_or("no edge")?;
     let forced = new_key_for(&node);
 
@@ -156,7 +159,7 @@ fn assert_claim_order(token: &str) -> TestResult {
 #[tokio::test]
 async fn issuing_with_replace_node_checks_the_node_over_rest_and_grpc() -> TestResult {
     let (relay, mut client) = relay().await?;
-    let unknown = Uuid::new_v4();
+    let unknown = aegis_relay::runtime::OsEntropy.uuid();
     let answer = issue(&relay, json!({"replace_node": unknown.to_string()})).await?;
     assert_eq!(
         (answer.status, answer.json["code"].as_str()),
@@ -183,7 +186,12 @@ async fn issuing_with_replace_node_checks_the_node_over_rest_and_grpc() -> TestR
     let foreign = Node::new();
     let foreign_token = relay
         .tokens()
-        .mint_enrollment("t-other", "x", Uuid::new_v4(), chrono::Utc::now())
+        .mint_enrollment(
+            "t-other",
+            "x",
+            aegis_relay::runtime::OsEntropy.uuid(),
+            aegis_relay::runtime::SystemClock.utc_now(),
+        )
         .await?;
     foreign.enroll(&mut client, &foreign_token.token).await?;
     let answer = issue(&relay, json!({"replace_node": foreign.id.to_string()})).await?;
@@ -192,11 +200,19 @@ async fn issuing_with_replace_node_checks_the_node_over_rest_and_grpc() -> TestR
     // Revocation is final.
     let revoked = Node::new();
     revoked
-        .enroll(&mut client, &mint(&relay, Uuid::new_v4()).await?)
+        .enroll(
+            &mut client,
+            &mint(&relay, aegis_relay::runtime::OsEntropy.uuid()).await?,
+        )
         .await?;
     relay
         .store()
-        .revoke_edge(Some(TENANT), revoked.id, "ops", chrono::Utc::now())
+        .revoke_edge(
+            Some(TENANT),
+            revoked.id,
+            "ops",
+            aegis_relay::runtime::SystemClock.utc_now(),
+        )
         .await?
         .ok_or("not revoked")?;
     let answer = issue(&relay, json!({"replace_node": revoked.id.to_string()})).await?;
@@ -241,8 +257,11 @@ async fn issuing_with_replace_node_checks_the_node_over_rest_and_grpc() -> TestR
         "revocation is final",
     );
     let node = Node::new();
-    node.enroll(&mut client, &mint(&relay, Uuid::new_v4()).await?)
-        .await?;
+    node.enroll(
+        &mut client,
+        &mint(&relay, aegis_relay::runtime::OsEntropy.uuid()).await?,
+    )
+    .await?;
     let issued = grpc(node.id.to_string()).await??.into_inner();
     assert_eq!(
         issued.command_hint,
@@ -266,8 +285,11 @@ async fn tokens_of_accepted_issuers_never_replace_a_node() -> TestResult {
     .await?;
     let mut client = client(&relay).await?;
     let node = Node::new();
-    node.enroll(&mut client, &mint(&relay, Uuid::new_v4()).await?)
-        .await?;
+    node.enroll(
+        &mut client,
+        &mint(&relay, aegis_relay::runtime::OsEntropy.uuid()).await?,
+    )
+    .await?;
     let before = relay.store().get_edge(node.id).await?;
 
     // Even with the jti of a token bound to the node.
@@ -286,7 +308,7 @@ async fn tokens_of_accepted_issuers_never_replace_a_node() -> TestResult {
     // Neither attempt burned the jti: the bound token still re-enrolls the node.
     forced.enroll(&mut client, &bound).await?;
     // A foreign token still enrolls new nodes.
-    let mut claims = good_claims(&relay, Uuid::new_v4());
+    let mut claims = good_claims(&relay, aegis_relay::runtime::OsEntropy.uuid());
     claims["iss"] = "aegis-controller".into();
     assert_redeemable(&relay, &mut client, &sign_claims(&relay, &claims).await?).await?;
     relay.shutdown().await;

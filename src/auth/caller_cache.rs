@@ -114,7 +114,7 @@ mod tests {
     async fn verified_tokens_are_reused_until_expiry_and_failures_never() {
         let inner = Arc::new(Counting(AtomicUsize::new(0)));
         let cache = CachedCallerAuth::new(inner.clone());
-        let now = Utc::now();
+        let now = crate::runtime::utc_now(&crate::runtime::SystemClock);
         // A JWT-shaped token expiring in 10 s.
         let claims =
             crate::auth::b64url(format!("{{\"exp\":{}}}", now.timestamp() + 10).as_bytes());

@@ -178,7 +178,7 @@ mod tests {
         assert!(auth.is_ok());
         let Ok(auth) = auth else { return };
         assert_eq!(auth.issuer(), "http://127.0.0.1:9/realms/aegis-system");
-        let now = Utc::now();
+        let now = crate::runtime::utc_now(&crate::runtime::SystemClock);
         let token = format!(
             "{}.{}.{}",
             b64url(br#"{"alg":"RS256","kid":"k1"}"#),

@@ -243,6 +243,10 @@ impl Signer for OpenBaoSigner {
         }
     }
 
+    fn stop(&self) {
+        self.batches.stop();
+    }
+
     fn describe(&self) -> String {
         let scheme = match self.scheme {
             SigningScheme::Rs256 => "rs256",

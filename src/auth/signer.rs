@@ -29,4 +29,9 @@ pub trait Signer: Send + Sync + 'static {
 
     /// A description safe to log ("local key /var/lib/...", "openbao transit ...").
     fn describe(&self) -> String;
+
+    /// Ends any task the signer runs on the ambient runtime (the replica
+    /// calls it when it shuts down, so nothing outlives it); signing after
+    /// it fails.
+    fn stop(&self) {}
 }

@@ -66,7 +66,7 @@ pub(super) fn admin_token(args: AdminTokenArgs) -> Result<(), Failure> {
             config.cluster.public_endpoint.clone(),
         );
         let tokens = Arc::new(tokens);
-        let now = chrono::Utc::now();
+        let now = crate::runtime::utc_now(&crate::runtime::SystemClock);
         let minted = match args.tenant.as_deref() {
             None => tokens.mint_admin_token(&args.subject, now, args.ttl).await,
             Some(tenant) => {

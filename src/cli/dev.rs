@@ -52,11 +52,13 @@ pub(super) fn dev(args: DevArgs) -> Result<(), Failure> {
             signer: local_signer(&args.data_dir)?,
             callers: None,
         };
-        let relay = app::start(settings, Runtime::real(), deps).await?;
+        let runtime = Runtime::real();
+        let now = crate::runtime::utc_now(runtime.clock.as_ref());
+        let relay = app::start(settings, runtime, deps).await?;
         let admin_token_path = args.data_dir.join(ADMIN_TOKEN_FILE);
         let admin = relay
             .tokens()
-            .mint_admin_token("dev-admin", chrono::Utc::now(), ADMIN_TOKEN_TTL)
+            .mint_admin_token("dev-admin", now, ADMIN_TOKEN_TTL)
             .await
             .context("cannot mint the dev admin token")?;
         write_private(&admin_token_path, admin.token.as_bytes())

@@ -33,12 +33,12 @@ pub struct FleetCall {
 }
 
 impl FleetCall {
-    /// The command id `node_id` gets.
+    /// The command id `node_id` gets: derived from the caller's
+    /// `Idempotency-Key` (a retry gets the same ids), else from the run's id
+    /// (unique per run and node, and no randomness beyond the run's).
     pub fn command_id(&self, node_id: Uuid) -> Uuid {
-        match self.idempotency_key {
-            Some(key) => Uuid::new_v5(&key, node_id.as_bytes()),
-            None => Uuid::new_v4(),
-        }
+        let namespace = self.idempotency_key.unwrap_or(self.fleet_command_id);
+        Uuid::new_v5(&namespace, node_id.as_bytes())
     }
 }
 

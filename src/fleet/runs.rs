@@ -212,7 +212,9 @@ impl FleetRuns {
             .filter(|record| visible(&record.view, scope))
             .map(|record| record.view.clone())
             .collect();
-        views.sort_by_key(|view| std::cmp::Reverse(view.started_at));
+        // Newest first; runs started in the same instant by id, so the order
+        // never depends on the map's.
+        views.sort_by_key(|view| (std::cmp::Reverse(view.started_at), view.fleet_command_id));
         views
     }
 

@@ -65,7 +65,7 @@ pub async fn invoke(
         &api.owner,
     )
     .await?;
-    let fleet_command_id = Uuid::new_v4();
+    let fleet_command_id = api.entropy.uuid_v4();
     let (target, body) = body.into_parts();
     let fleet = FleetCall {
         fleet_command_id,

@@ -138,7 +138,7 @@ pub async fn create_group(
     let new: NewGroup = json_body(body)?;
     checked_name(&new.name)?;
     let group = EdgeGroup {
-        id: Uuid::new_v4(),
+        id: state.api.entropy.uuid_v4(),
         tenant_id: tenant,
         selector: selector_json(&new.selector)?,
         pinned_members: unique(new.pinned_members.unwrap_or_default()),

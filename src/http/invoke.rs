@@ -128,7 +128,10 @@ pub async fn invoke_host(
         .policy()
         .map_err(|err| ApiError::bad_request(err.to_string()))?;
     let node_id = host_in_scope(&state, scope.as_deref(), &id).await?;
-    let command_id = idempotency_key(&headers)?.unwrap_or_else(Uuid::new_v4);
+    let command_id = match idempotency_key(&headers)? {
+        Some(key) => key,
+        None => state.api.entropy.uuid_v4(),
+    };
     let call = ToolCall {
         user_security_token: caller_token(&body.user_security_token),
         caller_subject: caller.subject.clone(),

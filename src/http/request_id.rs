@@ -50,11 +50,9 @@ fn usable(id: &[u8]) -> bool {
 }
 
 fn fresh_id(entropy: &dyn Entropy) -> HeaderValue {
-    let mut bytes = [0u8; 16];
-    entropy.fill(&mut bytes);
-    let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
     // A hyphenated UUID is always a valid header value.
-    HeaderValue::from_str(&id.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+    HeaderValue::from_str(&entropy.uuid_v4().to_string())
+        .unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 #[cfg(test)]

@@ -148,11 +148,13 @@ impl Calls {
             let Some(node) = inner.get_mut(&session.node_id) else {
                 return;
             };
-            let keys: Vec<(Uuid, u64)> = node
+            let mut keys: Vec<(Uuid, u64)> = node
                 .iter()
                 .filter(|(_, waiting)| waiting.session == *session)
                 .map(|(key, _)| *key)
                 .collect();
+            // Callers learn of the failure in command-id order, not the map's.
+            keys.sort_unstable();
             let failed = keys
                 .into_iter()
                 .filter_map(|key| node.remove(&key).map(|waiting| (key.0, waiting.waiters)))
@@ -332,10 +334,10 @@ mod tests {
     #[tokio::test]
     async fn a_closed_stream_fails_only_its_own_calls() {
         let calls = Calls::default();
-        let shared_id = Uuid::new_v4();
+        let shared_id = crate::runtime::test_id();
         let (a, b) = (
-            session(Uuid::new_v4(), "a", 1),
-            session(Uuid::new_v4(), "b", 1),
+            session(crate::runtime::test_id(), "a", 1),
+            session(crate::runtime::test_id(), "b", 1),
         );
         let newer_a = session(a.node_id, "a2", 2);
         let (joined, mut on_a) = calls.wait_for(shared_id, &a);
@@ -348,7 +350,7 @@ mod tests {
         );
         let (joined, mut retry_on_a) = calls.wait_for(shared_id, &a);
         assert_eq!(joined, Joined::Existing);
-        let other_id = Uuid::new_v4();
+        let other_id = crate::runtime::test_id();
         let (_, mut on_newer_a) = calls.wait_for(other_id, &newer_a);
 
         calls.fail_session(&a, "edge_disconnected", "gone").await;
@@ -390,9 +392,9 @@ mod tests {
     #[tokio::test]
     async fn a_retry_holding_an_older_stream_leaves_the_newer_streams_call_alone() {
         let calls = Calls::default();
-        let node = Uuid::new_v4();
+        let node = crate::runtime::test_id();
         let (older, newer) = (session(node, "s", 1), session(node, "s-2", 2));
-        let id = Uuid::new_v4();
+        let id = crate::runtime::test_id();
         let (joined, mut first) = calls.wait_for(id, &newer);
         assert_eq!(joined, Joined::First);
         let (joined, _stale) = calls.wait_for(id, &older);

@@ -85,7 +85,7 @@ mod tests {
     #[test]
     fn entries_are_forgotten_after_their_last_write() {
         let mut recent = Recent::new(Duration::from_secs(10));
-        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let (a, b) = (crate::runtime::test_id(), crate::runtime::test_id());
         let start = Instant::now();
         recent.insert(a, 1, start);
         recent.insert(b, 2, start + Duration::from_secs(5));
@@ -98,7 +98,7 @@ mod tests {
         assert_eq!(recent.get(b, later), Some(&2));
         let much_later = start + Duration::from_secs(16);
         assert_eq!(recent.get(b, much_later), None);
-        recent.insert(Uuid::new_v4(), 4, much_later);
+        recent.insert(crate::runtime::test_id(), 4, much_later);
         assert_eq!(recent.held(), 2, "b expired, a (written at 8 s) kept");
         assert_eq!(recent.get(a, much_later), Some(&3));
     }

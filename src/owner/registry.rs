@@ -309,7 +309,7 @@ mod tests {
     #[tokio::test]
     async fn a_replaced_key_removes_the_session_and_makes_late_hellos_reload() {
         let registry = Registry::default();
-        let node = Uuid::new_v4();
+        let node = crate::runtime::test_id();
         let read_at = Instant::now();
         let (first, _rx) = register(&registry, key(node, "s1", 1));
         assert!(first.is_ok());
@@ -322,13 +322,13 @@ mod tests {
         let (entry, _rx) = entry(key(node, "s2", 2));
         let late = registry.register(entry, read_at);
         assert!(matches!(&late, Ok(r) if r.keys_rotated && r.replaced.is_none()));
-        assert!(registry.key_replaced(Uuid::new_v4()).is_none());
+        assert!(registry.key_replaced(crate::runtime::test_id()).is_none());
     }
 
     #[tokio::test]
     async fn a_revoked_node_cannot_register_even_after_its_hello_passed() {
         let registry = Registry::default();
-        let node = Uuid::new_v4();
+        let node = crate::runtime::test_id();
         let (first, _rx1) = register(&registry, key(node, "s-1", 1));
         assert!(matches!(first, Ok(Registered { replaced: None, .. })));
         let revoked = registry.revoke(node);
@@ -344,7 +344,7 @@ mod tests {
     #[tokio::test]
     async fn only_the_current_stream_unregisters() {
         let registry = Registry::default();
-        let node = Uuid::new_v4();
+        let node = crate::runtime::test_id();
         let old_key = key(node, "old", 1);
         let (old, _rx1) = register(&registry, old_key.clone());
         assert!(matches!(old, Ok(Registered { replaced: None, .. })));
@@ -364,7 +364,7 @@ mod tests {
     #[tokio::test]
     async fn changes_after_a_hellos_store_read_reach_its_session() {
         let registry = Registry::default();
-        let node = Uuid::new_v4();
+        let node = crate::runtime::test_id();
         // The Hello read tags ["old"] and the old key at `read_at`; then
         // these landed.
         let read_at = Instant::now();

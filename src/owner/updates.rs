@@ -140,8 +140,8 @@ mod tests {
     #[test]
     fn a_failed_batch_fills_what_newer_updates_left_empty() {
         let buffer = UpdateBuffer::default();
-        let node = Uuid::new_v4();
-        let then = Utc::now();
+        let node = crate::runtime::test_id();
+        let then = crate::runtime::utc_now(&crate::runtime::SystemClock);
         let reported = |os: &str| EdgeCapabilities {
             os: os.to_owned(),
             ..EdgeCapabilities::default()

@@ -4,6 +4,7 @@
 //! and the replica's shutdown, until one of them ends the stream.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,6 +74,9 @@ pub struct Ingress {
     replica: String,
     sessions: TaskTracker,
     stop: CancellationToken,
+    /// The connection number of the next accepted stream: unique in this
+    /// replica's life, so no two sessions of a node share a key.
+    next_connection: AtomicU64,
 }
 
 impl std::fmt::Debug for Ingress {
@@ -117,6 +121,7 @@ impl Ingress {
             replica: parts.replica,
             sessions: TaskTracker::new(),
             stop: parts.stop,
+            next_connection: AtomicU64::new(1),
         })
     }
 
@@ -153,7 +158,7 @@ impl Ingress {
         let key = SessionKey {
             node_id,
             stream_id: hello.auth.stream_id().into(),
-            connection: Uuid::new_v4().as_u64_pair().0,
+            connection: self.next_connection.fetch_add(1, Ordering::Relaxed),
         };
         let (commands_tx, commands_rx) = mpsc::channel(self.settings.command_queue);
         let (out_tx, out_rx) = mpsc::channel(self.settings.command_queue);

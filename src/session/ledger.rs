@@ -137,12 +137,15 @@ mod tests {
     #[test]
     fn a_command_is_sent_once_and_its_outcome_replayed() {
         let ledger = Ledger::new(Duration::from_secs(600), 100);
-        let (node, cmd) = (Uuid::new_v4(), Uuid::new_v4());
+        let (node, cmd) = (crate::runtime::test_id(), crate::runtime::test_id());
         let (stream, newer) = (1, 2);
         assert_eq!(ledger.admit(node, cmd, stream), Admission::Send);
         assert_eq!(ledger.admit(node, cmd, stream), Admission::InFlight);
         assert_eq!(ledger.admit(node, cmd, newer), Admission::Lost);
-        assert_eq!(ledger.admit(Uuid::new_v4(), cmd, stream), Admission::Send);
+        assert_eq!(
+            ledger.admit(crate::runtime::test_id(), cmd, stream),
+            Admission::Send
+        );
         let result = EdgeResult {
             ok: true,
             exit_code: 0,
@@ -159,14 +162,17 @@ mod tests {
     #[test]
     fn beyond_the_cap_the_oldest_outcomes_go() {
         let ledger = Ledger::new(Duration::from_secs(600), 2);
-        let node = Uuid::new_v4();
+        let node = crate::runtime::test_id();
         let s = 1;
-        let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+        let ids: Vec<Uuid> = (0..3).map(|_| crate::runtime::test_id()).collect();
         for id in &ids {
             assert_eq!(ledger.admit(node, *id, s), Admission::Send);
             assert!(ledger.complete(node, *id, &EdgeResult::default()));
         }
-        assert_eq!(ledger.admit(node, Uuid::new_v4(), s), Admission::Send);
+        assert_eq!(
+            ledger.admit(node, crate::runtime::test_id(), s),
+            Admission::Send
+        );
         assert_eq!(ledger.admit(node, ids[0], s), Admission::Send);
         assert!(matches!(
             ledger.admit(node, ids[2], s),

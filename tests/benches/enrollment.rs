@@ -25,7 +25,6 @@ use aegis_relay::store::{PostgresMode, PostgresStore, SqliteStore, Store};
 use ed25519_dalek::{Signer, SigningKey};
 use tokio::time::Instant;
 use tonic::transport::Channel;
-use uuid::Uuid;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -43,7 +42,7 @@ async fn handshake(
     seed: [u8; 32],
 ) -> Result<(), BoxError> {
     let key = SigningKey::from_bytes(&seed);
-    let node_id = Uuid::new_v4().to_string();
+    let node_id = aegis_relay::runtime::OsEntropy.uuid().to_string();
     let challenge = client
         .attest_node(AttestNodeRequest {
             node_id: node_id.clone(),
@@ -158,13 +157,18 @@ async fn main() -> Result<(), BoxError> {
     };
     let relay = app::start(settings, Runtime::real(), deps).await?;
 
-    let now = chrono::Utc::now();
+    let now = aegis_relay::runtime::SystemClock.utc_now();
     let mut tokens = Vec::with_capacity(edges);
     for _ in 0..edges {
         tokens.push(
             relay
                 .tokens()
-                .mint_enrollment("t-bench", "bench", Uuid::new_v4(), now)
+                .mint_enrollment(
+                    "t-bench",
+                    "bench",
+                    aegis_relay::runtime::OsEntropy.uuid(),
+                    now,
+                )
                 .await?
                 .token,
         );

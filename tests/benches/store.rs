@@ -77,7 +77,7 @@ fn enrollment(jti: Uuid, node_id: Uuid, now: DateTime<Utc>) -> Enrollment {
         token_expires_at: now + chrono::Duration::minutes(15),
         node_id,
         public_key: vec![1; 32],
-        challenge_id: Uuid::new_v4(),
+        challenge_id: aegis_relay::runtime::OsEntropy.uuid(),
         now,
         own_token: true,
     }
@@ -116,8 +116,10 @@ async fn bench(
     statements: &AtomicU64,
     options: &Options,
 ) -> Result<Figures, BoxError> {
-    let now = Utc::now();
-    let nodes: Vec<Uuid> = (0..options.edges).map(|_| Uuid::new_v4()).collect();
+    let now = aegis_relay::runtime::SystemClock.utc_now();
+    let nodes: Vec<Uuid> = (0..options.edges)
+        .map(|_| aegis_relay::runtime::OsEntropy.uuid())
+        .collect();
     let started = Instant::now();
     let nodes_for_jobs = Arc::new(nodes.clone());
     run_all(options.edges, 16, |index| {
@@ -125,7 +127,11 @@ async fn bench(
         let node = nodes_for_jobs[index];
         async move {
             Ok(store
-                .complete_enrollment(&enrollment(Uuid::new_v4(), node, now))
+                .complete_enrollment(&enrollment(
+                    aegis_relay::runtime::OsEntropy.uuid(),
+                    node,
+                    now,
+                ))
                 .await?)
         }
     })
@@ -159,7 +165,9 @@ async fn bench(
         }
     }
 
-    let tokens: Vec<Uuid> = (0..options.tokens).map(|_| Uuid::new_v4()).collect();
+    let tokens: Vec<Uuid> = (0..options.tokens)
+        .map(|_| aegis_relay::runtime::OsEntropy.uuid())
+        .collect();
     let tokens = Arc::new(tokens);
     let contenders = options.contenders;
     let started = Instant::now();
@@ -168,7 +176,11 @@ async fn bench(
         let jti = tokens[index / contenders];
         async move {
             Ok(store
-                .complete_enrollment(&enrollment(jti, Uuid::new_v4(), now))
+                .complete_enrollment(&enrollment(
+                    jti,
+                    aegis_relay::runtime::OsEntropy.uuid(),
+                    now,
+                ))
                 .await?)
         }
     })

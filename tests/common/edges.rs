@@ -29,7 +29,12 @@ pub struct Enrolled {
 pub async fn enroll_edge(relay: &RunningRelay, tenant: &str) -> Result<Enrolled, BoxError> {
     let minted = relay
         .tokens()
-        .mint_enrollment(tenant, "test-edge", Uuid::new_v4(), chrono::Utc::now())
+        .mint_enrollment(
+            tenant,
+            "test-edge",
+            aegis_relay::runtime::OsEntropy.uuid(),
+            aegis_relay::runtime::SystemClock.utc_now(),
+        )
         .await?;
     let dir = tempfile::tempdir()?;
     let enrolled = edge_client::enroll(
@@ -101,7 +106,9 @@ pub async fn run_edge(
 
 /// Now in Unix milliseconds.
 pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    aegis_relay::runtime::SystemClock
+        .utc_now()
+        .timestamp_millis()
 }
 
 /// A hand-driven ConnectEdge stream.
@@ -117,7 +124,7 @@ pub async fn open_stream(
     relay: &RunningRelay,
     state: &EdgeState,
 ) -> Result<RawStream, tonic::Status> {
-    let signer = signer(state, &Uuid::new_v4().to_string());
+    let signer = signer(state, &aegis_relay::runtime::OsEntropy.uuid().to_string());
     let hello = signer.hello(now_ms(), capabilities());
     open_with(relay, signer, hello).await
 }
@@ -205,7 +212,7 @@ pub async fn tenant_bearer(relay: &RunningRelay, tenant: &str) -> Result<String,
             "user",
             tenant,
             &[aegis_relay::auth::FLEET_MANAGE_ROLE],
-            chrono::Utc::now(),
+            aegis_relay::runtime::SystemClock.utc_now(),
             Duration::from_secs(600),
         )
         .await?;

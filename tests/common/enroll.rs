@@ -41,7 +41,7 @@ impl Node {
     /// A fresh node id and key.
     pub fn new() -> Self {
         Self {
-            id: Uuid::new_v4(),
+            id: aegis_relay::runtime::OsEntropy.uuid(),
             key: SigningKey::from_bytes(&rand::random::<[u8; 32]>()),
         }
     }
@@ -117,14 +117,19 @@ pub async fn client(relay: &RunningRelay) -> Result<Client, BoxError> {
 pub async fn mint(relay: &RunningRelay, jti: Uuid) -> Result<String, BoxError> {
     let minted = relay
         .tokens()
-        .mint_enrollment(TENANT, ISSUED_TO, jti, chrono::Utc::now())
+        .mint_enrollment(
+            TENANT,
+            ISSUED_TO,
+            jti,
+            aegis_relay::runtime::SystemClock.utc_now(),
+        )
         .await?;
     Ok(minted.token)
 }
 
 /// The claims `mint` would produce for `jti`, as JSON to tamper with.
 pub fn good_claims(relay: &RunningRelay, jti: Uuid) -> serde_json::Value {
-    let now = chrono::Utc::now().timestamp();
+    let now = aegis_relay::runtime::SystemClock.utc_now().timestamp();
     serde_json::json!({
         "tid": TENANT, "sub": ISSUED_TO, "jti": jti.to_string(),
         "exp": now + 900, "nbf": now, "aud": "edge-enrollment",
@@ -204,7 +209,11 @@ pub async fn assert_redeemable(
 pub async fn admin_bearer(relay: &RunningRelay) -> Result<String, BoxError> {
     let admin = relay
         .tokens()
-        .mint_admin_token("ops", chrono::Utc::now(), Duration::from_secs(600))
+        .mint_admin_token(
+            "ops",
+            aegis_relay::runtime::SystemClock.utc_now(),
+            Duration::from_secs(600),
+        )
         .await?;
     Ok(format!("Bearer {}", admin.token))
 }

@@ -114,7 +114,7 @@ impl FakeIdp {
 
     /// Claims of a valid token for 10 minutes, to adjust before `sign`.
     pub fn claims(&self, subject: &str, tenant: &str) -> Value {
-        let now = chrono::Utc::now().timestamp();
+        let now = aegis_relay::runtime::SystemClock.utc_now().timestamp();
         json!({
             "iss": self.issuer(), "sub": subject, "aud": AUDIENCE, "azp": "test-client",
             "iat": now, "exp": now + 600, "typ": "Bearer", "tenant_id": tenant,

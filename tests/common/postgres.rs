@@ -40,7 +40,10 @@ pub async fn fresh_database(label: &str) -> Result<Option<String>, BoxError> {
             }
         })
         .collect();
-    let name = format!("relay_{label}_{}", uuid::Uuid::new_v4().simple());
+    let name = format!(
+        "relay_{label}_{}",
+        aegis_relay::runtime::OsEntropy.uuid().simple()
+    );
     let mut conn = sqlx::PgConnection::connect(&admin).await?;
     sqlx::query(&format!("CREATE DATABASE \"{name}\""))
         .execute(&mut conn)

@@ -91,7 +91,7 @@ pub async fn caller_bearer(
     tenant: &str,
     role: &str,
 ) -> Result<String, BoxError> {
-    let now = chrono::Utc::now().timestamp();
+    let now = aegis_relay::runtime::SystemClock.utc_now().timestamp();
     let claims = json!({
         "iss": relay.tokens().issuer(), "sub": subject, "aud": "aegis-relay",
         "iat": now, "exp": now + 600, "tenant_id": tenant, "aegis_role": role,

@@ -8,7 +8,7 @@ use super::{at, TestResult};
 
 fn group(tenant: &str, name: &str) -> EdgeGroup {
     EdgeGroup {
-        id: Uuid::new_v4(),
+        id: aegis_relay::runtime::OsEntropy.uuid(),
         tenant_id: tenant.into(),
         name: name.into(),
         selector: serde_json::json!({"os": "linux", "tools": [], "labels": [], "tags": []}),

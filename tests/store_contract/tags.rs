@@ -87,7 +87,9 @@ pub async fn tag_changes_replace_then_add_then_remove(store: &dyn Store) -> Test
         None
     );
     assert_eq!(
-        store.change_edge_tags(None, Uuid::new_v4(), &add_x).await?,
+        store
+            .change_edge_tags(None, aegis_relay::runtime::OsEntropy.uuid(), &add_x)
+            .await?,
         None
     );
     let stored = store.get_edge(node_id).await?.ok_or("edge missing")?;

@@ -41,7 +41,13 @@ async fn assert_redeemable(
 ) -> TestResult {
     assert_eq!(
         store
-            .complete_enrollment(&enrollment(jti, Uuid::new_v4(), tenant, 9, now))
+            .complete_enrollment(&enrollment(
+                jti,
+                aegis_relay::runtime::OsEntropy.uuid(),
+                tenant,
+                9,
+                now
+            ))
             .await?,
         EnrollmentOutcome::Enrolled,
         "the refused token is still redeemable"
@@ -50,9 +56,15 @@ async fn assert_redeemable(
 }
 
 pub async fn re_enrollment_needs_a_token_bound_to_the_node(store: &dyn Store) -> TestResult {
-    let node_id = Uuid::new_v4();
+    let node_id = aegis_relay::runtime::OsEntropy.uuid();
     store
-        .complete_enrollment(&enrollment(Uuid::new_v4(), node_id, "t-one", 1, at(0)))
+        .complete_enrollment(&enrollment(
+            aegis_relay::runtime::OsEntropy.uuid(),
+            node_id,
+            "t-one",
+            1,
+            at(0),
+        ))
         .await?;
     store
         .change_edge_tags(None, node_id, &replace(&["prod"]))
@@ -61,7 +73,7 @@ pub async fn re_enrollment_needs_a_token_bound_to_the_node(store: &dyn Store) ->
     assert_eq!(before, ("t-one".into(), vec![1; 32], vec!["prod".into()]));
 
     // Another tenant's token cannot take the node id.
-    let foreign_jti = Uuid::new_v4();
+    let foreign_jti = aegis_relay::runtime::OsEntropy.uuid();
     assert_eq!(
         store
             .complete_enrollment(&enrollment(foreign_jti, node_id, "t-two", 9, at(50)))
@@ -72,7 +84,7 @@ pub async fn re_enrollment_needs_a_token_bound_to_the_node(store: &dyn Store) ->
     assert_redeemable(store, foreign_jti, "t-two", at(51)).await?;
 
     // Nor can an unbound token of the node's own tenant.
-    let unbound = Uuid::new_v4();
+    let unbound = aegis_relay::runtime::OsEntropy.uuid();
     assert_eq!(
         store
             .complete_enrollment(&enrollment(unbound, node_id, "t-one", 2, at(60)))
@@ -84,15 +96,23 @@ pub async fn re_enrollment_needs_a_token_bound_to_the_node(store: &dyn Store) ->
 
     // Bindings name an enrolled node of the binding's tenant.
     let exp = at(900);
-    for (node, tenant) in [(node_id, "t-two"), (Uuid::new_v4(), "t-one")] {
+    for (node, tenant) in [
+        (node_id, "t-two"),
+        (aegis_relay::runtime::OsEntropy.uuid(), "t-one"),
+    ] {
         assert_eq!(
             store
-                .bind_enrollment_token(&binding(Uuid::new_v4(), node, tenant, exp))
+                .bind_enrollment_token(&binding(
+                    aegis_relay::runtime::OsEntropy.uuid(),
+                    node,
+                    tenant,
+                    exp
+                ))
                 .await?,
             BindOutcome::NodeNotFound
         );
     }
-    let bound = Uuid::new_v4();
+    let bound = aegis_relay::runtime::OsEntropy.uuid();
     assert_eq!(
         store
             .bind_enrollment_token(&binding(bound, node_id, "t-one", exp))
@@ -100,7 +120,7 @@ pub async fn re_enrollment_needs_a_token_bound_to_the_node(store: &dyn Store) ->
         BindOutcome::Bound
     );
     // A bound token enrolls no other node, and is not burned trying.
-    let other = Uuid::new_v4();
+    let other = aegis_relay::runtime::OsEntropy.uuid();
     assert_eq!(
         store
             .complete_enrollment(&enrollment(bound, other, "t-one", 3, at(70)))
@@ -145,12 +165,12 @@ pub async fn re_enrollment_needs_a_token_bound_to_the_node(store: &dyn Store) ->
 pub async fn concurrent_first_enrollments_of_one_node_id_have_one_winner(
     store: Arc<dyn Store>,
 ) -> TestResult {
-    let node_id = Uuid::new_v4();
+    let node_id = aegis_relay::runtime::OsEntropy.uuid();
     let mut attempts = tokio::task::JoinSet::new();
     for key in 0..20u8 {
         let store = Arc::clone(&store);
         attempts.spawn(async move {
-            let jti = Uuid::new_v4();
+            let jti = aegis_relay::runtime::OsEntropy.uuid();
             let outcome = store
                 .complete_enrollment(&enrollment(jti, node_id, "t-race", key, at(0)))
                 .await;
@@ -181,14 +201,14 @@ pub async fn bindings_refuse_revoked_nodes_and_are_pruned_after_expiry(
 ) -> TestResult {
     let node_id = enroll(store, "t-bind", 1, at(0)).await?;
     // Pruned once expired: a later binding's issuance removes it.
-    let stale = Uuid::new_v4();
+    let stale = aegis_relay::runtime::OsEntropy.uuid();
     assert_eq!(
         store
             .bind_enrollment_token(&binding(stale, node_id, "t-bind", at(900)))
             .await?,
         BindOutcome::Bound
     );
-    let pending = Uuid::new_v4();
+    let pending = aegis_relay::runtime::OsEntropy.uuid();
     assert_eq!(
         store
             .bind_enrollment_token(&binding(pending, node_id, "t-bind", at(1900)))
@@ -216,13 +236,23 @@ pub async fn bindings_refuse_revoked_nodes_and_are_pruned_after_expiry(
     assert_eq!(store.get_edge(node_id).await?, None);
     assert_eq!(
         store
-            .bind_enrollment_token(&binding(Uuid::new_v4(), node_id, "t-bind", at(1900)))
+            .bind_enrollment_token(&binding(
+                aegis_relay::runtime::OsEntropy.uuid(),
+                node_id,
+                "t-bind",
+                at(1900)
+            ))
             .await?,
         BindOutcome::NodeRevoked
     );
     assert_eq!(
         store
-            .bind_enrollment_token(&binding(Uuid::new_v4(), node_id, "t-else", at(1900)))
+            .bind_enrollment_token(&binding(
+                aegis_relay::runtime::OsEntropy.uuid(),
+                node_id,
+                "t-else",
+                at(1900)
+            ))
             .await?,
         BindOutcome::NodeNotFound,
         "another tenant learns nothing about the node"

@@ -16,7 +16,7 @@
 //! the same error; an item Transit refuses (`{"error": ...}`) or answers
 //! with a malformed signature fails only its own caller.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -67,6 +67,8 @@ struct Shared {
     queue: Mutex<mpsc::Receiver<Job>>,
     /// HTTP sign requests sent (403 retries included).
     requests: AtomicU64,
+    /// Set by `Batcher::stop`: no more signing.
+    stopped: AtomicBool,
 }
 
 /// The queue and its workers.
@@ -78,9 +80,7 @@ pub(crate) struct Batcher {
 
 impl Drop for Batcher {
     fn drop(&mut self) {
-        for worker in &self.workers {
-            worker.abort();
-        }
+        self.stop();
     }
 }
 
@@ -95,6 +95,7 @@ impl Batcher {
             target,
             queue: Mutex::new(receiver),
             requests: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
         });
         let workers = (0..WORKERS)
             .map(|_| runtime.spawn(work(Arc::clone(&shared))).abort_handle())
@@ -110,6 +111,9 @@ impl Batcher {
     /// base64url signature.
     pub(crate) async fn sign(&self, input: &[u8]) -> Result<String, SignError> {
         use base64::Engine as _;
+        if self.shared.stopped.load(Ordering::SeqCst) {
+            return Err(stopped());
+        }
         let input = base64::engine::general_purpose::STANDARD.encode(input);
         let (reply, answer) = oneshot::channel();
         self.queue
@@ -117,6 +121,21 @@ impl Batcher {
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+
+    /// Ends the workers; queued and later signs fail as stopped.
+    pub(crate) fn stop(&self) {
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        for worker in &self.workers {
+            worker.abort();
+        }
+        // Queued jobs are dropped, so their callers learn at once. (A worker
+        // aborted while holding the queue still has it for a moment; its
+        // jobs then wait for their callers' own deadlines.)
+        if let Ok(mut queue) = self.shared.queue.try_lock() {
+            queue.close();
+            while queue.try_recv().is_ok() {}
+        }
     }
 
     /// HTTP sign requests sent so far.

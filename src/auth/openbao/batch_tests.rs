@@ -316,3 +316,24 @@ async fn dropping_the_batcher_stops_its_workers() -> TestResult {
     .map_err(|_| "worker tasks outlive the batcher")?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_stopped_batcher_ends_its_workers_and_refuses_to_sign() -> TestResult {
+    let (_fake, batcher) = fake_signer().await?;
+    batcher.sign(b"one").await?;
+    batcher.stop();
+    let refused = tokio::time::timeout(Duration::from_secs(5), batcher.sign(b"two")).await?;
+    assert!(
+        matches!(&refused, Err(SignError::Unavailable(why)) if why.contains("stopped")),
+        "{refused:?}"
+    );
+    // Only the batcher itself still holds the shared state.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while Arc::strong_count(&batcher.shared) > 1 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .map_err(|_| "worker tasks outlive stop")?;
+    Ok(())
+}

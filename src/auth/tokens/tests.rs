@@ -49,7 +49,7 @@ fn claims(jti: Uuid) -> serde_json::Value {
 #[tokio::test]
 async fn enrollment_token_has_the_contract_shape() -> Result<(), Box<dyn std::error::Error>> {
     let f = fixture()?;
-    let jti = Uuid::new_v4();
+    let jti = crate::runtime::test_id();
     let minted = f
         .issuer
         .mint_enrollment("t-acme", "host-1", jti, now())
@@ -80,7 +80,7 @@ fn cap_hash_of_empty_capabilities_matches_aegis() {
 #[tokio::test]
 async fn node_token_has_the_contract_shape() -> Result<(), Box<dyn std::error::Error>> {
     let f = fixture()?;
-    let node = Uuid::new_v4();
+    let node = crate::runtime::test_id();
     let minted = f
         .issuer
         .mint_node_token(node, "t-acme", "ab".into(), now())
@@ -110,7 +110,7 @@ async fn refusal(f: &Fixture, token: &str) -> String {
 #[tokio::test]
 async fn each_check_refuses_with_its_own_message() -> Result<(), Box<dyn std::error::Error>> {
     let f = fixture()?;
-    let jti = Uuid::new_v4();
+    let jti = crate::runtime::test_id();
     let mut cases: Vec<(String, &str)> = vec![
         ("not-a-jwt".into(), "malformed"),
         ("a.b.c".into(), "malformed"),
@@ -163,7 +163,7 @@ async fn each_check_refuses_with_its_own_message() -> Result<(), Box<dyn std::er
 async fn a_token_from_another_key_is_refused() -> Result<(), Box<dyn std::error::Error>> {
     let f = fixture()?;
     let other = fixture()?;
-    let token = signed(&other.issuer, claims(Uuid::new_v4())).await?;
+    let token = signed(&other.issuer, claims(crate::runtime::test_id())).await?;
     assert!(refusal(&f, &token).await.contains("signature invalid"));
     Ok(())
 }

@@ -50,17 +50,17 @@ impl Fixture {
 
     /// Stores an enrolled edge of `tenant`.
     async fn enroll(&self, tenant: &str) -> Result<Uuid, Box<dyn std::error::Error>> {
-        let node_id = Uuid::new_v4();
+        let node_id = crate::runtime::test_id();
         let outcome = self
             .store
             .complete_enrollment(&Enrollment {
-                jti: Uuid::new_v4(),
+                jti: crate::runtime::test_id(),
                 tenant_id: tenant.to_owned(),
                 issued_to: "host".to_owned(),
                 token_expires_at: at(),
                 node_id,
                 public_key: vec![7; 32],
-                challenge_id: Uuid::new_v4(),
+                challenge_id: crate::runtime::test_id(),
                 now: at(),
                 own_token: true,
             })
@@ -116,9 +116,9 @@ impl Fixture {
         let group = self
             .store
             .create_group(&EdgeGroup {
-                id: Uuid::new_v4(),
+                id: crate::runtime::test_id(),
                 tenant_id: tenant.to_owned(),
-                name: format!("group-{}", Uuid::new_v4()),
+                name: format!("group-{}", crate::runtime::test_id()),
                 selector,
                 pinned_members: pinned,
                 created_by: "tests".to_owned(),
@@ -156,7 +156,7 @@ async fn node_targets_follow_the_resolution_table() -> TestResult {
     let offline = fx.enroll(TENANT_A).await?;
     let foreign = fx.connect(TENANT_B, &[], &[]).await?;
     let foreign_offline = fx.enroll(TENANT_B).await?;
-    let unknown = Uuid::new_v4();
+    let unknown = crate::runtime::test_id();
 
     let scope = Some(TENANT_A);
     assert_eq!(
@@ -276,7 +276,10 @@ async fn groups_union_selector_matches_and_connected_pinned_members() -> TestRes
     let hidden = fx.resolve(&EdgeTarget::Group(group), Some(TENANT_B)).await;
     assert!(matches!(hidden, Err(ResolveError::GroupNotFound(id)) if id == group));
     let unknown = fx
-        .resolve(&EdgeTarget::Group(Uuid::new_v4()), Some(TENANT_A))
+        .resolve(
+            &EdgeTarget::Group(crate::runtime::test_id()),
+            Some(TENANT_A),
+        )
         .await;
     assert!(matches!(unknown, Err(ResolveError::GroupNotFound(_))));
 

@@ -14,12 +14,13 @@ use aegis_relay::runtime::Runtime;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::BoxError;
 
 fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    aegis_relay::runtime::SystemClock
+        .utc_now()
+        .timestamp_millis()
 }
 
 /// Holds one ConnectEdge stream for `state` until `stop`.
@@ -34,7 +35,7 @@ pub async fn run(
         state.key.clone(),
         state.token.clone(),
         state.node_id.hyphenated().to_string(),
-        Uuid::new_v4().to_string(),
+        aegis_relay::runtime::OsEntropy.uuid().to_string(),
     );
     let (events, outbound) = mpsc::channel::<EdgeEvent>(64);
     let capabilities = EdgeCapabilities {

@@ -89,7 +89,7 @@ impl BenchRelay {
                 "bench",
                 TENANT,
                 &[aegis_relay::auth::FLEET_MANAGE_ROLE],
-                chrono::Utc::now(),
+                aegis_relay::runtime::SystemClock.utc_now(),
                 Duration::from_secs(3600),
             )
             .await?;
@@ -198,13 +198,18 @@ impl BenchRelay {
             let permit = Arc::clone(&limit).acquire_owned().await?;
             let tokens = Arc::clone(self.relay.tokens());
             let runtime = Arc::clone(&self.runtime);
-            let dir = self
-                .dir
-                .path()
-                .join(format!("edge-{}", Uuid::new_v4().simple()));
+            let dir = self.dir.path().join(format!(
+                "edge-{}",
+                aegis_relay::runtime::OsEntropy.uuid().simple()
+            ));
             tasks.spawn(async move {
                 let minted = tokens
-                    .mint_enrollment(TENANT, "bench-edge", Uuid::new_v4(), chrono::Utc::now())
+                    .mint_enrollment(
+                        TENANT,
+                        "bench-edge",
+                        aegis_relay::runtime::OsEntropy.uuid(),
+                        aegis_relay::runtime::SystemClock.utc_now(),
+                    )
                     .await
                     .map_err(|err| err.to_string())?;
                 let enrolled =

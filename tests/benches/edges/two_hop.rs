@@ -20,7 +20,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::client::Grpc;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
-use uuid::Uuid;
 
 use crate::wire::{self, Frame, RawServer, CALL, CONNECT, FANOUT};
 use crate::{BoxError, CALL_TIMEOUT};
@@ -162,8 +161,8 @@ fn verify(link: &Link, id: u64, reply: &Frame) -> Result<(), Status> {
 /// The edge task: hello, then each command answered in turn with a signed reply.
 async fn run_edge(channel: Channel, stop: CancellationToken) -> Result<(), BoxError> {
     let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-    let node_id = Uuid::new_v4().to_string();
-    let stream_id = Uuid::new_v4().to_string();
+    let node_id = aegis_relay::runtime::OsEntropy.uuid().to_string();
+    let stream_id = aegis_relay::runtime::OsEntropy.uuid().to_string();
     let (events, outbound) = mpsc::channel(64);
     events
         .send(Frame {
@@ -193,7 +192,9 @@ async fn run_edge(channel: Channel, stop: CancellationToken) -> Result<(), BoxEr
         };
         let payload = canonical::encode(
             EventKind::CommandResult,
-            chrono::Utc::now().timestamp_millis(),
+            aegis_relay::runtime::SystemClock
+                .utc_now()
+                .timestamp_millis(),
             &node_id,
             &stream_id,
             command.id.to_string().as_bytes(),
