@@ -1,12 +1,15 @@
 # shellcheck shell=bash
 # A throwaway OpenBao (dev mode, in memory, loopback only) with the Transit key
-# and AppRole setup the relay's OpenBao signer expects (protocol.md §12.2).
+# and AppRole setup the relay's OpenBao signer expects (protocol.md §12.2), made
+# by the deployment's bootstrap script.
 # Sourced by cluster/test; defines start_openbao. To try it by hand:
 #
 #   WORK=$(mktemp -d); source cluster/openbao.sh; start_openbao
 #   ...; bash "$WORK/stop.sh"
 #
-# Exports AEGIS_RELAY_TEST_OPENBAO_URL and AEGIS_RELAY_TEST_OPENBAO_ROOT_TOKEN.
+# Exports AEGIS_RELAY_TEST_OPENBAO_URL, AEGIS_RELAY_TEST_OPENBAO_ROOT_TOKEN,
+# AEGIS_RELAY_TEST_OPENBAO_APPROLE_DIR (the bootstrap's role_id and secret_id
+# files) and AEGIS_RELAY_TEST_BAO (the binary, for tests that start their own).
 # The root token is for test setup only (roles, key rotation, reading role and
 # secret ids); the relay always logs in with AppRole.
 
@@ -37,24 +40,9 @@ else:
 PY
 }
 
-# _openbao_api METHOD PATH [JSON]: one call to the HTTP API with the root
-# token; fails (printing the server's answer) on a non-2xx status.
-_openbao_api() {
-  local method=$1 path=$2 data=${3:-}
-  local args=(-sS --max-time 10 --fail-with-body -X "$method"
-    -H "X-Vault-Token: $AEGIS_RELAY_TEST_OPENBAO_ROOT_TOKEN"
-    "$AEGIS_RELAY_TEST_OPENBAO_URL/v1/$path")
-  if [[ -n $data ]]; then args+=(-H 'Content-Type: application/json' -d "$data"); fi
-  local out
-  if ! out=$(curl "${args[@]}"); then
-    echo "OpenBao $method $path failed: $out" >&2
-    return 1
-  fi
-}
-
 start_openbao() {
   : "${WORK:?WORK must name a scratch directory}"
-  local key=edge-enrollment-token policy_name=aegis-relay-transit role=relay
+  local key=edge-enrollment-token role=relay-coordinator
   local root
   root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
   local bao=$root/.venv/bin/bao
@@ -91,18 +79,15 @@ start_openbao() {
     sleep 0.1
   done
 
-  _openbao_api POST sys/mounts/transit '{"type":"transit"}' || return 1
-  _openbao_api POST "transit/keys/$key" '{"type":"rsa-2048"}' || return 1
-  _openbao_api POST sys/auth/approle '{"type":"approle"}' || return 1
-  # The relay's policy (protocol.md §12.2), plus reading the public keys so
-  # the relay verifies locally. Renewing its own token is in `default`.
-  local policy
-  policy="path \\\"transit/sign/$key\\\" { capabilities = [\\\"update\\\"] }\\n"
-  policy+="path \\\"transit/verify/$key\\\" { capabilities = [\\\"update\\\"] }\\n"
-  policy+="path \\\"transit/keys/$key\\\" { capabilities = [\\\"read\\\"] }\\n"
-  _openbao_api PUT "sys/policies/acl/$policy_name" "{\"policy\":\"$policy\"}" || return 1
-  _openbao_api POST "auth/approle/role/$role" \
-    "{\"token_policies\":[\"$policy_name\"],\"token_ttl\":\"1h\",\"token_max_ttl\":\"4h\"}" ||
+  # The deployment's own bootstrap sets up the Transit key, the policy and the
+  # AppRole `relay-coordinator` (deploy/scripts/bootstrap-relay-coordinator.sh).
+  OPENBAO_ENDPOINT=$AEGIS_RELAY_TEST_OPENBAO_URL OPENBAO_TOKEN=$token \
+    "$root/deploy/scripts/bootstrap-relay-coordinator.sh" --only openbao \
+    --out "$WORK/openbao-approle" >"$WORK/openbao-bootstrap.log" 2>&1 || {
+    cat "$WORK/openbao-bootstrap.log" >&2
     return 1
+  }
+  export AEGIS_RELAY_TEST_OPENBAO_APPROLE_DIR="$WORK/openbao-approle"
+  export AEGIS_RELAY_TEST_BAO="$bao"
   echo "OpenBao on $AEGIS_RELAY_TEST_OPENBAO_URL (transit key $key, approle role $role)"
 }

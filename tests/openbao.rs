@@ -22,9 +22,9 @@ use serde_json::{json, Value};
 
 type Error = Box<dyn std::error::Error>;
 
-/// The shared key and role `start_openbao` creates.
+/// The shared key and role `start_openbao` creates (by the deploy bootstrap).
 const SHARED_KEY: &str = "edge-enrollment-token";
-const SHARED_ROLE: &str = "relay";
+const SHARED_ROLE: &str = "relay-coordinator";
 
 /// What OpenBao's default RSA signature is: PSS with the maximum salt.
 static PSS_MAX_SALT: RsaParameters =
