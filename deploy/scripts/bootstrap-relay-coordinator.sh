@@ -210,14 +210,14 @@ will() {
     echo "  would $1 $2"
     return 1
   fi
-  local done
+  local past
   case $1 in
-    write) done=wrote ;;
-    set) done=set ;;
-    *e) done=${1}d ;;
-    *) done=${1}ed ;;
+    write) past=wrote ;;
+    set) past="set" ;;
+    *e) past=${1}d ;;
+    *) past=${1}ed ;;
   esac
-  printf '  %-8s %s\n' "$done" "$2"
+  printf '  %-8s %s\n' "$past" "$2"
 }
 
 # ---- HTTP --------------------------------------------------------------------

@@ -48,7 +48,11 @@ while (($#)); do
     *) echo "deploy: unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-profiles=$(cd "$DEPLOY/profiles" && ls -- *.conf | sed 's/\.conf$//' | tr '\n' ' ')
+profiles=""
+for conf in "$DEPLOY"/profiles/*.conf; do
+  conf=${conf##*/}
+  profiles+="${conf%.conf} "
+done
 if [[ -z $PROFILE ]]; then
   echo "deploy: --profile is required: one of ${profiles% }" >&2
   exit 2
@@ -78,7 +82,9 @@ echo "# not started here: $PROFILE_EXTERNAL"
 if ((DRY_RUN)); then
   echo "# dry run: nothing is run or written"
   ((${#missing[@]} == 0)) || echo "# a real run also needs: ${missing[*]}"
+  # shellcheck disable=SC2016 # the variable's name, shown literally
   OPENBAO_ENDPOINT=${OPENBAO_ENDPOINT:-'$OPENBAO_ENDPOINT'}
+  # shellcheck disable=SC2016
   KEYCLOAK_ENDPOINT=${KEYCLOAK_ENDPOINT:-'$KEYCLOAK_ENDPOINT'}
 else
   command -v podman >/dev/null || die "podman is not on PATH (deploy.sh runs podman kube play)"

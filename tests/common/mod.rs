@@ -189,6 +189,7 @@ pub fn required_tool(var: &str) -> Result<Option<String>, String> {
 }
 
 pub mod authz;
+pub mod deploy;
 pub mod edges;
 pub mod enroll;
 pub mod idp;
