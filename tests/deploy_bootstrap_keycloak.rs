@@ -9,7 +9,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use aegis_relay::config;
 use common::deploy::{bootstrap, changed, failure, free_port_pair, root, stdout, Process};
@@ -39,12 +38,11 @@ impl FakeKeycloak {
         let process = Process(child);
         // The fake prints its port once it listens; read_line blocks until then.
         let mut line = String::new();
-        let started = Instant::now();
         BufReader::new(stdout).read_line(&mut line)?;
         let port = line
             .trim()
             .strip_prefix("PORT ")
-            .ok_or_else(|| format!("keycloak-fake said {line:?} after {:?}", started.elapsed()))?;
+            .ok_or_else(|| format!("keycloak-fake said {line:?} instead of its port"))?;
         Ok(Self {
             url: format!("http://127.0.0.1:{port}"),
             _process: process,
