@@ -159,14 +159,11 @@ async fn keycloak_half_twice_against_the_fake_admin_api() -> Result<(), Error> {
     let audience = mapper(scope, "audience relay-coordinator")?;
     assert_eq!(audience["protocolMapper"], "oidc-audience-mapper");
     assert_eq!(audience["config"]["access.token.claim"], "true");
-    // The relay's `keycloak.audience` (default relay-coordinator, once set).
-    let wanted = defaults
-        .audience
-        .clone()
-        .unwrap_or_else(|| config::RELAY_ROLE.to_owned());
+    // The relay's `keycloak.audience`, its default unchanged.
+    assert_eq!(defaults.audience.as_deref(), Some(config::DEFAULT_AUDIENCE));
     assert_eq!(
         audience["config"]["included.client.audience"],
-        wanted.as_str()
+        config::DEFAULT_AUDIENCE
     );
     assert_eq!(realm["default_scopes"], json!([scope_id]));
     assert!(realm["client_scopes"][client["id"].as_str().ok_or("id")?]

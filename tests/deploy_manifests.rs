@@ -209,6 +209,10 @@ fn check_relay_pod(pod_spec: &Value, configmap: &Value, hostname: &str) -> Resul
     assert_eq!(text(dsn, "valueFrom.secretKeyRef.key")?, "dsn");
     assert!(at(dsn, "value").is_null(), "the DSN is never inline");
 
+    // Callers' tokens carry the audience the bootstrap's mapper adds.
+    let keycloak = config.keycloak.as_ref().ok_or("no keycloak block")?;
+    assert_eq!(keycloak.audience.as_deref(), Some(config::DEFAULT_AUDIENCE));
+
     // Secrets: the AppRole files and the cluster secret where the config reads them.
     assert_eq!(config.relay.signer, SignerKind::OpenBao);
     let openbao = config.openbao.as_ref().ok_or("no openbao block")?;

@@ -86,7 +86,7 @@ done
 REALM=${KEYCLOAK_REALM:-aegis-system}
 ADMIN_REALM=${KEYCLOAK_ADMIN_REALM:-master}
 CLIENT_ID=relay-coordinator
-AUDIENCE=relay-coordinator
+AUDIENCE=relay-coordinator # the relay's keycloak.audience default (DEFAULT_AUDIENCE)
 SCOPE_NAME=aegis-relay
 SA_TENANT=aegis-system
 ROLES=(aegis.edge.fleet.manage aegis.edge.enroll aegis.edge.heartbeat)
