@@ -33,7 +33,7 @@ impl Bao {
         };
         let home = tempfile::tempdir()?;
         let port = free_port_pair()?;
-        let token = format!("root-{}", uuid::Uuid::new_v4().simple());
+        let token = format!("root-{}", aegis_relay::runtime::OsEntropy.uuid().simple());
         let process = Process(
             Command::new(bin)
                 .args(["server", "-dev"])
