@@ -127,7 +127,7 @@ async fn enrolls_writes_daemon_state_and_keeps_it_on_refusal() -> TestResult {
     let again = enroll(&runtime, bound, &state_dir, &forced).await?;
     assert_eq!(again.state.node_id, loaded.node_id);
     assert_ne!(std::fs::read(state_dir.join(NODE_KEY))?, key);
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 

@@ -62,7 +62,7 @@ async fn an_edge_enrolls_with_a_valid_token() -> TestResult {
     assert_eq!(edge.public_key, node.public_key());
     assert_eq!(edge.display_name, ISSUED_TO);
     assert_eq!(edge.status, EdgeStatus::Active);
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -108,7 +108,7 @@ async fn each_bad_enrollment_token_is_refused_without_burning_its_jti() -> TestR
         assert_not_enrolled(&relay, node.id).await?;
         assert_redeemable(&relay, &mut client, &mint(&relay, jti).await?).await?;
     }
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -126,8 +126,8 @@ async fn a_token_signed_by_another_relay_is_refused() -> TestResult {
     );
     assert_not_enrolled(&relay, node.id).await?;
     assert_redeemable(&relay, &mut client, &mint(&relay, jti).await?).await?;
-    other.shutdown().await;
-    relay.shutdown().await;
+    common::assert_graceful(other.shutdown().await);
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -151,7 +151,7 @@ async fn a_malformed_token_is_refused_and_the_challenge_survives() -> TestResult
         .challenge_node(node.challenge_request(&attested, &token))
         .await?;
     assert!(relay.store().get_edge(node.id).await?.is_some());
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -176,7 +176,7 @@ async fn a_redeemed_token_is_refused_to_the_next_node() -> TestResult {
         Code::Unauthenticated,
         "already redeemed",
     );
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -215,7 +215,7 @@ async fn fifty_concurrent_handshakes_with_one_token_enroll_exactly_one() -> Test
         edges.iter().map(|edge| edge.node_id).collect::<Vec<_>>(),
         winners
     );
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -257,7 +257,7 @@ async fn a_wrong_nonce_signature_is_refused_and_may_be_retried() -> TestResult {
         .challenge_node(node.challenge_request(&attested, &token))
         .await?;
     assert!(relay.store().get_edge(node.id).await?.is_some());
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -292,7 +292,7 @@ async fn an_expired_challenge_is_refused() -> TestResult {
     );
     assert_not_enrolled(&relay, node.id).await?;
     assert_redeemable(&relay, &mut client, &token).await?;
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -312,7 +312,7 @@ async fn a_challenge_answered_for_another_node_is_refused() -> TestResult {
     assert_not_enrolled(&relay, a.id).await?;
     assert_not_enrolled(&relay, b.id).await?;
     assert_redeemable(&relay, &mut client, &token).await?;
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -353,7 +353,7 @@ async fn challenge_ids_and_node_ids_are_checked() -> TestResult {
 
     assert_not_enrolled(&relay, node.id).await?;
     assert_redeemable(&relay, &mut client, &token).await?;
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -396,7 +396,7 @@ async fn oversized_fields_are_refused() -> TestResult {
 
     assert_not_enrolled(&relay, node.id).await?;
     assert_redeemable(&relay, &mut client, &token).await?;
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -435,7 +435,7 @@ async fn attest_node_refuses_bad_keys_capabilities_and_roles() -> TestResult {
     assert_refused(refused, Code::InvalidArgument, "role 42 is not a NodeRole");
 
     assert_not_enrolled(&relay, node.id).await?;
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -456,7 +456,7 @@ async fn a_challenge_without_bootstrap_proof_is_refused() -> TestResult {
     client
         .challenge_node(node.challenge_request(&attested, &token))
         .await?;
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -508,7 +508,7 @@ async fn grpc_issuance_needs_a_bearer_and_honours_the_admin_tenant_header() -> T
         .await?
         .into_inner();
     assert_eq!(claims_of(&issued.token)?["tid"], "t-other");
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -553,7 +553,7 @@ async fn rest_issuance_accepts_issued_to_or_name_and_tenant_headers() -> TestRes
             relay.tokens().public_endpoint()
         );
     }
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -582,6 +582,6 @@ async fn rest_issuance_refusals_use_the_error_shape() -> TestResult {
     let big = format!(r#"{{"issued_to":"{}"}}"#, "a".repeat(64 * 1024));
     let (status, text) = http_post(&url(&relay), &[auth], &big).await?;
     assert_eq!(status, 413, "{text}");
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }

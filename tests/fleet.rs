@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aegis_relay::edge_client::EdgeOptions;
 use aegis_relay::proto::cluster::edge_command;
-use common::edges::{enroll_edge, run_edge, tenant_bearer, RunningEdge};
+use common::edges::{commands_before_marker, enroll_edge, run_edge, tenant_bearer, RunningEdge};
 use common::{http_request, start_relay, TestRelay, TestResult};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -147,14 +147,15 @@ async fn parallel_and_rolling_modes_schedule_as_asked() -> TestResult {
     let bearer = tenant_bearer(&relay, "t-a").await?;
     let auth = [("authorization", bearer.as_str())];
 
-    // Parallel: every node starts before any completes (each sleeps 0.3 s).
+    // Parallel: every node starts before any completes (each sleeps 2 s, a
+    // margin no scheduling stall on a loaded machine comes near).
     let (_, events) = fleet_invoke(
         &relay,
         &auth,
         &body(
             json!({"mode": "parallel", "failure_policy": "continue"}),
             "sleep",
-            &["0.3"],
+            &["2"],
         ),
     )
     .await?;
@@ -214,7 +215,7 @@ async fn deadlines_count_as_timeouts_and_stop_after_limits_them() -> TestResult 
     let request = body(
         json!({"failure_policy": "stop-after", "stop_after": 2, "deadline_secs": 1}),
         "sleep",
-        &["3"],
+        &["30"],
     );
     let (_, events) = fleet_invoke(&relay, &auth, &request).await?;
     assert_eq!(
@@ -238,7 +239,9 @@ async fn cancel_reaches_every_edge_and_runs_are_kept() -> TestResult {
     let mut edges = fleet_of_three(&relay, None).await?.edges;
     let bearer = tenant_bearer(&relay, "t-a").await?;
     let other = tenant_bearer(&relay, "t-b").await?;
-    let request = body(json!({"mode": "parallel"}), "sleep", &["1"]);
+    // Long enough that the cancel comes first; our edge client, like the
+    // daemon, reads the Cancel only once its sleep is over.
+    let request = body(json!({"mode": "parallel"}), "sleep", &["3"]);
     let url = format!("http://{}/v1/edge/fleet/invoke", relay.http_addr());
     let headers = [("authorization".to_owned(), bearer.clone())];
     let run = tokio::spawn(async move {
@@ -289,7 +292,7 @@ async fn cancel_reaches_every_edge_and_runs_are_kept() -> TestResult {
     for edge in &mut edges {
         let mut saw_cancel = false;
         while let Ok(Some(command)) =
-            tokio::time::timeout(Duration::from_secs(5), edge.commands.recv()).await
+            tokio::time::timeout(Duration::from_secs(20), edge.commands.recv()).await
         {
             if matches!(command.command, Some(edge_command::Command::Cancel(_))) {
                 saw_cancel = true;
@@ -330,14 +333,15 @@ async fn a_retried_fleet_call_with_the_same_key_runs_nothing_twice() -> TestResu
     );
     assert_eq!(summary(&second), summary(&first));
     for edge in &mut edges {
-        let mut invokes = Vec::new();
-        while let Ok(Some(command)) =
-            tokio::time::timeout(Duration::from_millis(300), edge.commands.recv()).await
-        {
-            if let Some(edge_command::Command::InvokeTool(invoke)) = command.command {
-                invokes.push(invoke.command_id);
-            }
-        }
+        let seen =
+            commands_before_marker(&relay, edge.node_id, &bearer, &mut edge.commands).await?;
+        let invokes: Vec<String> = seen
+            .into_iter()
+            .filter_map(|command| match command {
+                edge_command::Command::InvokeTool(invoke) => Some(invoke.command_id),
+                _ => None,
+            })
+            .collect();
         let expected = Uuid::new_v5(&Uuid::parse_str(&key)?, edge.node_id.as_bytes()).to_string();
         assert_eq!(invokes, vec![expected]);
     }
@@ -346,6 +350,15 @@ async fn a_retried_fleet_call_with_the_same_key_runs_nothing_twice() -> TestResu
     let (status, answer) =
         fleet_invoke(&relay, &[("authorization", other.as_str())], &request).await?;
     assert_eq!(status, 400, "{answer:?}");
+    for edge in &mut edges {
+        let seen =
+            commands_before_marker(&relay, edge.node_id, &bearer, &mut edge.commands).await?;
+        assert!(
+            seen.is_empty(),
+            "another tenant's call reached {}: {seen:?}",
+            edge.node_id
+        );
+    }
     Ok(())
 }
 

@@ -45,7 +45,7 @@ async fn liveness_and_readiness_answer_serving() -> TestResult {
         unknown.err().map(|status| status.code()),
         Some(tonic::Code::NotFound)
     );
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -89,7 +89,7 @@ async fn readiness_follows_conditions_on_grpc_and_http() -> TestResult {
     .await?;
     let (status, _) = http_get(&relay, "/readyz").await?;
     assert_eq!(status, 200);
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -134,7 +134,7 @@ async fn rpcs_a_relay_does_not_serve_say_so_by_name() -> TestResult {
         .ok_or("MadeUp succeeded")?;
     assert_eq!(status.code(), tonic::Code::Unimplemented);
     assert!(status.message().contains("MadeUp"), "{}", status.message());
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -149,7 +149,7 @@ async fn connect_edge_without_a_hello_is_refused_before_headers() -> TestResult 
         .ok_or("ConnectEdge unexpectedly succeeded")?;
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("Hello"), "{}", status.message());
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -185,7 +185,7 @@ async fn grpc_counters_move_by_method_and_code() -> TestResult {
         after.contains(r#"aegis_relay_http_requests_total{route="/metrics",status="200"}"#),
         "{after}"
     );
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -244,7 +244,7 @@ async fn reflection_v1_and_v1alpha_list_and_describe_services() -> TestResult {
         described.message_response,
         Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(_))
     ));
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -280,7 +280,7 @@ async fn grpcurl_health_check_without_proto_file() -> TestResult {
         .await?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("rpc ConnectEdge"), "{stdout}");
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 

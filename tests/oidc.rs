@@ -409,7 +409,7 @@ async fn rest_enroller_gets_a_token_for_its_tenant() -> TestResult {
     let enroller = token(&url, "enroller").await?;
     let answer = issue_rest(&relay.relay, Some(&enroller), &[]).await?;
     assert_eq!(issued_tid(&answer)?, "t-acme");
-    relay.relay.shutdown().await;
+    common::assert_graceful(relay.relay.shutdown().await);
     Ok(())
 }
 
@@ -427,7 +427,7 @@ async fn rest_refusals_without_token_and_without_role() -> TestResult {
     let (status, body) = issue_rest(&relay.relay, Some(&notenant), &[]).await?;
     assert_eq!(status, 401, "{body}");
     assert!(body.to_string().contains("tenant_id"), "{body}");
-    relay.relay.shutdown().await;
+    common::assert_graceful(relay.relay.shutdown().await);
     Ok(())
 }
 
@@ -518,6 +518,6 @@ async fn grpc_issue_enrollment_token_with_an_oidc_bearer() -> TestResult {
         matches!(&refused, Err(status) if status.code() == tonic::Code::Unauthenticated),
         "{refused:?}"
     );
-    relay.relay.shutdown().await;
+    common::assert_graceful(relay.relay.shutdown().await);
     Ok(())
 }

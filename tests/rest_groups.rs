@@ -93,7 +93,7 @@ async fn groups_are_created_read_changed_and_deleted() -> TestResult {
         "{}",
         listed.text
     );
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -134,7 +134,7 @@ async fn a_group_target_resolves_matches_and_connected_pinned_members() -> TestR
     .await?;
     let preview = rest.preview(&json!({ "Group": id })).await?;
     assert_eq!(resolved(&preview), sorted_ids(&[pinned.node_id]));
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -175,7 +175,7 @@ async fn another_tenant_never_sees_or_touches_a_group() -> TestResult {
     let all = admin.get("/v1/edge/groups").await?;
     assert_eq!(all.json.as_array().map(Vec::len), Some(2), "{}", all.text);
     assert_eq!(admin.get(&path).await?.status, 200);
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -251,6 +251,6 @@ async fn bad_group_requests_name_the_field() -> TestResult {
     assert_eq!(readonly.get("/v1/edge/groups").await?.status, 200);
     let body = json!({"name": "ro", "selector": selector_has("x")});
     assert_eq!(readonly.post("/v1/edge/groups", &body).await?.status, 403);
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }

@@ -26,7 +26,15 @@ async fn a_live_edge_is_listed_and_read_with_its_session_facts() -> TestResult {
     let (_enrolled, edge) = live_edge(&relay, TENANT_A).await?;
     let rest = Rest::new(&relay, Some(&tenant_bearer(&relay, TENANT_A).await?));
 
-    let list = rest.get("/v1/edge/hosts").await?;
+    // `last_seen_at` is written by the batched store flush after the Hello.
+    let list = common::eventually(Duration::from_secs(30), "last_seen_at set", || {
+        let rest = rest.clone();
+        async move {
+            let list = rest.get("/v1/edge/hosts").await.ok()?;
+            list.json[0]["last_seen_at"].is_string().then_some(list)
+        }
+    })
+    .await?;
     assert_eq!(list.status, 200, "{}", list.text);
     let hosts = list.json.as_array().ok_or("the list is not an array")?;
     assert_eq!(hosts.len(), 1, "{}", list.text);
@@ -40,8 +48,14 @@ async fn a_live_edge_is_listed_and_read_with_its_session_facts() -> TestResult {
     assert_eq!(host["os"], json!(std::env::consts::OS));
     assert_eq!(host["arch"], json!(std::env::consts::ARCH));
     let enrolled_at = host["enrolled_at"].as_str().ok_or("no enrolled_at")?;
-    chrono::DateTime::parse_from_rfc3339(enrolled_at)?;
-    assert!(host.get("last_seen_at").is_some(), "{host}");
+    let enrolled_at = chrono::DateTime::parse_from_rfc3339(enrolled_at)?;
+    let last_seen = host["last_seen_at"].as_str().ok_or("no last_seen_at")?;
+    let last_seen = chrono::DateTime::parse_from_rfc3339(last_seen)?;
+    let now = chrono::Utc::now();
+    assert!(
+        last_seen >= enrolled_at && last_seen <= now,
+        "last_seen_at {last_seen} outside [{enrolled_at}, {now}]"
+    );
 
     let one = rest
         .get(&format!("/v1/edge/hosts/{}", edge.node_id))
@@ -63,7 +77,7 @@ async fn a_live_edge_is_listed_and_read_with_its_session_facts() -> TestResult {
         .filter_map(|host| host["id"].as_str().map(str::to_owned))
         .collect();
     assert_eq!(ids, sorted_ids(&[edge.node_id, offline.state.node_id]));
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -116,7 +130,7 @@ async fn tag_changes_are_stored_and_steer_fleet_preview() -> TestResult {
     let stored = relay.store().get_edge(edge.node_id).await?.ok_or("gone")?;
     assert_eq!(stored.display_name, "db-1");
     assert!(stored.tags.is_empty());
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -148,7 +162,7 @@ async fn preview_of_a_node_says_why_it_is_not_addressable() -> TestResult {
     let bad = rest.preview(&json!({"Selector": {"tools": []}})).await?;
     assert_eq!(bad.status, 400, "{}", bad.text);
     assert!(bad.message().contains("target.Selector"), "{}", bad.text);
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -201,7 +215,7 @@ async fn another_tenant_never_sees_or_touches_a_host() -> TestResult {
         404
     );
     assert_eq!(admin.get(&path_a).await?.status, 200);
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -265,7 +279,7 @@ async fn refusals_name_the_problem() -> TestResult {
     assert_eq!(readonly.get("/v1/edge/hosts").await?.status, 200);
     let refused = readonly.patch(&path, &json!({"tags": []})).await?;
     assert_eq!(refused.status, 403, "{}", refused.text);
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 

@@ -90,7 +90,7 @@ async fn rotation_installs_the_new_key_and_refuses_replays() -> TestResult {
     // A same-key refresh (aegis edge token refresh) works with the new key.
     grpc.rotate_edge_key(rotate_request(node.id, &new, &new, rand::random()))
         .await?;
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -135,7 +135,7 @@ async fn bad_signatures_are_refused_and_change_nothing() -> TestResult {
     );
     let stored = relay.store().get_edge(node.id).await?.ok_or("edge gone")?;
     assert_eq!(stored.public_key, node.public_key(), "key unchanged");
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -164,7 +164,7 @@ async fn previous_key_counts_only_inside_the_overlap() -> TestResult {
         } else {
             assert_refused(with_old, tonic::Code::Unauthenticated, "overlap");
         }
-        relay.shutdown().await;
+        common::assert_graceful(relay.shutdown().await);
     }
     Ok(())
 }
@@ -225,7 +225,7 @@ async fn revoke_is_final_for_the_node() -> TestResult {
         tonic::Code::PermissionDenied,
         "was revoked",
     );
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -248,6 +248,6 @@ async fn attest_node_is_rate_limited_per_source() -> TestResult {
         tonic::Code::ResourceExhausted,
         "too many AttestNode calls from 127.0.0.1",
     );
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }

@@ -70,6 +70,6 @@ async fn readiness_follows_a_postgres_outage() -> TestResult {
     .await?;
     let (status, body) = http_get(&relay, "/readyz").await?;
     assert_eq!(status, 200, "{body}");
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }

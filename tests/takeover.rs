@@ -136,7 +136,7 @@ async fn an_enrolled_node_is_re_enrolled_only_with_a_token_issued_for_it() -> Te
         Code::Unauthenticated,
         "already redeemed",
     );
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -270,7 +270,7 @@ async fn issuing_with_replace_node_checks_the_node_over_rest_and_grpc() -> TestR
     new_key_for(&node)
         .enroll(&mut client, &issued.token)
         .await?;
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -311,7 +311,7 @@ async fn tokens_of_accepted_issuers_never_replace_a_node() -> TestResult {
     let mut claims = good_claims(&relay, aegis_relay::runtime::OsEntropy.uuid());
     claims["iss"] = "aegis-controller".into();
     assert_redeemable(&relay, &mut client, &sign_claims(&relay, &claims).await?).await?;
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -429,6 +429,6 @@ async fn forced_re_enrollment_with_our_edge_client_ends_the_old_stream() -> Test
         async move { owner.is_connected(new.node_id).then_some(()) }
     })
     .await?;
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }

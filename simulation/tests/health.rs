@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use aegis_relay::app::{self, RelaySettings};
 use aegis_relay::auth::LocalSigner;
+use aegis_relay::proto::cluster::node_cluster_service_client::NodeClusterServiceClient;
+use aegis_relay::proto::cluster::IssueEnrollmentTokenRequest;
 use aegis_relay::runtime::Clock;
 use aegis_relay::store::SqliteStore;
 use aegis_relay_simulation::{grpc_channel, sim_runtime, SimClock, SIM_EPOCH};
@@ -15,6 +17,12 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 const SEED: u64 = 7;
+
+thread_local! {
+    /// The relay host hands the probe a bearer (turmoil runs both hosts on
+    /// the test's thread).
+    static ADMIN_TOKEN: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
 const GRPC_PORT: u16 = 50056;
 
 /// The relay host: the production `app::start` on simulated sockets.
@@ -35,6 +43,16 @@ async fn relay_host() -> turmoil::Result {
         callers: None,
     };
     let mut relay = app::start(settings, sim_runtime(SEED), deps).await?;
+    // An operator token for the probe, minted at simulated time.
+    let admin = relay
+        .tokens()
+        .mint_admin_token(
+            "probe",
+            chrono::DateTime::from(SimClock.now()),
+            Duration::from_secs(3600),
+        )
+        .await?;
+    ADMIN_TOKEN.with(|token| *token.borrow_mut() = Some(admin.token));
     // Servers only end on failure; the simulation ends when the probe is done.
     Err(relay.failed().await.into())
 }
@@ -75,11 +93,36 @@ fn relay_on_turmoil_answers_health_checks() -> turmoil::Result {
             check("grpc.health.v1.Health").await?,
             ServingStatus::Serving
         );
-        // The wall clock the relay sees is simulated, not the host's.
-        let now = SimClock.now().duration_since(std::time::UNIX_EPOCH)?;
+        // Time the relay itself produced: an enrollment token's expiry is
+        // the relay's clock plus 15 minutes. It must fall inside the
+        // simulated instants around the call, which no host clock would.
+        let token = ADMIN_TOKEN
+            .with(|token| token.borrow().clone())
+            .ok_or("the relay host minted no bearer")?;
+        let mut request = tonic::Request::new(IssueEnrollmentTokenRequest {
+            issued_to: "sim-edge".to_owned(),
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
+        let before = chrono::DateTime::<chrono::Utc>::from(SimClock.now());
+        let answer = NodeClusterServiceClient::new(grpc_channel("relay", GRPC_PORT)?)
+            .issue_enrollment_token(request)
+            .await?
+            .into_inner();
+        let after = chrono::DateTime::<chrono::Utc>::from(SimClock.now());
+        let issued_at = chrono::DateTime::parse_from_rfc3339(&answer.expires_at)?
+            .with_timezone(&chrono::Utc)
+            - chrono::Duration::minutes(15);
+        // RFC 3339 here carries whole seconds.
         assert!(
-            now >= SIM_EPOCH && now < SIM_EPOCH + Duration::from_secs(600),
-            "{now:?}"
+            issued_at >= before - chrono::Duration::seconds(1) && issued_at <= after,
+            "the relay's clock read {issued_at}, the simulation was at {before}..{after}"
+        );
+        let since_epoch = after.timestamp() as u64;
+        assert!(
+            since_epoch >= SIM_EPOCH.as_secs() && since_epoch < SIM_EPOCH.as_secs() + 600,
+            "{after}"
         );
         Ok(())
     });

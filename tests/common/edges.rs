@@ -8,7 +8,7 @@ use aegis_relay::app::RunningRelay;
 use aegis_relay::edge::EventKind;
 use aegis_relay::edge_client::{self, EdgeOptions, EdgeState, EnrollOptions, EventSigner};
 use aegis_relay::proto::cluster::node_cluster_service_client::NodeClusterServiceClient;
-use aegis_relay::proto::cluster::{EdgeCapabilities, EdgeCommand, EdgeEvent};
+use aegis_relay::proto::cluster::{edge_command, EdgeCapabilities, EdgeCommand, EdgeEvent};
 use aegis_relay::runtime::Runtime;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -227,5 +227,45 @@ pub fn forged_kind(signer: &EventSigner, kind: EventKind) -> EdgeEvent {
             envelope: Some(signer.envelope(kind, now_ms(), b"")),
             active_invocations: 0,
         })),
+    }
+}
+
+/// Every command `commands` (a running edge's copy) received before a fresh
+/// marker: posts a push-config carrying the marker to `node_id` as
+/// `bearer` (a manager of the edge's tenant) and collects until it arrives.
+/// The relay sends an edge its commands in order, so whatever an earlier
+/// request queued for the edge is in the answer: a barrier, not a sleep.
+pub async fn commands_before_marker(
+    relay: &RunningRelay,
+    node_id: Uuid,
+    bearer: &str,
+    commands: &mut mpsc::Receiver<EdgeCommand>,
+) -> Result<Vec<edge_command::Command>, BoxError> {
+    let marker = Uuid::new_v4().to_string();
+    let url = format!(
+        "http://{}/v1/edge/hosts/{node_id}/push-config",
+        relay.http_addr()
+    );
+    let body = serde_json::json!({ "test_marker": marker }).to_string();
+    let (status, answer) =
+        super::http_request("POST", &url, &[("authorization", bearer)], &body).await?;
+    if status != 202 {
+        return Err(format!("the marker push-config got {status}: {answer}").into());
+    }
+    let mut before = Vec::new();
+    loop {
+        let command = tokio::time::timeout(Duration::from_secs(10), commands.recv())
+            .await
+            .map_err(|_| "the marker push-config never reached the edge")?
+            .ok_or("the edge stopped before the marker")?;
+        match command.command {
+            Some(edge_command::Command::PushConfig(push))
+                if format!("{push:?}").contains(&marker) =>
+            {
+                return Ok(before);
+            }
+            Some(other) => before.push(other),
+            None => {}
+        }
     }
 }

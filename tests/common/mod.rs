@@ -31,10 +31,22 @@ impl std::ops::Deref for TestRelay {
 }
 
 impl TestRelay {
-    /// Drains and stops the relay.
+    /// Drains and stops the relay. The outcome must be looked at: a test
+    /// with live edges asserts `Graceful` (a drain that had to abort work is
+    /// a bug those tests exist to catch).
+    #[must_use = "assert the outcome, e.g. assert_graceful(relay.shutdown().await)"]
     pub async fn shutdown(self) -> app::ShutdownOutcome {
         self.relay.shutdown().await
     }
+}
+
+/// Fails unless `outcome` is `Graceful`.
+pub fn assert_graceful(outcome: app::ShutdownOutcome) {
+    assert_eq!(
+        outcome,
+        app::ShutdownOutcome::Graceful,
+        "the drain had to abort work"
+    );
 }
 
 /// Starts a relay on 127.0.0.1 with ephemeral ports and a fresh SQLite store.
