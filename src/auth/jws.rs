@@ -74,4 +74,44 @@ mod tests {
             "padding is refused"
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn bytes() -> impl Strategy<Value = Vec<u8>> {
+            proptest::collection::vec(any::<u8>(), 0..48)
+        }
+
+        proptest! {
+            #[test]
+            fn three_encoded_segments_split_back(h in bytes(), c in bytes(), s in bytes()) {
+                let (h64, c64) = (b64url(&h), b64url(&c));
+                let token = format!("{h64}.{c64}.{}", b64url(&s));
+                let parts = JwsParts::split(&token).ok_or_else(|| TestCaseError::fail("not split"))?;
+                prop_assert_eq!(parts.signing_input, format!("{h64}.{c64}"));
+                prop_assert_eq!(parts.header, h);
+                prop_assert_eq!(parts.claims, c);
+                prop_assert_eq!(parts.signature, s);
+            }
+
+            /// Any text: no panic; a split token has exactly three segments
+            /// and its signing input is the text before the last dot.
+            #[test]
+            fn any_text_splits_safely(token in "[A-Za-z0-9_=.+/-]{0,40}") {
+                match JwsParts::split(&token) {
+                    Some(parts) => {
+                        prop_assert_eq!(token.matches('.').count(), 2);
+                        let last_dot = token.rfind('.').unwrap_or_default();
+                        prop_assert_eq!(parts.signing_input, &token[..last_dot]);
+                    }
+                    None => prop_assert!(
+                        token.matches('.').count() != 2
+                            || token.split('.').any(|seg| b64url_decode(seg).is_none())
+                    ),
+                }
+            }
+        }
+    }
 }

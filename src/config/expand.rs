@@ -236,4 +236,42 @@ mod tests {
         assert!(text.contains("MISSING"), "{text}");
         Ok(())
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            /// Any text, `$`, braces and all: an answer, never a panic.
+            #[test]
+            fn expansion_never_panics(input in "[a-zA-Z0-9_${}é .:/-]{0,40}", other in any::<String>()) {
+                let env = env(&[("A", "x"), ("PORT", "1"), ("_B2", "$A")]);
+                let _ = expand_str(&input, &env);
+                let _ = expand_str(&other, &env);
+                let mut doc = Value::String(input);
+                let _ = expand_tree(&mut doc, "key", &env);
+            }
+
+            /// Doubling every `$` quotes any text: it expands back to itself.
+            #[test]
+            fn doubled_dollars_round_trip(text in any::<String>()) {
+                let quoted = text.replace('$', "$$");
+                prop_assert_eq!(expand_str(&quoted, &env(&[])), Ok(text));
+            }
+
+            /// A value is inserted as it is, never expanded again.
+            #[test]
+            fn values_are_not_expanded_twice(
+                before in "[a-z :/]{0,10}",
+                value in any::<String>(),
+                after in "[ :/][a-z]{0,10}",
+            ) {
+                let env = env(&[("V", value.as_str())]);
+                let expected = format!("{before}{value}{after}");
+                prop_assert_eq!(expand_str(&format!("{before}${{V}}{after}"), &env), Ok(expected.clone()));
+                prop_assert_eq!(expand_str(&format!("{before}$V{after}"), &env), Ok(expected));
+            }
+        }
+    }
 }

@@ -222,4 +222,87 @@ mod tests {
         kind[0] = 9;
         assert_eq!(parse(&kind), Err(CanonicalError::UnknownKind(9)));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        fn kind() -> impl Strategy<Value = EventKind> {
+            prop_oneof![
+                Just(EventKind::Hello),
+                Just(EventKind::Heartbeat),
+                Just(EventKind::CommandResult),
+                Just(EventKind::CommandProgress),
+            ]
+        }
+
+        type Fields = (EventKind, i64, String, String, Vec<u8>);
+
+        fn fields() -> impl Strategy<Value = Fields> {
+            (
+                kind(),
+                any::<i64>(),
+                ".{0,12}",
+                ".{0,12}",
+                proptest::collection::vec(any::<u8>(), 0..32),
+            )
+        }
+
+        fn encoded(f: &Fields) -> Vec<u8> {
+            encode(f.0, f.1, &f.2, &f.3, &f.4)
+        }
+
+        proptest! {
+            #[test]
+            fn parse_inverts_encode(f in fields()) {
+                let bytes = encoded(&f);
+                let parsed = parse(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(parsed.kind, f.0);
+                prop_assert_eq!(parsed.timestamp_ms, f.1);
+                prop_assert_eq!(parsed.node_id, f.2.as_str());
+                prop_assert_eq!(parsed.stream_id, f.3.as_str());
+                prop_assert_eq!(parsed.inner, f.4.as_slice());
+            }
+
+            #[test]
+            fn distinct_fields_never_share_bytes(a in fields(), b in fields()) {
+                prop_assume!(a != b);
+                prop_assert_ne!(encoded(&a), encoded(&b));
+            }
+
+            /// The attack a length prefix prevents: the same characters
+            /// split differently between node id, stream id and inner part.
+            #[test]
+            fn moving_a_boundary_changes_the_bytes(
+                text in "[a-z0-9-]{1,24}",
+                cut1 in any::<prop::sample::Index>(),
+                cut2 in any::<prop::sample::Index>(),
+            ) {
+                let (x, y) = (cut1.index(text.len() + 1), cut2.index(text.len() + 1));
+                prop_assume!(x != y);
+                let split = |at: usize| {
+                    let (node, rest) = text.split_at(at.min(text.len()));
+                    encode(EventKind::Heartbeat, 1, node, rest, b"")
+                };
+                prop_assert_ne!(split(x), split(y));
+            }
+
+            /// Any bytes: parsing never panics, and what parses is the one
+            /// encoding of its fields (no two byte strings verify as one event).
+            #[test]
+            fn parsed_bytes_are_canonical(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+                if let Ok(parsed) = parse(&bytes) {
+                    let again = encode(
+                        parsed.kind,
+                        parsed.timestamp_ms,
+                        parsed.node_id,
+                        parsed.stream_id,
+                        parsed.inner,
+                    );
+                    prop_assert_eq!(again, bytes);
+                }
+            }
+        }
+    }
 }

@@ -147,4 +147,81 @@ mod tests {
         assert_eq!(limiter.source(proxy, Some("garbage")), proxy);
         assert_eq!(limiter.source(proxy, None), proxy);
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn limiter(per_second: f64, burst: u32) -> RateLimiter {
+            RateLimiter::new(&RateLimitConfig {
+                per_second,
+                burst,
+                trusted_proxies: Vec::new(),
+                forwarded_header: "x-forwarded-for".into(),
+            })
+        }
+
+        proptest! {
+            /// Whatever the request times, a source never gets more than a
+            /// full bucket plus what the elapsed time refilled.
+            #[test]
+            fn grants_never_exceed_burst_plus_refill(
+                per_second in 0.5f64..500.0,
+                burst in 1u32..50,
+                steps in proptest::collection::vec(0u64..2_000, 1..200),
+            ) {
+                let limiter = limiter(per_second, burst);
+                let source: IpAddr = [10, 0, 0, 1].into();
+                let start = Instant::now();
+                let mut at = start;
+                let mut granted = 0u64;
+                for step_ms in steps {
+                    at += Duration::from_millis(step_ms);
+                    if limiter.check(source, at).is_ok() {
+                        granted += 1;
+                    }
+                    let elapsed = at.duration_since(start).as_secs_f64();
+                    let most = f64::from(burst) + per_second * elapsed + 1e-6;
+                    prop_assert!(granted as f64 <= most, "{granted} grants after {elapsed} s (at most {most})");
+                }
+                // After any idle time, one instant grants at most a burst.
+                at += Duration::from_secs(3_600);
+                let at_once = (0..burst + 5).filter(|_| limiter.check(source, at).is_ok()).count();
+                prop_assert_eq!(at_once, burst as usize);
+            }
+
+            /// Refill only grows with time and stops at the burst.
+            #[test]
+            fn refill_is_monotone_and_capped(
+                per_second in 0.01f64..1_000.0,
+                burst in 1u32..100,
+                fill in 0.0f64..1.0,
+                first_ms in 0u64..100_000,
+                more_ms in 0u64..100_000,
+            ) {
+                let burst = f64::from(burst);
+                let start = Instant::now();
+                let bucket = Bucket { tokens: fill * burst, updated: start };
+                let earlier = refilled(&bucket, start + Duration::from_millis(first_ms), per_second, burst);
+                let later = refilled(&bucket, start + Duration::from_millis(first_ms + more_ms), per_second, burst);
+                prop_assert!(bucket.tokens <= earlier && earlier <= later && later <= burst);
+                // A time before the last update refills nothing.
+                prop_assert_eq!(refilled(&Bucket { updated: start + Duration::from_secs(1), ..bucket }, start, per_second, burst), bucket.tokens);
+            }
+
+            /// The wait a refusal names is enough: a token is there after it.
+            #[test]
+            fn the_named_wait_is_enough(per_second in 0.5f64..500.0, burst in 1u32..20) {
+                let limiter = limiter(per_second, burst);
+                let source: IpAddr = [10, 0, 0, 2].into();
+                let now = Instant::now();
+                for _ in 0..burst {
+                    prop_assert!(limiter.check(source, now).is_ok());
+                }
+                let wait = limiter.check(source, now).err().ok_or_else(|| TestCaseError::fail("not refused"))?;
+                prop_assert!(limiter.check(source, now + wait + Duration::from_millis(1)).is_ok());
+            }
+        }
+    }
 }

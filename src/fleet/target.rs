@@ -342,4 +342,158 @@ mod tests {
         assert!(!tool_named_like_a_tag.matches(&edge.facts()));
         assert!(!tag_named_like_a_tool.matches(&edge.facts()));
     }
+
+    mod properties {
+        use std::collections::HashSet;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A small alphabet, so predicates often hit.
+        fn word() -> impl Strategy<Value = String> {
+            prop_oneof![Just("a"), Just("b"), Just("c"), Just("d")].prop_map(str::to_owned)
+        }
+
+        fn words() -> impl Strategy<Value = Vec<String>> {
+            proptest::collection::vec(word(), 0..4)
+        }
+
+        fn label() -> impl Strategy<Value = LabelMatch> {
+            prop_oneof![
+                (word(), word()).prop_map(|(k, v)| LabelMatch::Equals(k, v)),
+                word().prop_map(LabelMatch::Exists),
+                (word(), words()).prop_map(|(k, vs)| LabelMatch::In(k, vs)),
+            ]
+        }
+
+        fn tag() -> impl Strategy<Value = TagMatch> {
+            prop_oneof![
+                word().prop_map(TagMatch::Has),
+                words().prop_map(TagMatch::AnyOf),
+                words().prop_map(TagMatch::AllOf),
+                words().prop_map(TagMatch::NoneOf),
+            ]
+        }
+
+        fn selector() -> impl Strategy<Value = EdgeSelector> {
+            (
+                proptest::option::of(word()),
+                proptest::option::of(word()),
+                words(),
+                proptest::collection::vec(label(), 0..3),
+                proptest::collection::vec(tag(), 0..3),
+            )
+                .prop_map(|(os, arch, tools, labels, tags)| EdgeSelector {
+                    os,
+                    arch,
+                    tools,
+                    labels,
+                    tags,
+                })
+        }
+
+        #[derive(Debug)]
+        struct Facts {
+            os: String,
+            arch: String,
+            tools: Vec<String>,
+            labels: BTreeMap<String, String>,
+            tags: Vec<String>,
+        }
+
+        fn facts() -> impl Strategy<Value = Facts> {
+            (
+                word(),
+                word(),
+                words(),
+                proptest::collection::btree_map(word(), word(), 0..4),
+                words(),
+            )
+                .prop_map(|(os, arch, tools, labels, tags)| Facts {
+                    os,
+                    arch,
+                    tools,
+                    labels,
+                    tags,
+                })
+        }
+
+        /// The rule written out plainly, with sets: every predicate present
+        /// must hold; lists of tags read as sets.
+        fn model(selector: &EdgeSelector, edge: &Facts) -> bool {
+            let tags: HashSet<&str> = edge.tags.iter().map(String::as_str).collect();
+            let tools: HashSet<&str> = edge.tools.iter().map(String::as_str).collect();
+            if let Some(os) = &selector.os {
+                if *os != edge.os {
+                    return false;
+                }
+            }
+            if let Some(arch) = &selector.arch {
+                if *arch != edge.arch {
+                    return false;
+                }
+            }
+            for tool in &selector.tools {
+                if !tools.contains(tool.as_str()) {
+                    return false;
+                }
+            }
+            for label in &selector.labels {
+                let holds = match label {
+                    LabelMatch::Equals(k, v) => {
+                        edge.labels.get(k).map(String::as_str) == Some(v.as_str())
+                    }
+                    LabelMatch::Exists(k) => edge.labels.contains_key(k),
+                    LabelMatch::In(k, vs) => match edge.labels.get(k) {
+                        Some(got) => vs.iter().any(|v| v == got),
+                        None => false,
+                    },
+                };
+                if !holds {
+                    return false;
+                }
+            }
+            for predicate in &selector.tags {
+                let holds = match predicate {
+                    TagMatch::Has(t) => tags.contains(t.as_str()),
+                    TagMatch::AnyOf(list) => !wanted(list).is_disjoint(&tags),
+                    TagMatch::AllOf(list) => wanted(list).is_subset(&tags),
+                    TagMatch::NoneOf(list) => wanted(list).is_disjoint(&tags),
+                };
+                if !holds {
+                    return false;
+                }
+            }
+            true
+        }
+
+        fn wanted(list: &[String]) -> HashSet<&str> {
+            list.iter().map(String::as_str).collect()
+        }
+
+        proptest! {
+            #[test]
+            fn the_matcher_agrees_with_the_model(selector in selector(), edge in facts()) {
+                let view = EdgeFacts {
+                    os: &edge.os,
+                    arch: &edge.arch,
+                    local_tools: &edge.tools,
+                    custom_labels: &edge.labels,
+                    tags: &edge.tags,
+                };
+                prop_assert_eq!(selector.matches(&view), model(&selector, &edge));
+            }
+
+            /// The wire invariant: any selector serializes and parses back.
+            #[test]
+            fn selectors_round_trip_on_the_wire(selector in selector()) {
+                let target = EdgeTarget::Selector(selector);
+                let wire = serde_json::to_value(&target).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let back: EdgeTarget = serde_json::from_value(wire.clone()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(&back, &target);
+                prop_assert_eq!(serde_json::to_value(&back).map_err(|e| TestCaseError::fail(e.to_string()))?, wire);
+            }
+        }
+    }
 }

@@ -398,4 +398,73 @@ mod tests {
         assert!(KeyRing::from_pems([]).is_err());
         Ok(())
     }
+
+    mod properties {
+        use std::sync::OnceLock;
+
+        use proptest::prelude::*;
+        use rsa::RsaPrivateKey;
+
+        use super::*;
+
+        /// One key for every case: generating RSA keys is the slow part.
+        fn shared_key() -> Option<&'static RsaPrivateKey> {
+            static KEY: OnceLock<Option<RsaPrivateKey>> = OnceLock::new();
+            KEY.get_or_init(|| key().ok().map(|(_, private)| private))
+                .as_ref()
+        }
+
+        proptest! {
+            #[test]
+            fn well_formed_signatures_parse_back(version in any::<u64>(), raw in proptest::collection::vec(any::<u8>(), 1..300)) {
+                let text = format!("vault:v{version}:{}", STANDARD.encode(&raw));
+                prop_assert_eq!(parse_transit_signature(&text), Ok((version, raw)));
+            }
+
+            /// Any text: an answer, never a panic; what parses re-encodes to
+            /// text that parses the same (leading zeros aside).
+            #[test]
+            fn any_text_parses_safely(text in "(vault:)?v?[0-9]{0,3}:?[A-Za-z0-9+/=:-]{0,12}", other in any::<String>()) {
+                let _ = parse_transit_signature(&other);
+                if let Ok((version, raw)) = parse_transit_signature(&text) {
+                    prop_assert!(!raw.is_empty());
+                    let again = format!("vault:v{version}:{}", STANDARD.encode(&raw));
+                    prop_assert_eq!(parse_transit_signature(&again), Ok((version, raw)));
+                }
+            }
+        }
+
+        proptest! {
+            // RSA signing is slow in a debug build: few cases, one key.
+            #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+            /// The salt length is recovered from any PSS signature, and the
+            /// signature verifies with it, for any message.
+            #[test]
+            fn pss_salt_length_is_recovered(salt_fraction in 0.0f64..=1.0, message in proptest::collection::vec(any::<u8>(), 0..64), seed in any::<u64>()) {
+                let private = shared_key().ok_or_else(|| TestCaseError::fail("no RSA key"))?;
+                let public = private.to_public_key();
+                let max_salt = public.size() - HASH_LEN - 2;
+                let salt_len = (salt_fraction * max_salt as f64) as usize;
+                let hashed = Sha256::digest(&message);
+                let signature = private
+                    .sign_with_rng(&mut CountingRng(seed), Pss::new_with_salt::<Sha256>(salt_len), &hashed)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(pss_salt_len(&public, &signature), Some(salt_len));
+                prop_assert!(verify_pss(&public, &message, &signature));
+                let mut other = message.clone();
+                other.push(0);
+                prop_assert!(!verify_pss(&public, &other, &signature));
+            }
+
+            /// Random bytes of the key's length: no panic, no acceptance.
+            #[test]
+            fn random_bytes_are_not_signatures(bytes in proptest::collection::vec(any::<u8>(), 256)) {
+                let private = shared_key().ok_or_else(|| TestCaseError::fail("no RSA key"))?;
+                let public = private.to_public_key();
+                let _ = pss_salt_len(&public, &bytes);
+                prop_assert!(!verify_pss(&public, b"message", &bytes));
+            }
+        }
+    }
 }
