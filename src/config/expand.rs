@@ -5,7 +5,7 @@
 //! variable and whose expansion reads as a number or a boolean takes that type
 //! (`cluster_grpc_port: $PORT` works); anything else stays a string.
 
-use serde_yaml_ng::Value;
+use serde_norway::Value;
 
 use super::error::ConfigError;
 
@@ -156,7 +156,7 @@ fn retype_scalar(original: &str, expanded: String) -> Value {
                 && is_var_name(&original[2..original.len() - 1])));
     if whole_variable {
         if let Ok(parsed @ (Value::Number(_) | Value::Bool(_))) =
-            serde_yaml_ng::from_str::<Value>(&expanded)
+            serde_norway::from_str::<Value>(&expanded)
         {
             return parsed;
         }
@@ -219,7 +219,7 @@ mod tests {
     #[test]
     fn whole_variable_numbers_become_numbers() -> Result<(), Box<dyn std::error::Error>> {
         let env = env(&[("PORT", "50056"), ("NAME", "relay")]);
-        let mut doc: Value = serde_yaml_ng::from_str("a: $PORT\nb: ${PORT}x\nc: $NAME\n")?;
+        let mut doc: Value = serde_norway::from_str("a: $PORT\nb: ${PORT}x\nc: $NAME\n")?;
         expand_tree(&mut doc, "", &env)?;
         assert_eq!(doc["a"], Value::Number(50056.into()));
         assert_eq!(doc["b"], Value::String("50056x".into()));
@@ -229,7 +229,7 @@ mod tests {
 
     #[test]
     fn error_names_the_key_path() -> Result<(), Box<dyn std::error::Error>> {
-        let mut doc: Value = serde_yaml_ng::from_str("postgres:\n  dsn: $MISSING\n")?;
+        let mut doc: Value = serde_norway::from_str("postgres:\n  dsn: $MISSING\n")?;
         let err = expand_tree(&mut doc, "", &env(&[])).err();
         let text = err.map(|e| e.to_string()).unwrap_or_default();
         assert!(text.contains("postgres.dsn"), "{text}");

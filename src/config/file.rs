@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use serde_yaml_ng::Value;
+use serde_norway::Value;
 
 use super::values::{ConfigDuration, LogFormat, Port};
 

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use serde_yaml_ng::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 
 use super::error::ConfigError;
 use super::expand::{expand_tree, Env};
@@ -31,7 +31,7 @@ pub fn load_file(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
 
 /// Parses and validates config text.
 pub fn parse_str(text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
-    let mut doc: Value = serde_yaml_ng::from_str(text).map_err(|err| ConfigError::Syntax {
+    let mut doc: Value = serde_norway::from_str(text).map_err(|err| ConfigError::Syntax {
         message: err.to_string(),
     })?;
     let Value::Mapping(top) = &doc else {

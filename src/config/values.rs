@@ -128,10 +128,10 @@ mod tests {
 
     #[test]
     fn ports_are_range_checked() {
-        let ok: Result<Port, _> = serde_yaml_ng::from_str("8080");
+        let ok: Result<Port, _> = serde_norway::from_str("8080");
         assert_eq!(ok.ok(), Some(Port(8080)));
         for bad in ["0", "70000", "-1", "\"http\""] {
-            let parsed: Result<Port, _> = serde_yaml_ng::from_str(bad);
+            let parsed: Result<Port, _> = serde_norway::from_str(bad);
             assert!(parsed.is_err(), "{bad} should be refused");
         }
     }

@@ -60,7 +60,7 @@ pub(crate) struct Spec {
     pub node: NodeSection,
     pub cluster: ClusterSection,
     #[serde(default)]
-    pub security_contexts: Vec<serde_yaml_ng::Value>,
+    pub security_contexts: Vec<serde_norway::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -141,19 +141,19 @@ impl NodeConfig {
     /// Reads `<dir>/aegis-config.yaml`, if present and parseable.
     pub fn read(dir: &Path) -> Option<Self> {
         let text = std::fs::read_to_string(dir.join(CONFIG_FILE)).ok()?;
-        serde_yaml_ng::from_str(&text).ok()
+        serde_norway::from_str(&text).ok()
     }
 
     /// Writes `<dir>/aegis-config.yaml` (0600).
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
-        let text = serde_yaml_ng::to_string(self).map_err(std::io::Error::other)?;
+        let text = serde_norway::to_string(self).map_err(std::io::Error::other)?;
         write_private(&dir.join(CONFIG_FILE), text.as_bytes())
     }
 }
 
 /// The daemon's minimal template context: `zaru-free`, every tool allowed.
-fn default_security_context() -> serde_yaml_ng::Value {
-    use serde_yaml_ng::{Mapping, Value};
+fn default_security_context() -> serde_norway::Value {
+    use serde_norway::{Mapping, Value};
     let mut capability = Mapping::new();
     capability.insert("tool_pattern".into(), "*".into());
     let mut context = Mapping::new();
