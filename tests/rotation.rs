@@ -251,3 +251,69 @@ async fn attest_node_is_rate_limited_per_source() -> TestResult {
     common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_rotation_reaches_the_live_stream_and_the_old_key_ends_with_the_overlap() -> TestResult {
+    use common::edges::{enroll_edge, now_ms, open_stream, signer};
+    let dir = tempfile::tempdir()?;
+    let store = aegis_relay::store::SqliteStore::open(&dir.path().join("relay.db")).await?;
+    store.migrate().await?;
+    let overlap = Duration::from_secs(2);
+    let relay = start_relay_with(std::sync::Arc::new(store), |settings| {
+        settings.rotation_overlap = overlap;
+    })
+    .await?;
+    let edge = enroll_edge(&relay, "t-a").await?;
+    let mut stream = open_stream(&relay, &edge.state).await?;
+    let old = stream.signer.clone();
+    let beats = |relay: &common::TestRelay| {
+        common::counter_value(
+            &relay.metrics().render(),
+            "aegis_relay_edge_events_total{kind=\"heartbeat\"}",
+        )
+    };
+
+    let mut grpc = client(&relay).await?;
+    let new_key = fresh_key();
+    grpc.rotate_edge_key(rotate_request(
+        edge.state.node_id,
+        &edge.state.key,
+        &new_key,
+        rand::random(),
+    ))
+    .await?;
+    let rotated_at = tokio::time::Instant::now();
+    let mut rotated = edge.state.clone();
+    rotated.key = new_key;
+    let new = signer(&rotated, old.stream_id());
+
+    // The live stream takes the new key at once, and the old one inside
+    // the overlap (the daemon signs with it until it reconnects).
+    stream.send(new.heartbeat(now_ms())).await?;
+    stream.send(old.heartbeat(now_ms())).await?;
+    common::eventually(Duration::from_secs(10), "both heartbeats verified", || {
+        let seen = beats(&relay);
+        async move { (seen >= 2.0).then_some(()) }
+    })
+    .await?;
+    assert!(relay.owner().is_connected(edge.state.node_id));
+
+    // Once the overlap is over, the old key ends the stream.
+    common::eventually(Duration::from_secs(10), "the overlap to pass", || {
+        let passed = rotated_at.elapsed() > overlap + Duration::from_millis(200);
+        async move { passed.then_some(()) }
+    })
+    .await?;
+    stream.send(new.heartbeat(now_ms())).await?;
+    stream.send(old.heartbeat(now_ms())).await?;
+    let ended = stream.ended().await?;
+    assert_eq!(ended.code(), tonic::Code::Unauthenticated, "{ended:?}");
+    assert!(ended.message().contains("overlap"), "{ended:?}");
+    assert_eq!(
+        beats(&relay),
+        3.0,
+        "the new key's heartbeat after the overlap counts"
+    );
+    common::assert_graceful(relay.shutdown().await);
+    Ok(())
+}
