@@ -51,13 +51,17 @@ pub fn assert_graceful(outcome: app::ShutdownOutcome) {
 
 /// Starts a relay on 127.0.0.1 with ephemeral ports and a fresh SQLite store.
 pub async fn start_relay(drain_timeout: Duration) -> Result<TestRelay, Box<dyn std::error::Error>> {
+    start_relay_configured(|settings| settings.drain_timeout = drain_timeout).await
+}
+
+/// Like [`start_relay`], after `configure` adjusts the settings.
+pub async fn start_relay_configured(
+    configure: impl FnOnce(&mut RelaySettings),
+) -> Result<TestRelay, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let store = SqliteStore::open(&dir.path().join("relay.db")).await?;
     store.migrate().await?;
-    let mut relay = start_relay_with(Arc::new(store), |settings| {
-        settings.drain_timeout = drain_timeout;
-    })
-    .await?;
+    let mut relay = start_relay_with(Arc::new(store), configure).await?;
     relay._store_dir = Some(dir);
     Ok(relay)
 }
