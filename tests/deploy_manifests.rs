@@ -12,7 +12,7 @@ use std::time::Duration;
 use aegis_relay::config::{self, Config, SignerKind};
 use aegis_relay::grpc::{LIVENESS_SERVICES, READINESS_SERVICE};
 use serde::Deserialize;
-use serde_yaml_ng::Value;
+use serde_norway::Value;
 
 type Error = Box<dyn std::error::Error>;
 
@@ -27,7 +27,7 @@ fn deploy_dir() -> PathBuf {
 fn documents(path: &Path) -> Result<Vec<Value>, Error> {
     let text = std::fs::read_to_string(path)?;
     let mut docs = Vec::new();
-    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+    for doc in serde_norway::Deserializer::from_str(&text) {
         let value = Value::deserialize(doc).map_err(|err| format!("{}: {err}", path.display()))?;
         if !value.is_null() {
             docs.push(value);

@@ -18,7 +18,6 @@ use common::{
 };
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-use uuid::Uuid;
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -259,7 +258,7 @@ async fn an_idempotent_retry_joins_the_running_call_and_expires_after_the_retent
     let edge = enroll_edge(&relay, "t-a").await?;
     let mut running = run_edge(&relay, &edge.state, EdgeOptions::default()).await?;
     let bearer = tenant_bearer(&relay, "t-a").await?;
-    let key = Uuid::new_v4().to_string();
+    let key = aegis_relay::runtime::OsEntropy.uuid().to_string();
     let url = format!(
         "http://{}/v1/edge/hosts/{}/invoke",
         relay.http_addr(),

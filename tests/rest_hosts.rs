@@ -51,7 +51,7 @@ async fn a_live_edge_is_listed_and_read_with_its_session_facts() -> TestResult {
     let enrolled_at = chrono::DateTime::parse_from_rfc3339(enrolled_at)?;
     let last_seen = host["last_seen_at"].as_str().ok_or("no last_seen_at")?;
     let last_seen = chrono::DateTime::parse_from_rfc3339(last_seen)?;
-    let now = chrono::Utc::now();
+    let now = aegis_relay::runtime::SystemClock.utc_now();
     assert!(
         last_seen >= enrolled_at && last_seen <= now,
         "last_seen_at {last_seen} outside [{enrolled_at}, {now}]"

@@ -42,7 +42,9 @@ async fn an_edge_connects_heartbeats_and_its_writes_are_batched() -> TestResult 
     // What the heartbeats changed: the stored `last_heartbeat_at` moves past
     // an instant taken after they were counted (only a later heartbeat's
     // flush can write that).
-    let counted_at = chrono::Utc::now().timestamp_millis();
+    let counted_at = aegis_relay::runtime::SystemClock
+        .utc_now()
+        .timestamp_millis();
     let store = Arc::clone(relay.store());
     let stored = eventually(
         Duration::from_secs(30),

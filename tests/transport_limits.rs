@@ -16,7 +16,6 @@ use common::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
-use uuid::Uuid;
 
 async fn relay() -> Result<TestRelay, Box<dyn std::error::Error>> {
     start_relay_configured(|settings| {
@@ -34,7 +33,7 @@ async fn a_message_over_the_limit_ends_the_stream_and_one_under_it_passes() -> T
     let progress = |size: usize| {
         stream.signer.progress(
             now_ms(),
-            &Uuid::new_v4().to_string(),
+            &aegis_relay::runtime::OsEntropy.uuid().to_string(),
             0,
             false,
             vec![b'x'; size],
@@ -77,7 +76,7 @@ async fn open_on(
     channel: Channel,
     state: &aegis_relay::edge_client::EdgeState,
 ) -> Result<(mpsc::Sender<EdgeEvent>, tonic::Streaming<EdgeCommand>), tonic::Status> {
-    let signer = signer(state, &Uuid::new_v4().to_string());
+    let signer = signer(state, &aegis_relay::runtime::OsEntropy.uuid().to_string());
     let (events, rx) = mpsc::channel(8);
     events
         .send(signer.hello(now_ms(), capabilities()))

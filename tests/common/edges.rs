@@ -241,7 +241,7 @@ pub async fn commands_before_marker(
     bearer: &str,
     commands: &mut mpsc::Receiver<EdgeCommand>,
 ) -> Result<Vec<edge_command::Command>, BoxError> {
-    let marker = Uuid::new_v4().to_string();
+    let marker = aegis_relay::runtime::OsEntropy.uuid().to_string();
     let url = format!(
         "http://{}/v1/edge/hosts/{node_id}/push-config",
         relay.http_addr()
