@@ -71,7 +71,13 @@ impl HelloError {
                 tonic::Status::unauthenticated(message)
             }
             Self::Revoked(_) | Self::TenantMismatch(_) => tonic::Status::permission_denied(message),
-            Self::Store(_) => tonic::Status::unavailable(message),
+            // Database text stays in the log: the edge learns only to retry.
+            Self::Store(err) => {
+                tracing::warn!(error = %err, "store failed while checking a Hello");
+                tonic::Status::unavailable(
+                    "the relay could not read its store to check this Hello; reconnect shortly",
+                )
+            }
             Self::Stream(_) => tonic::Status::cancelled(message),
         }
     }
