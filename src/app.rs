@@ -14,10 +14,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::admission::{self, AdmissionSettings, ConnectionGate};
 use crate::auth::{
     CachedCallerAuth, CallerAuth, CommandTokens, LocalCallerAuth, Signer, TokenIssuer,
 };
-use crate::config::{Config, RateLimitConfig};
+use crate::config::{Config, LimitsConfig, RateLimitConfig};
 use crate::enroll::{EnrollmentService, RateLimiter};
 use crate::fleet::{FleetRuns, RunRetention};
 use crate::grpc::{self, GrpcServerSettings};
@@ -62,6 +63,8 @@ pub struct RelaySettings {
     pub sessions: SessionSettings,
     /// Fleet run history kept.
     pub fleet_runs: RunRetention,
+    /// Connection caps and timeouts (`relay.limits`).
+    pub limits: LimitsConfig,
 }
 
 /// The parts a replica is built from that are chosen outside it.
@@ -85,6 +88,7 @@ impl RelaySettings {
             http_addr: SocketAddr::new(bind, config.relay.http_port),
             grpc: GrpcServerSettings {
                 max_message_bytes: config.relay.max_message_bytes,
+                unary_timeout: config.relay.limits.unary_timeout,
                 ..GrpcServerSettings::default()
             },
             drain_timeout: config.relay.drain_timeout,
@@ -96,6 +100,7 @@ impl RelaySettings {
             public_endpoint: Some(config.cluster.public_endpoint.clone()),
             sessions: config.relay.sessions,
             fleet_runs: config.relay.fleet_runs,
+            limits: config.relay.limits,
         }
     }
 
@@ -120,6 +125,7 @@ impl RelaySettings {
             public_endpoint: None,
             sessions: SessionSettings::default(),
             fleet_runs: RunRetention::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -255,6 +261,18 @@ pub async fn start(
     // when the drain deadline passes (tonic and hyper own per-connection tasks
     // we cannot abort directly).
     let kill = CancellationToken::new();
+    // One gate for both ports: caps and the first headers' deadline.
+    let gate = ConnectionGate::new(
+        AdmissionSettings {
+            max_connections: settings.limits.max_connections,
+            max_connections_per_source: settings.limits.max_connections_per_source,
+            trusted_proxies: settings.attest_rate_limit.trusted_proxies.clone(),
+            header_read_timeout: settings.limits.header_read_timeout,
+        },
+        metrics.clone(),
+    );
+    let grpc_listener = admission::gated(grpc_listener, Arc::clone(&gate));
+    let http_listener = admission::gated(http_listener, gate);
     let grpc_listener = net::with_kill_switch(grpc_listener, kill.clone());
     let http_listener = net::with_kill_switch(http_listener, kill.clone());
     let stop = CancellationToken::new();
@@ -334,8 +352,12 @@ pub async fn start(
             api: api.clone(),
         };
         let stop = stop.clone();
+        let timeouts = http::HttpTimeouts {
+            header_read: settings.limits.header_read_timeout,
+            request_body: settings.limits.request_body_timeout,
+        };
         async move {
-            let result = http::serve(http_listener, state, stop).await;
+            let result = http::serve(http_listener, state, timeouts, stop).await;
             ("HTTP", result.map_err(RelayError::from))
         }
         .instrument(span.clone())

@@ -140,6 +140,7 @@ fn store_settings(config: &crate::config::Config) -> crate::store::StoreSettings
             } else {
                 PostgresMode::Standalone
             },
+            max_connections: pg.max_connections,
         },
         None => StoreSettings::Sqlite {
             path: config.relay.data_dir.join(SQLITE_FILE),

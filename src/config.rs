@@ -10,6 +10,7 @@ mod error;
 mod expand;
 mod file;
 mod identity;
+mod limits;
 mod load;
 mod model;
 mod validate;
@@ -20,11 +21,11 @@ pub use expand::{expand_str, Env, ProcessEnv};
 pub use identity::{ROLE_ID_ENV, SECRET_ID_ENV};
 pub use load::{load_file, parse_str, ENV_OVERRIDES};
 pub use model::{
-    ClusterConfig, Config, KeycloakConfig, OpenBaoConfig, PostgresConfig, RateLimitConfig,
-    RelayConfig, SignerKind, SigningScheme, DEFAULT_AUDIENCE, DEFAULT_CLUSTER_ID, DEFAULT_DATA_DIR,
-    DEFAULT_DRAIN_TIMEOUT, DEFAULT_GOSSIP_PORT, DEFAULT_GRPC_PORT, DEFAULT_HEARTBEAT_TIMEOUT,
-    DEFAULT_HTTP_PORT, DEFAULT_ISSUER, DEFAULT_PEER_PORT, DEFAULT_REALM, DEFAULT_TRANSIT_KEY,
-    RELAY_ROLE,
+    ClusterConfig, Config, KeycloakConfig, LimitsConfig, OpenBaoConfig, PostgresConfig,
+    RateLimitConfig, RelayConfig, SignerKind, SigningScheme, DEFAULT_AUDIENCE, DEFAULT_CLUSTER_ID,
+    DEFAULT_DATA_DIR, DEFAULT_DRAIN_TIMEOUT, DEFAULT_GOSSIP_PORT, DEFAULT_GRPC_PORT,
+    DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_HTTP_PORT, DEFAULT_ISSUER, DEFAULT_PEER_PORT, DEFAULT_REALM,
+    DEFAULT_TRANSIT_KEY, RELAY_ROLE,
 };
 pub use validate::check_replica_name;
 pub use values::{parse_duration, LogFormat, Port, Secret};

@@ -4,6 +4,7 @@
 
 pub mod codec;
 mod health;
+pub mod message_limit;
 mod metrics_layer;
 mod node_cluster;
 mod reflection;

@@ -14,6 +14,7 @@ mod invoke;
 mod metrics_layer;
 mod probes;
 mod request_id;
+mod server;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
@@ -21,9 +22,10 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
+pub use server::{HttpTimeouts, BODY_TIMEOUT_KEY};
 
 use crate::app::Api;
-use crate::net::{AxumListener, Listener};
+use crate::net::Listener;
 use crate::readiness::Readiness;
 use crate::telemetry::Metrics;
 
@@ -110,10 +112,9 @@ pub struct HttpServeError(#[from] std::io::Error);
 pub async fn serve(
     listener: Box<dyn Listener>,
     state: HttpState,
+    timeouts: HttpTimeouts,
     stop: CancellationToken,
 ) -> Result<(), HttpServeError> {
-    axum::serve(AxumListener(listener), router(state))
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await?;
+    server::serve_router(listener, router(state), timeouts, stop).await?;
     Ok(())
 }

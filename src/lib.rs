@@ -4,6 +4,7 @@
 //! integration tests and the deterministic simulator run the very same code.
 //! See ARCHITECTURE.md for the code map.
 
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod cli;

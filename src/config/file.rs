@@ -96,6 +96,7 @@ pub struct FileRateLimit {
 pub struct FilePostgres {
     pub dsn: Option<String>,
     pub shared_with_aegis: Option<bool>,
+    pub max_connections: Option<u32>,
 }
 
 /// `relay:`: everything the deployment guide leaves open.
@@ -124,4 +125,5 @@ pub struct FileRelay {
     pub rotation_overlap: Option<ConfigDuration>,
     pub edges: Option<super::edges::FileEdges>,
     pub fleet_runs: Option<super::edges::FileFleetRuns>,
+    pub limits: Option<super::limits::FileLimits>,
 }

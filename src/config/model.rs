@@ -69,7 +69,12 @@ pub struct PostgresConfig {
     /// Share the database with an AEGIS controller: no DDL on its tables,
     /// relay tables in schema `aegis_relay`.
     pub shared_with_aegis: bool,
+    /// Size of the connection pool (the readiness ping has its own connection).
+    pub max_connections: u32,
 }
+
+/// Default `postgres.max_connections`.
+pub const DEFAULT_PG_CONNECTIONS: u32 = 16;
 
 /// `relay:` after validation.
 #[derive(Debug, Clone, PartialEq)]
@@ -123,6 +128,37 @@ pub struct RelayConfig {
     pub max_message_bytes: usize,
     /// Fleet history kept (`relay.fleet_runs`).
     pub fleet_runs: crate::fleet::RunRetention,
+    /// Connection caps and timeouts (`relay.limits`).
+    pub limits: LimitsConfig,
+}
+
+/// `relay.limits`: what a peer may hold, mostly before it authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Longest a unary RPC may take, reading its request included.
+    pub unary_timeout: Duration,
+    /// Longest a new connection may take to send its first request's
+    /// headers (HTTP/1) or its preface and SETTINGS (HTTP/2), and, on the
+    /// HTTP port, every later request's headers.
+    pub header_read_timeout: Duration,
+    /// Longest a REST request body may take to arrive.
+    pub request_body_timeout: Duration,
+    /// Connections held across both ports.
+    pub max_connections: usize,
+    /// Connections held per source (an IPv4 address or an IPv6 /64); 0 = no cap.
+    pub max_connections_per_source: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            unary_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            request_body_timeout: Duration::from_secs(30),
+            max_connections: 25_000,
+            max_connections_per_source: 0,
+        }
+    }
 }
 
 /// `relay.signer`.

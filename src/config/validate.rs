@@ -125,9 +125,19 @@ fn validate_postgres(postgres: FilePostgres) -> Result<Option<PostgresConfig>, C
         return Ok(None);
     };
     check_postgres_dsn(&dsn)?;
+    let max_connections = postgres
+        .max_connections
+        .unwrap_or(super::model::DEFAULT_PG_CONNECTIONS);
+    if !(2..=1000).contains(&max_connections) {
+        return Err(ConfigError::invalid(
+            "postgres.max_connections",
+            format!("must be between 2 and 1000, got {max_connections}"),
+        ));
+    }
     Ok(Some(PostgresConfig {
         dsn: Secret::new(dsn),
         shared_with_aegis,
+        max_connections,
     }))
 }
 
@@ -234,7 +244,9 @@ fn validate_relay(
         .map_or(Duration::from_secs(60), |d| d.0);
     let (sessions, max_message_bytes) = super::edges::sessions(relay.edges, heartbeat_timeout)?;
     let fleet_runs = super::edges::fleet_runs(relay.fleet_runs)?;
+    let limits = super::limits::limits(relay.limits)?;
     Ok(RelayConfig {
+        limits,
         sessions,
         max_message_bytes,
         fleet_runs,

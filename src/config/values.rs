@@ -44,15 +44,31 @@ impl<'de> Deserialize<'de> for Port {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConfigDuration(pub Duration);
 
-/// Parses the textual duration forms accepted in the config.
+/// Longest duration any config key accepts (365 days). Timers and
+/// timestamps add durations to "now"; a bound keeps that from overflowing,
+/// and no setting of the relay means anything past a year.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+fn bounded(duration: Duration, text: &dyn fmt::Display) -> Result<Duration, String> {
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "{text} is longer than the largest accepted duration, 365d (8760h)"
+        ));
+    }
+    Ok(duration)
+}
+
+/// Parses the textual duration forms accepted in the config (at most
+/// [`MAX_DURATION`]).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let trimmed = text.trim();
     if let Ok(seconds) = trimmed.parse::<u64>() {
-        return Ok(Duration::from_secs(seconds));
+        return bounded(Duration::from_secs(seconds), &format_args!("{text:?}"));
     }
-    humantime::parse_duration(trimmed).map_err(|err| {
+    let parsed = humantime::parse_duration(trimmed).map_err(|err| {
         format!("{text:?} is not a duration ({err}); write it like 20s, 500ms, 2m or 20")
-    })
+    })?;
+    bounded(parsed, &format_args!("{text:?}"))
 }
 
 impl<'de> Deserialize<'de> for ConfigDuration {
@@ -64,12 +80,17 @@ impl<'de> Deserialize<'de> for ConfigDuration {
                 f.write_str("a duration such as 20s, 500ms or a whole number of seconds")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<ConfigDuration, E> {
-                Ok(ConfigDuration(Duration::from_secs(v)))
+                bounded(Duration::from_secs(v), &format_args!("{v} seconds"))
+                    .map(ConfigDuration)
+                    .map_err(E::custom)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<ConfigDuration, E> {
-                u64::try_from(v)
-                    .map(|v| ConfigDuration(Duration::from_secs(v)))
-                    .map_err(|_| E::custom(format!("a duration can not be negative, got {v}")))
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::custom(format!(
+                        "a duration can not be negative, got {v}"
+                    ))),
+                }
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ConfigDuration, E> {
                 parse_duration(v).map(ConfigDuration).map_err(E::custom)
@@ -124,6 +145,13 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
         assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
+        for huge in ["9999999999s", "9999999999", "18446744073709551615", "400d"] {
+            let err = parse_duration(huge).err().unwrap_or_default();
+            assert!(err.contains("365d"), "{huge}: {err}");
+        }
+        let huge: Result<ConfigDuration, _> = serde_yaml_ng::from_str("9999999999");
+        assert!(huge.is_err());
     }
 
     #[test]

@@ -8,12 +8,14 @@
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::Stream;
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status, Streaming};
 use tower_service::Service;
 
+use super::message_limit::{LimitedBody, MessageLimits, UNAUTHENTICATED_MESSAGE_BYTES};
 use crate::app::Api;
 use crate::auth::{authorize, TenantHeaders};
 use crate::enroll::{EnrollError, REPLACE_NODE_METADATA};
@@ -203,20 +205,32 @@ impl NodeClusterService for RelayNodeCluster {
 }
 
 /// NodeClusterService with a clear answer for every method the relay does
-/// not serve.
+/// not serve, per-message decode limits ([`LimitedBody`]) and a deadline on
+/// every unary call.
 #[derive(Clone)]
 pub struct NodeClusterRoutes {
     served: NodeClusterServiceServer<RelayNodeCluster>,
+    max_message_bytes: usize,
+    unary_timeout: Duration,
 }
 
 impl NodeClusterRoutes {
-    /// Routes for `service`, with `max_message_bytes` as the decode and
-    /// encode limit (edge results carry whole stdout/stderr).
-    pub fn new(service: RelayNodeCluster, max_message_bytes: usize) -> Self {
+    /// Routes for `service`: `max_message_bytes` limits a ConnectEdge
+    /// stream's messages after its Hello and every message sent (edge results
+    /// carry whole stdout/stderr); everything an unauthenticated peer sends
+    /// is limited to [`UNAUTHENTICATED_MESSAGE_BYTES`]; a unary call,
+    /// reading its request included, ends after `unary_timeout`.
+    pub fn new(
+        service: RelayNodeCluster,
+        max_message_bytes: usize,
+        unary_timeout: Duration,
+    ) -> Self {
         Self {
             served: NodeClusterServiceServer::new(service)
                 .max_decoding_message_size(max_message_bytes)
                 .max_encoding_message_size(max_message_bytes),
+            max_message_bytes,
+            unary_timeout,
         }
     }
 }
@@ -247,7 +261,7 @@ fn refusal(method: &str) -> Option<Status> {
 
 impl<B> Service<http::Request<B>> for NodeClusterRoutes
 where
-    B: http_body::Body + Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
@@ -266,9 +280,36 @@ where
             .next()
             .unwrap_or_default()
             .to_owned();
-        match refusal(&method) {
-            Some(status) => Box::pin(async move { Ok(status.into_http()) }),
-            None => Box::pin(self.served.call(request)),
+        if let Some(status) = refusal(&method) {
+            return Box::pin(async move { Ok(status.into_http()) });
         }
+        let streaming = method == "ConnectEdge";
+        let limits = MessageLimits {
+            first: UNAUTHENTICATED_MESSAGE_BYTES,
+            rest: if streaming {
+                self.max_message_bytes
+            } else {
+                UNAUTHENTICATED_MESSAGE_BYTES
+            },
+        };
+        let call = self
+            .served
+            .call(request.map(|body| LimitedBody::new(body, limits)));
+        if streaming {
+            // The Hello has its own deadline (relay.edges.hello_timeout).
+            return Box::pin(call);
+        }
+        let timeout = self.unary_timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, call).await {
+                Ok(answered) => answered,
+                Err(_elapsed) => Ok(Status::deadline_exceeded(format!(
+                    "{method} did not finish within {} (relay.limits.unary_timeout): send the \
+                     request promptly, or retry if the relay was busy",
+                    humantime::format_duration(timeout)
+                ))
+                .into_http()),
+            }
+        })
     }
 }

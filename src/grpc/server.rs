@@ -26,6 +26,8 @@ pub struct GrpcServerSettings {
     /// Streams one connection may hold (load generators multiplex many
     /// edges over one connection; the real daemon opens one per edge).
     pub max_streams_per_connection: u32,
+    /// Longest a unary RPC may take (`relay.limits.unary_timeout`).
+    pub unary_timeout: Duration,
 }
 
 impl Default for GrpcServerSettings {
@@ -35,6 +37,7 @@ impl Default for GrpcServerSettings {
             keepalive_timeout: Duration::from_secs(20),
             max_message_bytes: 16 * 1024 * 1024,
             max_streams_per_connection: 10_000,
+            unary_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -72,6 +75,7 @@ pub async fn serve(
         .add_service(NodeClusterRoutes::new(
             RelayNodeCluster::new(api),
             settings.max_message_bytes,
+            settings.unary_timeout,
         ));
     // Both end once `stop` fires; joined rather than spawned so nothing outlives the server.
     let (served, ()) = tokio::join!(

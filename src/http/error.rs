@@ -173,6 +173,10 @@ impl From<EnrollError> for ApiError {
 impl From<axum::extract::rejection::BytesRejection> for ApiError {
     fn from(rejection: axum::extract::rejection::BytesRejection) -> Self {
         let status = rejection.status().as_u16();
+        let text = rejection.body_text();
+        if text.contains(super::BODY_TIMEOUT_KEY) {
+            return Self::new(408, "request_timeout", text);
+        }
         if status == 413 {
             return Self::new(
                 status,
@@ -180,7 +184,7 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
                 format!("request body larger than {} bytes", super::MAX_BODY_BYTES),
             );
         }
-        Self::new(status, "bad_request", rejection.body_text())
+        Self::new(status, "bad_request", text)
     }
 }
 

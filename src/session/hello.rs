@@ -56,6 +56,9 @@ pub enum HelloError {
     /// The stream failed while reading.
     #[error("stream failed before the Hello: {0}")]
     Stream(String),
+    /// The Hello is over the limit of a stream's first message.
+    #[error("Hello refused: {0}")]
+    TooLarge(String),
 }
 
 impl HelloError {
@@ -79,6 +82,7 @@ impl HelloError {
                 )
             }
             Self::Stream(_) => tonic::Status::cancelled(message),
+            Self::TooLarge(_) => tonic::Status::out_of_range(message),
         }
     }
 
@@ -94,6 +98,7 @@ impl HelloError {
             Self::Event(_) => "signature",
             Self::Store(_) => "store",
             Self::Stream(_) => "stream",
+            Self::TooLarge(_) => "too_large",
         }
     }
 }

@@ -145,6 +145,9 @@ impl Ingress {
         let first = match tokio::time::timeout(self.settings.hello_timeout, inbound.message()).await
         {
             Err(_elapsed) => Err(HelloError::Timeout(self.settings.hello_timeout)),
+            Ok(Err(status)) if status.code() == tonic::Code::OutOfRange => {
+                Err(HelloError::TooLarge(status.message().to_owned()))
+            }
             Ok(Err(status)) => Err(HelloError::Stream(status.message().to_owned())),
             Ok(Ok(None)) => Err(HelloError::NoHello),
             Ok(Ok(Some(event))) => self.hello.check(event, self.now()).await,

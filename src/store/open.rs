@@ -26,6 +26,8 @@ pub enum StoreSettings {
         dsn: Secret,
         /// Standalone or shared with an AEGIS controller.
         mode: PostgresMode,
+        /// Pool size (`postgres.max_connections`).
+        max_connections: u32,
     },
 }
 
@@ -93,8 +95,13 @@ async fn open_once(
             }
             Ok(Arc::new(store))
         }
-        StoreSettings::Postgres { dsn, mode } => {
-            let store = PostgresStore::connect(dsn.expose(), *mode).await?;
+        StoreSettings::Postgres {
+            dsn,
+            mode,
+            max_connections,
+        } => {
+            let store =
+                PostgresStore::connect_with_pool(dsn.expose(), *mode, *max_connections).await?;
             match migrations {
                 Migrations::Apply => store.migrate().await?,
                 Migrations::Verify => store.verify_schema().await?,

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::Connection;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -27,8 +28,9 @@ use super::{
 /// Schema holding the relay's own tables (and its `_sqlx_migrations`).
 pub(crate) const RELAY_SCHEMA: &str = "aegis_relay";
 
-/// Pool size: enough for a replica's sessions, batches and admin calls.
-const MAX_CONNECTIONS: u32 = 16;
+/// Default pool size (`postgres.max_connections`): enough for a replica's
+/// sessions, batches and admin calls.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
 
 /// How long a caller waits for a pooled connection before `Unavailable`.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -58,14 +60,28 @@ pub enum PostgresMode {
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The readiness ping's own connection, outside the pool, so a pool
+    /// drained by a flood of store-reading calls does not read as a database
+    /// outage. Opened on the first ping and again after a failed one.
+    ping: std::sync::Arc<tokio::sync::Mutex<Option<PgConnection>>>,
+    options: PgConnectOptions,
     mode: PostgresMode,
     sweep: std::sync::Arc<super::purge::SweepClock>,
 }
 
 impl PostgresStore {
-    /// Connects a pool (16 connections, 3 s acquire timeout) to `dsn`. An
-    /// unparsable DSN is reported without echoing it (it may hold a password).
+    /// Connects a pool ([`DEFAULT_MAX_CONNECTIONS`], 3 s acquire timeout) to `dsn`.
     pub async fn connect(dsn: &str, mode: PostgresMode) -> Result<Self, StoreError> {
+        Self::connect_with_pool(dsn, mode, DEFAULT_MAX_CONNECTIONS).await
+    }
+
+    /// Connects a pool of `max_connections` (3 s acquire timeout) to `dsn`. An
+    /// unparsable DSN is reported without echoing it (it may hold a password).
+    pub async fn connect_with_pool(
+        dsn: &str,
+        mode: PostgresMode,
+        max_connections: u32,
+    ) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(dsn)
             .map_err(|err| {
                 StoreError::Database(format!(
@@ -74,12 +90,14 @@ impl PostgresStore {
             })?
             .options([("search_path", format!("{RELAY_SCHEMA},public"))]);
         let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
+            .max_connections(max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         Ok(Self {
             pool,
+            ping: std::sync::Arc::default(),
+            options,
             mode,
             sweep: std::sync::Arc::default(),
         })
@@ -123,7 +141,14 @@ impl Store for PostgresStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        let mut slot = self.ping.lock().await;
+        let mut connection = match slot.take() {
+            Some(connection) => connection,
+            None => PgConnection::connect_with(&self.options).await?,
+        };
+        // A failed ping drops its connection; the next one dials afresh.
+        sqlx::query("SELECT 1").execute(&mut connection).await?;
+        *slot = Some(connection);
         Ok(())
     }
 
