@@ -19,7 +19,7 @@ use crate::auth::{
     CachedCallerAuth, CallerAuth, CommandTokens, LocalCallerAuth, Signer, TokenIssuer,
 };
 use crate::config::{Config, LimitsConfig, RateLimitConfig};
-use crate::enroll::{EnrollmentService, RateLimiter};
+use crate::enroll::{EnrollmentService, RpcRateLimits};
 use crate::fleet::{FleetRuns, RunRetention};
 use crate::grpc::{self, GrpcServerSettings};
 use crate::http::{self, HttpState};
@@ -198,8 +198,10 @@ pub struct Api {
     pub clock: Arc<dyn Clock>,
     /// Randomness (request ids).
     pub entropy: Arc<dyn Entropy>,
-    /// AttestNode buckets per source.
-    pub attest_limiter: Arc<RateLimiter>,
+    /// Buckets per source of AttestNode, ChallengeNode and RotateEdgeKey.
+    pub rate_limits: Arc<RpcRateLimits>,
+    /// This replica's metrics.
+    pub metrics: Metrics,
     /// The store (host management).
     pub store: Arc<dyn Store>,
     /// The owner half of edge sessions: registry and dispatch.
@@ -302,7 +304,8 @@ pub async fn start(
         callers,
         clock: Arc::clone(&runtime.clock),
         entropy: Arc::clone(&runtime.entropy),
-        attest_limiter: Arc::new(RateLimiter::new(&settings.attest_rate_limit)),
+        rate_limits: Arc::new(RpcRateLimits::new(&settings.attest_rate_limit)),
+        metrics: metrics.clone(),
         store: Arc::clone(&store),
         owner: Arc::clone(&owner),
         ingress: Arc::clone(&ingress),
@@ -375,6 +378,15 @@ pub async fn start(
         }
         .instrument(span.clone())
     });
+    tasks.spawn(
+        housekeeping(
+            Arc::clone(&api.rate_limits),
+            Arc::clone(&store),
+            Arc::clone(&runtime.clock),
+            stop.clone(),
+        )
+        .instrument(span.clone()),
+    );
     readiness.set_ok(STARTING);
     tracing::info!(replica = %settings.name, grpc = %grpc_addr, http = %http_addr, "relay serving");
     Ok(RunningRelay {
@@ -391,6 +403,41 @@ pub async fn start(
         tokens,
         owner,
     })
+}
+
+/// How often expired AttestNode challenges are deleted.
+const CHALLENGE_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Timers that keep per-source and per-challenge state bounded: rate-limit
+/// buckets are pruned every [`crate::enroll::PRUNE_INTERVAL`] and expired
+/// challenges swept every [`CHALLENGE_SWEEP_INTERVAL`], so neither happens
+/// on a caller's path.
+async fn housekeeping(
+    limits: Arc<RpcRateLimits>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    stop: CancellationToken,
+) -> (&'static str, Result<(), RelayError>) {
+    let mut prune = tokio::time::interval(crate::enroll::PRUNE_INTERVAL);
+    let mut sweep = tokio::time::interval(CHALLENGE_SWEEP_INTERVAL);
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return ("housekeeping", Ok(())),
+            now = prune.tick() => {
+                limits.prune(now);
+            }
+            _ = sweep.tick() => {
+                let now = chrono::DateTime::from(clock.now());
+                match store.sweep_challenges(now).await {
+                    Ok(0) => {}
+                    Ok(swept) => tracing::debug!(swept, "expired challenges deleted"),
+                    Err(err) => tracing::warn!(error = %err, "sweeping expired challenges failed"),
+                }
+            }
+        }
+    }
 }
 
 async fn bind(

@@ -20,7 +20,7 @@ mod service;
 
 pub use error::EnrollError;
 pub use limits::check_text;
-pub use rate_limit::RateLimiter;
+pub use rate_limit::{LimitedRpc, RateLimiter, RpcRateLimits, MAX_SOURCES, PRUNE_INTERVAL};
 pub use rotate::rotation_challenge;
 pub use service::{
     Challenged, EnrollmentService, IssuedEnrollment, REPLACE_NODE_FIELD, REPLACE_NODE_METADATA,

@@ -8,6 +8,7 @@ pub mod message_limit;
 mod metrics_layer;
 mod node_cluster;
 mod reflection;
+pub mod retry_info;
 mod server;
 
 pub use health::{HealthPublisher, LIVENESS_SERVICES, READINESS_SERVICE};

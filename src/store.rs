@@ -16,7 +16,6 @@ mod batch;
 mod error;
 mod open;
 mod postgres;
-mod purge;
 mod sqlite;
 mod types;
 
@@ -47,8 +46,12 @@ pub trait Store: Send + Sync + 'static {
     /// Stores an AttestNode challenge.
     async fn put_challenge(&self, challenge: &NodeChallenge) -> StoreResult<()>;
 
+    /// Deletes every challenge expired at `now` (the replica's sweep timer
+    /// calls this); returns how many.
+    async fn sweep_challenges(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+
     /// A challenge younger than [`CHALLENGE_TTL`] at `now`. An expired one
-    /// is deleted when read; the rest are swept at most every 30 s.
+    /// is deleted when read; the rest are swept on a timer.
     async fn get_challenge(
         &self,
         challenge_id: Uuid,

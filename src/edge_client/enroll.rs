@@ -78,6 +78,8 @@ pub enum EnrollError {
         code: tonic::Code,
         /// The relay's message.
         message: String,
+        /// The wait a RESOURCE_EXHAUSTED's `google.rpc.RetryInfo` asks for.
+        retry_after: Option<std::time::Duration>,
     },
 }
 
@@ -198,6 +200,7 @@ fn refused(rpc: &'static str, status: &tonic::Status) -> EnrollError {
         rpc,
         code: status.code(),
         message: status.message().to_owned(),
+        retry_after: crate::grpc::retry_info::retry_delay(status),
     }
 }
 

@@ -38,8 +38,13 @@ pub enum EnrollError {
     #[error("{0}")]
     Aborted(String),
     /// Too many attempts from one source.
-    #[error("rate limited: {0}")]
-    RateLimited(String),
+    #[error("rate limited: {message}")]
+    RateLimited {
+        /// What was refused and why.
+        message: String,
+        /// When a retry may pass.
+        retry_after: std::time::Duration,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -68,7 +73,7 @@ impl EnrollError {
             Self::Caller(CallerError::Missing | CallerError::Invalid(_)) => Code::Unauthenticated,
             Self::Caller(CallerError::Forbidden(_)) => Code::PermissionDenied,
             Self::Caller(CallerError::BadRequest(_)) => Code::InvalidArgument,
-            Self::RateLimited(_) => Code::ResourceExhausted,
+            Self::RateLimited { .. } => Code::ResourceExhausted,
             Self::Revoked | Self::RevokedNode(_) => Code::PermissionDenied,
             Self::NotFound(_) => Code::NotFound,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
@@ -77,6 +82,12 @@ impl EnrollError {
             Self::Signer(SignError::Unavailable(_)) => Code::Unavailable,
             Self::Store(_) | Self::Signer(_) => Code::Internal,
         };
+        if let Self::RateLimited { retry_after, .. } = self {
+            return crate::grpc::retry_info::resource_exhausted(
+                self.client_message(),
+                *retry_after,
+            );
+        }
         tonic::Status::new(code, self.client_message())
     }
 

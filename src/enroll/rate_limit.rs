@@ -1,21 +1,31 @@
-//! Per-source token buckets for AttestNode: the only unauthenticated call
-//! that writes to the store, so a single source cannot flood it.
+//! Per-source token buckets for the unauthenticated enrollment RPCs
+//! (AttestNode, ChallengeNode, RotateEdgeKey: one bucket per RPC per
+//! source), checked before any store read so a single source cannot flood
+//! the store.
 //!
 //! Sans-IO: the caller passes the time, so the buckets are tested without
-//! sleeping and follow simulated time. Memory stays bounded: once the table
-//! is large, buckets that have refilled completely are dropped.
+//! sleeping and follow simulated time. A source is an IPv4 address or an
+//! IPv6 /64 ([`source_key`]). Memory stays bounded without scanning on the
+//! call path: [`RateLimiter::prune`] runs on a timer and drops refilled
+//! buckets, and past [`MAX_SOURCES`] new sources share one overflow bucket
+//! until the next prune.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::Mutex;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::admission::source_key;
 use crate::config::RateLimitConfig;
 
-/// Sources tracked before idle (full) buckets are pruned.
-const PRUNE_AT: usize = 10_000;
+/// Sources tracked per RPC before new ones share the overflow bucket.
+pub const MAX_SOURCES: usize = 100_000;
+/// How often the replica prunes refilled buckets.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(10);
+/// The key of the shared overflow bucket.
+const OVERFLOW: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -23,7 +33,7 @@ struct Bucket {
     updated: Instant,
 }
 
-/// Token buckets keyed by source address.
+/// Token buckets keyed by source.
 #[derive(Debug)]
 pub struct RateLimiter {
     per_second: f64,
@@ -50,34 +60,34 @@ impl RateLimiter {
         &self.forwarded_header
     }
 
-    /// The source to charge: the peer, or, when the peer is a trusted proxy,
-    /// the right-most address in the forwarded header that is not itself a
-    /// trusted proxy (left-most entries are whatever the client claimed).
+    /// The source to charge ([`source_key`] of it): the peer, or, when the
+    /// peer is a trusted proxy, the right-most address in the forwarded
+    /// header that is not itself a trusted proxy (left-most entries are
+    /// whatever the client claimed).
     pub fn source(&self, peer: IpAddr, forwarded: Option<&str>) -> IpAddr {
         if !self.trusted_proxies.contains(&peer) {
-            return peer;
+            return source_key(peer);
         }
-        forwarded
+        let named = forwarded
             .into_iter()
             .flat_map(|header| header.rsplit(','))
             .map(str::trim)
             .filter_map(|entry| entry.parse::<IpAddr>().ok())
             .find(|ip| !self.trusted_proxies.contains(ip))
-            .unwrap_or(peer)
+            .unwrap_or(peer);
+        source_key(named)
     }
 
     /// Takes one token for `source`; `Err(wait)` when empty, with the time
     /// until the next token.
     pub fn check(&self, source: IpAddr, now: Instant) -> Result<(), Duration> {
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if buckets.len() >= PRUNE_AT {
-            let (per_second, burst) = (self.per_second, self.burst);
-            buckets.retain(|_, bucket| refilled(bucket, now, per_second, burst) < burst);
-        }
-        let bucket = buckets.entry(source).or_insert(Bucket {
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = if buckets.len() < MAX_SOURCES || buckets.contains_key(&source) {
+            source
+        } else {
+            OVERFLOW
+        };
+        let bucket = buckets.entry(key).or_insert(Bucket {
             tokens: self.burst,
             updated: now,
         });
@@ -92,6 +102,15 @@ impl RateLimiter {
             ))
         }
     }
+
+    /// Drops the buckets that have refilled completely by `now` (they
+    /// behave exactly like absent ones); returns how many remain.
+    pub fn prune(&self, now: Instant) -> usize {
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let (per_second, burst) = (self.per_second, self.burst);
+        buckets.retain(|_, bucket| refilled(bucket, now, per_second, burst) < burst);
+        buckets.len()
+    }
 }
 
 fn refilled(bucket: &Bucket, now: Instant, per_second: f64, burst: f64) -> f64 {
@@ -99,17 +118,80 @@ fn refilled(bucket: &Bucket, now: Instant, per_second: f64, burst: f64) -> f64 {
     (bucket.tokens + elapsed * per_second).min(burst)
 }
 
+/// The unauthenticated RPCs that are rate-limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitedRpc {
+    /// AttestNode.
+    Attest,
+    /// ChallengeNode.
+    Challenge,
+    /// RotateEdgeKey.
+    Rotate,
+}
+
+impl LimitedRpc {
+    /// The RPC's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Attest => "AttestNode",
+            Self::Challenge => "ChallengeNode",
+            Self::Rotate => "RotateEdgeKey",
+        }
+    }
+}
+
+/// One limiter per RPC, all with `relay.attest_rate_limit`'s settings.
+#[derive(Debug)]
+pub struct RpcRateLimits {
+    attest: RateLimiter,
+    challenge: RateLimiter,
+    rotate: RateLimiter,
+}
+
+impl RpcRateLimits {
+    /// Limiters as configured.
+    pub fn new(config: &RateLimitConfig) -> Self {
+        Self {
+            attest: RateLimiter::new(config),
+            challenge: RateLimiter::new(config),
+            rotate: RateLimiter::new(config),
+        }
+    }
+
+    /// The limiter of `rpc`.
+    pub fn of(&self, rpc: LimitedRpc) -> &RateLimiter {
+        match rpc {
+            LimitedRpc::Attest => &self.attest,
+            LimitedRpc::Challenge => &self.challenge,
+            LimitedRpc::Rotate => &self.rotate,
+        }
+    }
+
+    /// Prunes every limiter; returns the buckets that remain.
+    pub fn prune(&self, now: Instant) -> usize {
+        self.attest.prune(now) + self.challenge.prune(now) + self.rotate.prune(now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn limiter(proxies: &[&str]) -> RateLimiter {
-        RateLimiter::new(&RateLimitConfig {
+    fn config(proxies: &[&str]) -> RateLimitConfig {
+        RateLimitConfig {
             per_second: 10.0,
             burst: 5,
             trusted_proxies: proxies.iter().filter_map(|p| p.parse().ok()).collect(),
             forwarded_header: "x-forwarded-for".into(),
-        })
+        }
+    }
+
+    fn limiter(proxies: &[&str]) -> RateLimiter {
+        RateLimiter::new(&config(proxies))
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap_or(IpAddr::V4([0, 0, 0, 0].into()))
     }
 
     #[test]
@@ -142,10 +224,52 @@ mod tests {
         assert_eq!(limiter.source(stranger, Some("203.0.113.5")), stranger);
         assert_eq!(
             limiter.source(proxy, Some("198.51.100.1, 203.0.113.5")),
-            "203.0.113.5".parse::<IpAddr>().unwrap_or(proxy)
+            ip("203.0.113.5")
         );
         assert_eq!(limiter.source(proxy, Some("garbage")), proxy);
         assert_eq!(limiter.source(proxy, None), proxy);
+    }
+
+    #[test]
+    fn one_ipv6_64_is_one_source() {
+        let limiter = limiter(&["10.0.0.9"]);
+        let proxy = ip("10.0.0.9");
+        let a = limiter.source(proxy, Some("2001:db8:7:7::1"));
+        let b = limiter.source(proxy, Some("2001:db8:7:7:abcd::99"));
+        assert_eq!(a, b);
+        assert_ne!(a, limiter.source(proxy, Some("2001:db8:7:8::1")));
+        let now = Instant::now();
+        let passed = (0..100u16)
+            .filter(|i| {
+                let source = limiter.source(proxy, Some(&format!("2001:db8:7:7::{i:x}")));
+                limiter.check(source, now).is_ok()
+            })
+            .count();
+        assert_eq!(passed, 5, "the burst of one /64");
+    }
+
+    #[test]
+    fn pruning_drops_refilled_buckets_and_overflow_is_shared() {
+        let limiter = limiter(&[]);
+        let start = Instant::now();
+        for i in 0..50u8 {
+            assert!(limiter.check([10, 1, 0, i].into(), start).is_ok());
+        }
+        assert_eq!(limiter.prune(start), 50);
+        assert_eq!(limiter.prune(start + Duration::from_secs(1)), 0);
+    }
+
+    #[test]
+    fn each_rpc_has_its_own_buckets() {
+        let limits = RpcRateLimits::new(&config(&[]));
+        let source = ip("192.0.2.1");
+        let now = Instant::now();
+        for _ in 0..5 {
+            assert!(limits.of(LimitedRpc::Attest).check(source, now).is_ok());
+        }
+        assert!(limits.of(LimitedRpc::Attest).check(source, now).is_err());
+        assert!(limits.of(LimitedRpc::Rotate).check(source, now).is_ok());
+        assert!(limits.of(LimitedRpc::Challenge).check(source, now).is_ok());
     }
 
     mod properties {

@@ -75,6 +75,20 @@ impl EnrollmentService {
                 inner.nonce.len()
             )));
         }
+        // Every check that needs no store read runs first: a malformed or
+        // forged request costs the store nothing.
+        let envelope_signature = signature("current_envelope.signature", &envelope.signature)?;
+        let new_key_signature =
+            signature("signature_with_new_key", &request.signature_with_new_key)?;
+        let challenge = rotation_challenge(node_id, new_key.as_bytes(), &inner.nonce);
+        new_key
+            .verify_strict(&challenge, &new_key_signature)
+            .map_err(|_| {
+                EnrollError::Unauthenticated(
+                    "signature_with_new_key invalid: the new key must sign SHA-256(\"aegis-edge-rotate\" || node uuid || new key || nonce)"
+                        .to_owned(),
+                )
+            })?;
         let now = self.now();
         if self.store().tombstone(node_id).await?.is_some() {
             return Err(EnrollError::Revoked);
@@ -84,36 +98,26 @@ impl EnrollmentService {
                 "unknown edge: enroll it again with a new token".to_owned(),
             )
         })?;
-        let envelope_signature = signature("current_envelope.signature", &envelope.signature)?;
-        let mut accepted = vec![edge.public_key.clone()];
-        accepted.extend(
-            self.store()
-                .previous_keys(node_id, now)
-                .await?
-                .into_iter()
-                .map(|previous| previous.public_key),
-        );
-        let signed_by_known_key = accepted.iter().any(|candidate| {
+        let verifies = |candidate: &[u8]| {
             key("stored public key", candidate).is_ok_and(|k| {
                 k.verify_strict(&envelope.payload, &envelope_signature)
                     .is_ok()
             })
-        });
+        };
+        // The current key first; key history is read only when it fails.
+        let signed_by_known_key = verifies(&edge.public_key)
+            || self
+                .store()
+                .previous_keys(node_id, now)
+                .await?
+                .iter()
+                .any(|previous| verifies(&previous.public_key));
         if !signed_by_known_key {
             return Err(EnrollError::Unauthenticated(
                 "current_envelope signature invalid: sign the encoded RotateEdgeKeyInner with the edge's current key (a rotated-out key only counts until its overlap ends)"
                     .to_owned(),
             ));
         }
-        let challenge = rotation_challenge(node_id, new_key.as_bytes(), &inner.nonce);
-        new_key
-            .verify_strict(&challenge, &signature("signature_with_new_key", &request.signature_with_new_key)?)
-            .map_err(|_| {
-                EnrollError::Unauthenticated(
-                    "signature_with_new_key invalid: the new key must sign SHA-256(\"aegis-edge-rotate\" || node uuid || new key || nonce)"
-                        .to_owned(),
-                )
-            })?;
         let overlap_until = now
             + chrono::Duration::from_std(self.rotation_overlap())
                 .unwrap_or_else(|_| chrono::Duration::seconds(60));

@@ -185,6 +185,25 @@ impl EnrollmentService {
         let challenge_id = parse_uuid("challenge_id", &request.challenge_id)?;
         let node_id = parse_uuid("node_id", &request.node_id)?;
         let now = self.now();
+        // Every check that needs no store read runs first (the signature's
+        // shape, the enrollment token's signature and claims): a malformed
+        // or forged request costs the store nothing.
+        let signature = Signature::from_slice(&request.challenge_signature).map_err(|_| {
+            EnrollError::Unauthenticated(format!(
+                "challenge signature must be 64 bytes, got {}",
+                request.challenge_signature.len()
+            ))
+        })?;
+        let Some(challenge_node_request::BootstrapProof::EnrollmentToken(token)) =
+            request.bootstrap_proof
+        else {
+            return Err(EnrollError::Unauthenticated(
+                "edge role requires bootstrap_proof.enrollment_token".to_owned(),
+            ));
+        };
+        let token = token.trim();
+        check_text("enrollment_token", token, MAX_TOKEN_LEN)?;
+        let claims = self.tokens.verify_enrollment(token, now).await?;
         let challenge = self
             .store
             .get_challenge(challenge_id, now)
@@ -206,28 +225,12 @@ impl EnrollmentService {
         let key = VerifyingKey::from_bytes(&key_bytes).map_err(|_| {
             EnrollError::Unauthenticated("invalid public key on the challenge".to_owned())
         })?;
-        let signature = Signature::from_slice(&request.challenge_signature).map_err(|_| {
-            EnrollError::Unauthenticated(format!(
-                "challenge signature must be 64 bytes, got {}",
-                request.challenge_signature.len()
-            ))
-        })?;
         key.verify_strict(&challenge.nonce, &signature).map_err(|_| {
             EnrollError::Unauthenticated(
                 "challenge signature invalid: sign the raw challenge nonce with the key sent to AttestNode"
                     .to_owned(),
             )
         })?;
-        let Some(challenge_node_request::BootstrapProof::EnrollmentToken(token)) =
-            request.bootstrap_proof
-        else {
-            return Err(EnrollError::Unauthenticated(
-                "edge role requires bootstrap_proof.enrollment_token".to_owned(),
-            ));
-        };
-        let token = token.trim();
-        check_text("enrollment_token", token, MAX_TOKEN_LEN)?;
-        let claims = self.tokens.verify_enrollment(token, now).await?;
         let jti = parse_uuid("enrollment token jti", &claims.jti)?;
         let exp = DateTime::from_timestamp(claims.exp, 0).ok_or_else(|| {
             EnrollError::Unauthenticated(format!(

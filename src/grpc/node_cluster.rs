@@ -18,7 +18,7 @@ use tower_service::Service;
 use super::message_limit::{LimitedBody, MessageLimits, UNAUTHENTICATED_MESSAGE_BYTES};
 use crate::app::Api;
 use crate::auth::{authorize, TenantHeaders};
-use crate::enroll::{EnrollError, REPLACE_NODE_METADATA};
+use crate::enroll::{EnrollError, LimitedRpc, REPLACE_NODE_METADATA};
 use crate::net::BoxFuture;
 use crate::proto::cluster::node_cluster_service_server::{
     NodeClusterService, NodeClusterServiceServer,
@@ -63,6 +63,30 @@ impl RelayNodeCluster {
     pub fn new(api: Api) -> Self {
         Self { api }
     }
+
+    /// Takes a token from the caller's bucket of `rpc`, before anything
+    /// else (no store read happens for a refused call).
+    fn rate_limit<T>(&self, rpc: LimitedRpc, request: &Request<T>) -> Result<(), Status> {
+        let Some(peer) = request.remote_addr() else {
+            return Ok(());
+        };
+        let limiter = self.api.rate_limits.of(rpc);
+        let source = limiter.source(peer.ip(), metadata(request, limiter.forwarded_header()));
+        limiter
+            .check(source, tokio::time::Instant::now())
+            .map_err(|wait| {
+                self.api.metrics.rate_limited(rpc.name());
+                EnrollError::RateLimited {
+                    message: format!(
+                        "too many {} calls from {source}; retry in {} ms",
+                        rpc.name(),
+                        wait.as_millis().max(1)
+                    ),
+                    retry_after: wait,
+                }
+                .to_status()
+            })
+    }
 }
 
 fn metadata<'a, T>(request: &'a Request<T>, name: &str) -> Option<&'a str> {
@@ -106,17 +130,7 @@ impl NodeClusterService for RelayNodeCluster {
         &self,
         request: Request<AttestNodeRequest>,
     ) -> Result<Response<AttestNodeResponse>, Status> {
-        if let Some(peer) = request.remote_addr() {
-            let limiter = &self.api.attest_limiter;
-            let source = limiter.source(peer.ip(), metadata(&request, limiter.forwarded_header()));
-            if let Err(wait) = limiter.check(source, tokio::time::Instant::now()) {
-                return Err(EnrollError::RateLimited(format!(
-                    "too many AttestNode calls from {source}; retry in {} ms",
-                    wait.as_millis().max(1)
-                ))
-                .to_status());
-            }
-        }
+        self.rate_limit(LimitedRpc::Attest, &request)?;
         self.api
             .enrollment
             .attest(request.into_inner())
@@ -129,6 +143,7 @@ impl NodeClusterService for RelayNodeCluster {
         &self,
         request: Request<ChallengeNodeRequest>,
     ) -> Result<Response<ChallengeNodeResponse>, Status> {
+        self.rate_limit(LimitedRpc::Challenge, &request)?;
         let challenged = self
             .api
             .enrollment
@@ -156,6 +171,7 @@ impl NodeClusterService for RelayNodeCluster {
         &self,
         request: Request<RotateEdgeKeyRequest>,
     ) -> Result<Response<RotateEdgeKeyResponse>, Status> {
+        self.rate_limit(LimitedRpc::Rotate, &request)?;
         let node_id = rotated_node(request.get_ref());
         let rotated = self
             .api

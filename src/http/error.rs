@@ -2,7 +2,7 @@
 //! `{"status": 404, "code": "not_found", "message": "..."}`.
 
 use axum::extract::Request;
-use axum::http::header::{ALLOW, WWW_AUTHENTICATE};
+use axum::http::header::{ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -26,6 +26,9 @@ pub struct ApiError {
     /// RFC 6750 `error` of a 401's `WWW-Authenticate: Bearer` challenge.
     #[serde(skip)]
     pub bearer_error: Option<&'static str>,
+    /// Seconds for the `Retry-After` header of a 429 or 503 (1 when unset).
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 /// The realm named in every `WWW-Authenticate` challenge.
@@ -39,7 +42,15 @@ impl ApiError {
             code,
             message: message.into(),
             bearer_error: None,
+            retry_after: None,
         }
+    }
+
+    /// This error with `Retry-After: wait` (rounded up to whole seconds).
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        self.retry_after = Some(seconds.max(1));
+        self
     }
 
     /// A 500 that tells the client only where to look: the details (which
@@ -96,9 +107,19 @@ impl IntoResponse for ApiError {
             Some(error) => format!("Bearer realm=\"{BEARER_REALM}\", error=\"{error}\""),
             None => format!("Bearer realm=\"{BEARER_REALM}\""),
         });
+        let retry_after = matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        )
+        .then(|| self.retry_after.unwrap_or(1));
         let mut response = (status, Json(self)).into_response();
         if let Some(value) = challenge.and_then(|text| HeaderValue::from_str(&text).ok()) {
             response.headers_mut().insert(WWW_AUTHENTICATE, value);
+        }
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -162,6 +183,10 @@ impl From<EnrollError> for ApiError {
                 Self::unavailable("the token signer", &detail)
             }
             EnrollError::Signer(signer) => Self::internal("signing", &signer),
+            EnrollError::RateLimited { retry_after, .. } => {
+                let (status, code) = err.http_status();
+                Self::new(status, code, err.to_string()).retry_after(retry_after)
+            }
             other => {
                 let (status, code) = other.http_status();
                 Self::new(status, code, other.to_string())

@@ -66,7 +66,6 @@ pub struct PostgresStore {
     ping: std::sync::Arc<tokio::sync::Mutex<Option<PgConnection>>>,
     options: PgConnectOptions,
     mode: PostgresMode,
-    sweep: std::sync::Arc<super::purge::SweepClock>,
 }
 
 impl PostgresStore {
@@ -99,7 +98,6 @@ impl PostgresStore {
             ping: std::sync::Arc::default(),
             options,
             mode,
-            sweep: std::sync::Arc::default(),
         })
     }
 
@@ -156,12 +154,16 @@ impl Store for PostgresStore {
         edges::put_challenge(&self.pool, challenge).await
     }
 
+    async fn sweep_challenges(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        edges::sweep_challenges(&self.pool, now).await
+    }
+
     async fn get_challenge(
         &self,
         challenge_id: Uuid,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<NodeChallenge>> {
-        edges::get_challenge(&self.pool, challenge_id, now, self.sweep.claim(now)).await
+        edges::get_challenge(&self.pool, challenge_id, now).await
     }
 
     async fn complete_enrollment(&self, enrollment: &Enrollment) -> StoreResult<EnrollmentOutcome> {

@@ -32,7 +32,6 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    sweep: std::sync::Arc<super::purge::SweepClock>,
 }
 
 impl SqliteStore {
@@ -55,10 +54,7 @@ impl SqliteStore {
             .map_err(|err| {
                 StoreError::Unavailable(format!("cannot open {}: {err}", path.display()))
             })?;
-        Ok(Self {
-            pool,
-            sweep: std::sync::Arc::default(),
-        })
+        Ok(Self { pool })
     }
 
     /// Applies the SQLite migrations (idempotent).
@@ -114,12 +110,16 @@ impl Store for SqliteStore {
         edges::put_challenge(&self.pool, challenge).await
     }
 
+    async fn sweep_challenges(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        edges::sweep_challenges(&self.pool, now).await
+    }
+
     async fn get_challenge(
         &self,
         challenge_id: Uuid,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<NodeChallenge>> {
-        edges::get_challenge(&self.pool, challenge_id, now, self.sweep.claim(now)).await
+        edges::get_challenge(&self.pool, challenge_id, now).await
     }
 
     async fn complete_enrollment(&self, enrollment: &Enrollment) -> StoreResult<EnrollmentOutcome> {

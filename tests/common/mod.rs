@@ -211,4 +211,5 @@ pub mod enroll;
 pub mod idp;
 pub mod pg_server;
 pub mod postgres;
+pub mod raw;
 pub mod rest;

@@ -259,10 +259,13 @@ async fn enroll_one(
         match &err {
             EnrollError::Refused {
                 code: tonic::Code::ResourceExhausted,
-                message,
+                retry_after,
                 ..
             } => {
-                pacer.refused(Instant::now(), retry_hint(message));
+                pacer.refused(
+                    Instant::now(),
+                    retry_after.unwrap_or(Duration::from_secs(1)),
+                );
             }
             EnrollError::Connect { .. }
             | EnrollError::Refused {
@@ -282,15 +285,6 @@ async fn enroll_one(
             }
         }
     }
-}
-
-/// The wait a rate-limit refusal asks for ("retry in N ms"), else 1 s.
-fn retry_hint(message: &str) -> Duration {
-    message
-        .split_once("retry in ")
-        .and_then(|(_, rest)| rest.split_once(" ms"))
-        .and_then(|(ms, _)| ms.trim().parse::<u64>().ok())
-        .map_or(Duration::from_secs(1), Duration::from_millis)
 }
 
 /// Spaces AttestNode calls once the relay's per-source rate limit refused
@@ -372,15 +366,6 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_the_rate_limit_hint() {
-        assert_eq!(
-            retry_hint("too many AttestNode calls from 127.0.0.1; retry in 87 ms"),
-            Duration::from_millis(87)
-        );
-        assert_eq!(retry_hint("slow down"), Duration::from_secs(1));
-    }
 
     #[test]
     fn pacing_starts_at_the_first_refusal_and_spaces_attempts() {

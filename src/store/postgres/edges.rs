@@ -40,21 +40,26 @@ pub(super) async fn put_challenge(pool: &PgPool, challenge: &NodeChallenge) -> S
 
 /// Purges challenges past their TTL at `now`, then reads a live one. The
 /// caller's `now` is used throughout (never the server clock).
+fn challenge_cutoff(now: DateTime<Utc>) -> StoreResult<DateTime<Utc>> {
+    let ttl = TimeDelta::from_std(CHALLENGE_TTL)
+        .map_err(|err| StoreError::Database(format!("challenge TTL out of range: {err}")))?;
+    Ok(now - ttl)
+}
+
+pub(super) async fn sweep_challenges(pool: &PgPool, now: DateTime<Utc>) -> StoreResult<u64> {
+    let done = sqlx::query("DELETE FROM edge_challenges WHERE created_at <= $1")
+        .bind(challenge_cutoff(now)?)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 pub(super) async fn get_challenge(
     pool: &PgPool,
     challenge_id: Uuid,
     now: DateTime<Utc>,
-    sweep: bool,
 ) -> StoreResult<Option<NodeChallenge>> {
-    let ttl = TimeDelta::from_std(CHALLENGE_TTL)
-        .map_err(|err| StoreError::Database(format!("challenge TTL out of range: {err}")))?;
-    let cutoff = now - ttl;
-    if sweep {
-        sqlx::query("DELETE FROM edge_challenges WHERE created_at <= $1")
-            .bind(cutoff)
-            .execute(pool)
-            .await?;
-    }
+    let cutoff = challenge_cutoff(now)?;
     let row: Option<ChallengeRow> = sqlx::query_as(&format!(
         "SELECT {CHALLENGE_COLUMNS} FROM edge_challenges WHERE challenge_id = $1"
     ))

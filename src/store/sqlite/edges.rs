@@ -40,19 +40,21 @@ pub async fn put_challenge(pool: &SqlitePool, challenge: &NodeChallenge) -> Stor
     Ok(())
 }
 
+pub async fn sweep_challenges(pool: &SqlitePool, now: DateTime<Utc>) -> StoreResult<u64> {
+    let cutoff = millis(now) - ttl_millis();
+    let done = sqlx::query("DELETE FROM edge_challenges WHERE created_at <= ?")
+        .bind(cutoff)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 pub async fn get_challenge(
     pool: &SqlitePool,
     challenge_id: Uuid,
     now: DateTime<Utc>,
-    sweep: bool,
 ) -> StoreResult<Option<NodeChallenge>> {
     let cutoff = millis(now) - ttl_millis();
-    if sweep {
-        sqlx::query("DELETE FROM edge_challenges WHERE created_at <= ?")
-            .bind(cutoff)
-            .execute(pool)
-            .await?;
-    }
     let row = sqlx::query("SELECT * FROM edge_challenges WHERE challenge_id = ?")
         .bind(id(challenge_id))
         .fetch_optional(pool)
