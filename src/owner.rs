@@ -144,8 +144,13 @@ impl Owner {
                     tags: opened.tags.into(),
                     commands: opened.commands,
                     connected_at: now,
+                    hello_ms: opened.hello_ms,
                 };
-                let registered = match self.registry.register(entry, opened.read_at) {
+                let registered = match self.registry.register(
+                    entry,
+                    opened.read_at,
+                    opened.replay_window,
+                ) {
                     Ok(registered) => registered,
                     Err((Refusal::Revoked, refused)) => {
                         close(
@@ -157,14 +162,21 @@ impl Owner {
                         .await;
                         return;
                     }
-                    Err((Refusal::StreamInUse, refused)) => {
-                        tracing::warn!(node_id = %key.node_id, stream_id = %key.stream_id, "refused a Hello replaying a live stream's id");
+                    Err((refusal @ (Refusal::Replayed | Refusal::Older), refused)) => {
+                        let message = if refusal == Refusal::Replayed {
+                            "this node already opened a stream with this stream id; a Hello is \
+                             never replayed: open every connection with a fresh stream id"
+                        } else {
+                            "this node's live stream has a newer Hello; an older Hello cannot \
+                             take over (check the edge's clock, or close the other stream)"
+                        };
+                        tracing::warn!(node_id = %key.node_id, stream_id = %key.stream_id, ?refusal, "refused a replayed or older Hello");
+                        self.metrics.handshake_failure("replayed");
                         close(
                             &refused.commands,
                             CloseReason::Rejected,
                             tonic::Code::AlreadyExists,
-                            "a live stream of this node already uses this stream id; \
-                             open every connection with a fresh stream id",
+                            message,
                         )
                         .await;
                         return;

@@ -241,6 +241,55 @@ async fn a_replayed_hello_is_refused_and_the_live_stream_stays() -> TestResult {
 }
 
 #[tokio::test]
+async fn an_older_streams_replayed_hello_cannot_take_over_the_newer_one() -> TestResult {
+    let relay = start_relay(Duration::from_secs(5)).await?;
+    let edge = enroll_edge(&relay, "t-a").await?;
+    let stream_a = Uuid::new_v4().to_string();
+    let hello_a = signer(&edge.state, &stream_a).hello(now_ms(), capabilities());
+    let mut a = open_with(&relay, signer(&edge.state, &stream_a), hello_a.clone()).await?;
+    let mut b = open_stream(&relay, &edge.state).await?;
+    assert_eq!(a.ended().await?.code(), Code::Aborted, "B superseded A");
+    let registered = eventually(Duration::from_secs(5), "B registered", || {
+        let owner = relay.owner();
+        let node = edge.state.node_id;
+        async move { owner.registry().get(node).map(|e| e.key) }
+    })
+    .await?;
+    // A's captured Hello, replayed while it is still fresh.
+    let status = match open_with(&relay, signer(&edge.state, &stream_a), hello_a).await {
+        Err(status) => status,
+        Ok(mut copy) => copy.ended().await?,
+    };
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    assert!(relay.owner().registry().is_current(&registered));
+    // B still receives commands.
+    let bearer = common::edges::tenant_bearer(&relay, "t-a").await?;
+    let (code, body) = common::http_post(
+        &format!(
+            "http://{}/v1/edge/hosts/{}/drain",
+            relay.http_addr(),
+            edge.state.node_id
+        ),
+        &[("authorization", &bearer)],
+        "",
+    )
+    .await?;
+    assert_eq!(code, 202, "{body}");
+    let command = b
+        .next()
+        .await?
+        .map_err(|status| format!("B ended: {status:?}"))?;
+    assert!(
+        matches!(
+            command.command,
+            Some(aegis_relay::proto::cluster::edge_command::Command::Drain(_))
+        ),
+        "{command:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn forged_events_end_the_stream() -> TestResult {
     let relay = start_relay(Duration::from_secs(5)).await?;
     let edge = enroll_edge(&relay, "t-a").await?;

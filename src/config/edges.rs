@@ -58,6 +58,12 @@ pub fn sessions(
         Duration::from_secs(1),
         "edges use their own clocks",
     )?;
+    if clock_skew > Duration::from_secs(3600) {
+        return Err(ConfigError::invalid(
+            "relay.edges.clock_skew",
+            "must be at most 1h (a captured event stays valid this long)",
+        ));
+    }
     let hello_timeout = at_least(
         "relay.edges.hello_timeout",
         pick(block.hello_timeout, defaults.hello_timeout),

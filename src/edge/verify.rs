@@ -129,6 +129,12 @@ impl StreamAuth {
         &self.stream_id
     }
 
+    /// The newest signed timestamp accepted on this stream (after the Hello:
+    /// the Hello's own).
+    pub fn last_timestamp_ms(&self) -> i64 {
+        self.last_timestamp_ms
+    }
+
     /// Replaces the accepted keys (after a rotation).
     pub fn set_keys(&mut self, keys: Vec<AcceptedKey>) {
         self.keys = keys;

@@ -1,8 +1,13 @@
 //! The owner's registry of connected edges: one entry per node, keyed by
 //! the stream that holds it, so a late-ending older stream can never remove
 //! the newer stream's registration (protocol.md §7.2's race).
+//!
+//! A captured Hello stays valid for the clock-skew window, so the registry
+//! refuses one whose stream id it registered lately for that node, or whose
+//! signed timestamp is older than the live stream's Hello: a replay never
+//! takes over a node's live stream.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -30,6 +35,8 @@ pub struct SessionEntry {
     pub commands: mpsc::Sender<Down>,
     /// When the stream was opened.
     pub connected_at: DateTime<Utc>,
+    /// The Hello's signed timestamp (Unix ms).
+    pub hello_ms: i64,
 }
 
 struct Inner {
@@ -44,6 +51,49 @@ struct Inner {
     /// The latest server-side tags written lately: a Hello that read older
     /// ones registers with these.
     tags: Recent<Arc<[String]>>,
+    /// Stream ids registered lately, per node.
+    seen: SeenStreams,
+}
+
+/// Stream ids each node registered, each until its replay window ends.
+#[derive(Debug, Default)]
+struct SeenStreams {
+    by_node: HashMap<Uuid, Vec<(Arc<str>, Instant)>>,
+    /// (expiry, node) in registration order, for expiry without scanning.
+    order: VecDeque<(Instant, Uuid)>,
+}
+
+impl SeenStreams {
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(expires, node_id)) = self.order.front() {
+            if expires > now {
+                break;
+            }
+            self.order.pop_front();
+            if let Some(streams) = self.by_node.get_mut(&node_id) {
+                streams.retain(|(_, until)| *until > now);
+                if streams.is_empty() {
+                    self.by_node.remove(&node_id);
+                }
+            }
+        }
+    }
+
+    fn contains(&self, node_id: Uuid, stream_id: &str, now: Instant) -> bool {
+        self.by_node.get(&node_id).is_some_and(|streams| {
+            streams
+                .iter()
+                .any(|(seen, until)| **seen == *stream_id && *until > now)
+        })
+    }
+
+    fn insert(&mut self, node_id: Uuid, stream_id: Arc<str>, until: Instant) {
+        self.by_node
+            .entry(node_id)
+            .or_default()
+            .push((stream_id, until));
+        self.order.push_back((until, node_id));
+    }
 }
 
 /// How long a revoked node id is remembered here (the store's tombstone
@@ -58,9 +108,11 @@ const CHANGE_MEMORY: Duration = Duration::from_secs(60);
 pub enum Refusal {
     /// The node was revoked.
     Revoked,
-    /// A live stream of the node already uses this stream id (a replayed
-    /// Hello): the live one stays.
-    StreamInUse,
+    /// The node registered a stream with this id within the replay window
+    /// (a replayed Hello): the live one stays.
+    Replayed,
+    /// The live stream's Hello is newer: the live one stays.
+    Older,
 }
 
 /// What a registration found.
@@ -86,6 +138,7 @@ impl Default for Registry {
                 revoked: Recent::new(REVOKED_MEMORY),
                 rotated: Recent::new(CHANGE_MEMORY),
                 tags: Recent::new(CHANGE_MEMORY),
+                seen: SeenStreams::default(),
             }),
         }
     }
@@ -107,12 +160,14 @@ impl Registry {
     }
 
     /// Registers `entry` for `node_id`, with tags written since its Hello
-    /// read the store at `read_at`; gives `entry` back with the reason when
-    /// it may not register.
+    /// read the store at `read_at`, and refuses its stream id for the node
+    /// for `replay_window`; gives `entry` back with the reason when it may
+    /// not register.
     pub fn register(
         &self,
         mut entry: SessionEntry,
         read_at: Instant,
+        replay_window: Duration,
     ) -> Result<Registered, (Refusal, SessionEntry)> {
         let node_id = entry.key.node_id;
         let now = Instant::now();
@@ -120,11 +175,22 @@ impl Registry {
         if inner.revoked.get(node_id, now).is_some() {
             return Err((Refusal::Revoked, entry));
         }
+        inner.seen.expire(now);
+        if inner.seen.contains(node_id, &entry.key.stream_id, now) {
+            return Err((Refusal::Replayed, entry));
+        }
         if let Some(live) = inner.sessions.get(&node_id) {
             if live.key.stream_id == entry.key.stream_id {
-                return Err((Refusal::StreamInUse, entry));
+                return Err((Refusal::Replayed, entry));
+            }
+            if entry.hello_ms < live.hello_ms {
+                return Err((Refusal::Older, entry));
             }
         }
+        let until = now.checked_add(replay_window).unwrap_or(now);
+        inner
+            .seen
+            .insert(node_id, Arc::clone(&entry.key.stream_id), until);
         if let Some(tags) = inner.tags.written_since(node_id, read_at, now) {
             entry.tags = Arc::clone(tags);
         }
@@ -293,16 +359,19 @@ mod tests {
             tags: Arc::from(Vec::<String>::new()),
             commands,
             connected_at: DateTime::<Utc>::UNIX_EPOCH,
+            hello_ms: 0,
         };
         (entry, rx)
     }
+
+    const WINDOW: Duration = Duration::from_secs(600);
 
     fn register(
         registry: &Registry,
         key: SessionKey,
     ) -> (Result<Registered, Refusal>, mpsc::Receiver<Down>) {
         let (entry, rx) = entry(key);
-        let result = registry.register(entry, Instant::now());
+        let result = registry.register(entry, Instant::now(), WINDOW);
         (result.map_err(|(refusal, _)| refusal), rx)
     }
 
@@ -320,7 +389,7 @@ mod tests {
         // A Hello that read the old key before the replacement registers, but
         // must reload its keys.
         let (entry, _rx) = entry(key(node, "s2", 2));
-        let late = registry.register(entry, read_at);
+        let late = registry.register(entry, read_at, WINDOW);
         assert!(matches!(&late, Ok(r) if r.keys_rotated && r.replaced.is_none()));
         assert!(registry.key_replaced(crate::runtime::test_id()).is_none());
     }
@@ -356,9 +425,45 @@ mod tests {
         // does not touch the live registration.
         let replayed = key(node, "new", 3);
         let (copy, _rx3) = register(&registry, replayed.clone());
-        assert!(matches!(copy, Err(Refusal::StreamInUse)));
+        assert!(matches!(copy, Err(Refusal::Replayed)));
         assert!(!registry.unregister(&replayed));
         assert!(registry.is_current(&key(node, "new", 2)));
+    }
+
+    #[tokio::test]
+    async fn an_older_or_replayed_hello_never_takes_over() {
+        let registry = Registry::default();
+        let node = Uuid::new_v4();
+        let with_ts = |stream: &str, connection: u64, hello_ms: i64| {
+            let (mut entry, rx) = entry(key(node, stream, connection));
+            entry.hello_ms = hello_ms;
+            (entry, rx)
+        };
+        let (a, _rx_a) = with_ts("a", 1, 1_000);
+        assert!(registry.register(a, Instant::now(), WINDOW).is_ok());
+        let (b, _rx_b) = with_ts("b", 2, 2_000);
+        assert!(registry.register(b, Instant::now(), WINDOW).is_ok());
+        // A's Hello again: its stream id was seen, and it is older than B's.
+        let (replay, _rx) = with_ts("a", 3, 1_000);
+        let refused = registry.register(replay, Instant::now(), WINDOW);
+        assert!(matches!(refused, Err((Refusal::Replayed, _))));
+        // A new stream id with an older signed timestamp.
+        let (older, _rx) = with_ts("c", 4, 1_500);
+        let refused = registry.register(older, Instant::now(), WINDOW);
+        assert!(matches!(refused, Err((Refusal::Older, _))));
+        assert!(registry.is_current(&key(node, "b", 2)));
+        // Once the window is over, an old stream id is forgotten (a Hello
+        // that old fails the clock-skew check anyway).
+        let (short, _rx) = with_ts("d", 5, 3_000);
+        assert!(registry
+            .register(short, Instant::now(), Duration::ZERO)
+            .is_ok());
+        let (again, _rx) = with_ts("d", 6, 3_000);
+        let refused = registry.register(again, Instant::now(), WINDOW);
+        assert!(
+            matches!(refused, Err((Refusal::Replayed, _))),
+            "the live stream's own id stays refused"
+        );
     }
 
     #[tokio::test]
@@ -375,7 +480,7 @@ mod tests {
         );
         let (mut hello, _rx) = entry(key(node, "s-1", 1));
         hello.tags = Arc::from(vec!["old".to_owned()]);
-        let registered = registry.register(hello, read_at);
+        let registered = registry.register(hello, read_at, WINDOW);
         assert!(matches!(&registered, Ok(r) if r.keys_rotated && r.replaced.is_none()));
         let tags = registry.get(node).map(|entry| entry.tags.to_vec());
         assert_eq!(tags, Some(vec!["new".to_owned()]));
@@ -387,7 +492,7 @@ mod tests {
         let read_later = Instant::now() + Duration::from_millis(1);
         let (mut later, _rx2) = entry(key(node, "s-2", 2));
         later.tags = Arc::from(Vec::<String>::new());
-        let registered = registry.register(later, read_later);
+        let registered = registry.register(later, read_later, WINDOW);
         assert!(matches!(&registered, Ok(r) if !r.keys_rotated && r.replaced.is_some()));
         let tags = registry.get(node).map(|entry| entry.tags.to_vec());
         assert_eq!(tags, Some(Vec::new()));

@@ -172,6 +172,8 @@ impl Ingress {
             tags: hello.edge.tags.clone(),
             commands: commands_tx,
             read_at,
+            hello_ms: hello.auth.last_timestamp_ms(),
+            replay_window: self.settings.clock_skew.saturating_mul(2),
         };
         self.metrics.edge_event(EventKind::Hello.name());
         let span = tracing::info_span!(

@@ -64,6 +64,12 @@ pub struct Opened {
     /// writes and key rotations after it may be newer than `tags` and the
     /// keys the session holds.
     pub read_at: tokio::time::Instant,
+    /// The Hello's signed timestamp (Unix ms): an older Hello never takes
+    /// over from a newer one.
+    pub hello_ms: i64,
+    /// How long this stream id stays refused for the node once registered:
+    /// as long as a copy of its Hello could still pass the clock-skew check.
+    pub replay_window: std::time::Duration,
 }
 
 /// A CommandProgress chunk.

@@ -100,8 +100,10 @@ impl Fixture {
                     tags: tags.into(),
                     commands,
                     connected_at: at(),
+                    hello_ms: 0,
                 },
                 tokio::time::Instant::now(),
+                std::time::Duration::from_secs(600),
             )
             .map_err(|_| "node refused as revoked")?;
         Ok(node_id)
