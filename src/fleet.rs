@@ -15,6 +15,7 @@ mod request;
 mod resolve;
 mod run;
 mod runs;
+mod sse_buffer;
 mod target;
 
 pub use events::{FleetEvent, FleetSummary};
@@ -22,5 +23,8 @@ pub use policy::{FailurePolicy, FleetMode, FleetPolicy, DEFAULT_DEADLINE_SECS, M
 pub use request::{args_object, parse_body, FleetInvokeBody, FleetRequestError, HostInvokeBody};
 pub use resolve::{resolve, ResolveError};
 pub use run::{run_fleet, EventSink, FleetCall};
-pub use runs::{CancelError, FleetRuns, NewRun, NodeView, RecordingSink, RunRetention, RunView};
+pub use runs::{
+    CancelError, FleetRuns, NewRun, NodeView, RecordingSink, RunRetention, RunView, StartError,
+};
+pub use sse_buffer::{sse_buffer, BufferReceiver, BufferSender, Unsent};
 pub use target::{EdgeFacts, EdgeSelector, EdgeTarget, LabelMatch, TagMatch};

@@ -9,9 +9,10 @@ mod ingress;
 mod ledger;
 pub mod link;
 mod outbound;
+mod settings;
 
 pub use hello::{accepted_keys, from_wire, HelloChecker, HelloError};
 pub use ingress::{Ingress, IngressParts, SessionSettings};
-pub use ledger::{Admission, Ledger};
+pub use ledger::{Admission, Ledger, LedgerLimits};
 pub use link::{failure, CloseReason, CommandOutcome, Down, Opened, Progress, SessionKey, Up};
 pub use outbound::OutboundCommands;

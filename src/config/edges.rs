@@ -19,6 +19,8 @@ pub struct FileEdges {
     pub max_message_bytes: Option<u64>,
     pub idempotency_retention: Option<ConfigDuration>,
     pub store_flush_interval: Option<ConfigDuration>,
+    pub idempotency_bytes_per_tenant: Option<u64>,
+    pub call_grace: Option<ConfigDuration>,
 }
 
 /// `relay.fleet_runs:`.
@@ -27,6 +29,8 @@ pub struct FileEdges {
 pub struct FileFleetRuns {
     pub per_tenant: Option<usize>,
     pub max_age: Option<ConfigDuration>,
+    pub running_per_tenant: Option<usize>,
+    pub sse_buffer_bytes: Option<u64>,
 }
 
 /// Largest accepted `relay.edges.max_message_bytes` (tonic's own ceiling is
@@ -97,7 +101,25 @@ pub fn sessions(
             ),
         ));
     }
+    let per_tenant = block
+        .idempotency_bytes_per_tenant
+        .unwrap_or(defaults.idempotency_bytes_per_tenant as u64);
+    if !(64 * 1024..=1024 * 1024 * 1024).contains(&per_tenant) {
+        return Err(ConfigError::invalid(
+            "relay.edges.idempotency_bytes_per_tenant",
+            format!("must be between 65536 and 1073741824 (1 GiB), got {per_tenant}"),
+        ));
+    }
+    let call_grace = pick(block.call_grace, defaults.call_grace);
+    if call_grace > Duration::from_secs(600) {
+        return Err(ConfigError::invalid(
+            "relay.edges.call_grace",
+            "must be at most 10m (an unanswered call holds its caller this long past its deadline)",
+        ));
+    }
     let settings = SessionSettings {
+        idempotency_bytes_per_tenant: usize::try_from(per_tenant).unwrap_or(usize::MAX),
+        call_grace,
         clock_skew,
         heartbeat_timeout,
         hello_timeout,
@@ -125,8 +147,28 @@ pub fn fleet_runs(block: Option<FileFleetRuns>) -> Result<RunRetention, ConfigEr
         Duration::from_secs(60),
         "operators look back at recent runs",
     )?;
+    let running_per_tenant = block
+        .running_per_tenant
+        .unwrap_or(defaults.running_per_tenant);
+    if !(1..=1_000).contains(&running_per_tenant) {
+        return Err(ConfigError::invalid(
+            "relay.fleet_runs.running_per_tenant",
+            format!("must be between 1 and 1000, got {running_per_tenant}"),
+        ));
+    }
+    let sse_buffer_bytes = block
+        .sse_buffer_bytes
+        .unwrap_or(defaults.sse_buffer_bytes as u64);
+    if !(64 * 1024..=256 * 1024 * 1024).contains(&sse_buffer_bytes) {
+        return Err(ConfigError::invalid(
+            "relay.fleet_runs.sse_buffer_bytes",
+            format!("must be between 65536 and 268435456 (256 MiB), got {sse_buffer_bytes}"),
+        ));
+    }
     Ok(RunRetention {
         per_tenant,
         max_age,
+        running_per_tenant,
+        sse_buffer_bytes: usize::try_from(sse_buffer_bytes).unwrap_or(usize::MAX),
     })
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -25,6 +24,10 @@ pub struct RunRetention {
     pub per_tenant: usize,
     /// Finished runs older than this go.
     pub max_age: Duration,
+    /// Runs of one tenant running at once (more get 429).
+    pub running_per_tenant: usize,
+    /// Bytes of serialized events buffered for a slow SSE reader.
+    pub sse_buffer_bytes: usize,
 }
 
 impl Default for RunRetention {
@@ -32,6 +35,8 @@ impl Default for RunRetention {
         Self {
             per_tenant: 100,
             max_age: Duration::from_secs(24 * 3600),
+            running_per_tenant: 20,
+            sse_buffer_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -113,6 +118,22 @@ pub enum CancelError {
     Finished(Uuid),
 }
 
+/// Why a run may not start.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StartError {
+    /// The tenant has as many runs running as allowed.
+    #[error(
+        "tenant {tenant} already has {running} fleet runs running (relay.fleet_runs.running_per_tenant); \
+         wait for one to finish or cancel one"
+    )]
+    TooManyRunning {
+        /// The tenant.
+        tenant: String,
+        /// Its running runs.
+        running: usize,
+    },
+}
+
 /// Running and recent fleet runs.
 pub struct FleetRuns {
     runs: Mutex<HashMap<Uuid, Record>>,
@@ -150,10 +171,25 @@ impl FleetRuns {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The bounds in force.
+    pub fn retention(&self) -> RunRetention {
+        self.retention
+    }
+
     /// Registers `run`; returns the token that cancels it.
-    pub fn start(&self, run: NewRun) -> CancellationToken {
-        let cancel = self.stop.child_token();
+    pub fn start(&self, run: NewRun) -> Result<CancellationToken, StartError> {
         let mut runs = self.lock();
+        let running = runs
+            .values()
+            .filter(|r| r.view.tenant_id == run.tenant_id && r.view.finished_at.is_none())
+            .count();
+        if running >= self.retention.running_per_tenant {
+            return Err(StartError::TooManyRunning {
+                tenant: run.tenant_id,
+                running,
+            });
+        }
+        let cancel = self.stop.child_token();
         self.evict(&mut runs, &run.tenant_id, run.started_at);
         runs.insert(
             run.fleet_command_id,
@@ -175,7 +211,7 @@ impl FleetRuns {
                 cancel: cancel.clone(),
             },
         );
-        cancel
+        Ok(cancel)
     }
 
     /// Runs `run` as a task owned by this registry.
@@ -315,12 +351,12 @@ const STALLED_CALLER: Duration = Duration::from_secs(5);
 
 /// Sends a run's events to its caller and records them in the history. A
 /// caller that stops reading never holds the run up: progress chunks are
-/// dropped when its buffer is full, and after [`STALLED_CALLER`] without
-/// room for another event the caller is given up.
+/// dropped when its buffer (bounded in bytes) is full, and after
+/// [`STALLED_CALLER`] without room for another event the caller is given up.
 pub struct RecordingSink {
     runs: Arc<FleetRuns>,
     id: Uuid,
-    caller: mpsc::Sender<FleetEvent>,
+    caller: super::BufferSender,
     clock: Arc<dyn crate::runtime::Clock>,
     caller_gone: std::sync::atomic::AtomicBool,
 }
@@ -330,7 +366,7 @@ impl RecordingSink {
     pub fn new(
         runs: Arc<FleetRuns>,
         id: Uuid,
-        caller: mpsc::Sender<FleetEvent>,
+        caller: super::BufferSender,
         clock: Arc<dyn crate::runtime::Clock>,
     ) -> Self {
         Self {
@@ -353,11 +389,12 @@ impl EventSink for RecordingSink {
                 return;
             }
             if matches!(event, FleetEvent::NodeProgress { .. }) {
-                let _ = self.caller.try_send(event);
+                if self.caller.try_send(&event) == Err(super::Unsent::Gone) {
+                    self.caller_gone.store(true, Ordering::Relaxed);
+                }
                 return;
             }
-            let sent = tokio::time::timeout(STALLED_CALLER, self.caller.send(event)).await;
-            if !matches!(sent, Ok(Ok(()))) {
+            if self.caller.send(&event, STALLED_CALLER).await.is_err() {
                 self.caller_gone.store(true, Ordering::Relaxed);
             }
         })

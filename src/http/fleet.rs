@@ -9,15 +9,15 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::fleet::sse_buffer;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
-use futures::{Stream, StreamExt};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use futures::Stream;
+
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -31,8 +31,8 @@ use crate::fleet::{
 };
 use crate::owner::ToolCall;
 
-/// Events buffered between a run and a slow SSE reader.
-const EVENT_BUFFER: usize = 256;
+/// `Retry-After` of a run refused by `relay.fleet_runs.running_per_tenant`.
+const RUNNING_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 fn parse_run_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id)
@@ -82,14 +82,19 @@ pub async fn invoke(
         policy,
         idempotency_key,
     };
-    let cancel = api.fleets.start(NewRun {
-        fleet_command_id,
-        tenant_id: acting_for.clone(),
-        created_by: caller.subject.clone(),
-        tool_name: body.tool_name,
-        started_at: api.now(),
-    });
-    let (events, receiver) = mpsc::channel(EVENT_BUFFER);
+    let cancel = api
+        .fleets
+        .start(NewRun {
+            fleet_command_id,
+            tenant_id: acting_for.clone(),
+            created_by: caller.subject.clone(),
+            tool_name: body.tool_name,
+            started_at: api.now(),
+        })
+        .map_err(|err| {
+            ApiError::new(429, "too_many_runs", err.to_string()).retry_after(RUNNING_RETRY_AFTER)
+        })?;
+    let (events, receiver) = sse_buffer(api.fleets.retention().sse_buffer_bytes);
     let sink = RecordingSink::new(
         Arc::clone(&api.fleets),
         fleet_command_id,
@@ -111,10 +116,9 @@ pub async fn invoke(
         }
         .instrument(span),
     );
-    let stream = ReceiverStream::new(receiver).map(|event| {
-        Ok(Event::default()
-            .json_data(&event)
-            .unwrap_or_else(|_| Event::default().comment("unencodable event")))
+    let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+        let json = receiver.recv().await?;
+        Some((Ok(Event::default().data(json)), receiver))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

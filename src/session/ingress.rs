@@ -3,7 +3,7 @@
 //! loop over the edge's events, the owner's commands, the heartbeat timer
 //! and the replica's shutdown, until one of them ends the stream.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +17,10 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::hello::{accepted_keys, from_wire, variant_name, HelloChecker, HelloError};
-use super::ledger::{Admission, Ledger};
+use super::ledger::{Admission, Ledger, LedgerLimits};
 use super::link::{failure, CloseReason, CommandOutcome, Down, Opened, Progress, SessionKey, Up};
 use super::outbound::{Outbound, OutboundCommands};
+pub use super::settings::SessionSettings;
 use crate::edge::{EventError, EventKind, Inner, StreamAuth};
 use crate::owner::Owner;
 use crate::proto::cluster::{edge_command, edge_event, EdgeCommand, EdgeEvent};
@@ -29,39 +30,6 @@ use crate::telemetry::Metrics;
 /// An edge whose command queue stays full this long is not reading: its
 /// stream ends (the session loop must keep serving its timers).
 const EDGE_NOT_READING: Duration = Duration::from_secs(30);
-
-/// Timing and limits of edge sessions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionSettings {
-    /// Allowed distance between an event's timestamp and the relay's clock.
-    pub clock_skew: Duration,
-    /// An edge silent this long is evicted.
-    pub heartbeat_timeout: Duration,
-    /// How long a new stream may take to send its Hello.
-    pub hello_timeout: Duration,
-    /// How long completed command outcomes are kept for retries.
-    pub idempotency_retention: Duration,
-    /// Most completed outcomes kept.
-    pub idempotency_capacity: usize,
-    /// Commands queued per session.
-    pub command_queue: usize,
-    /// How often heartbeats and capabilities are written to the store.
-    pub store_flush_interval: Duration,
-}
-
-impl Default for SessionSettings {
-    fn default() -> Self {
-        Self {
-            clock_skew: Duration::from_secs(300),
-            heartbeat_timeout: Duration::from_secs(90),
-            hello_timeout: Duration::from_secs(10),
-            idempotency_retention: Duration::from_secs(600),
-            idempotency_capacity: 100_000,
-            command_queue: 16,
-            store_flush_interval: Duration::from_secs(1),
-        }
-    }
-}
 
 /// Accepts ConnectEdge streams and runs their sessions.
 pub struct Ingress {
@@ -109,10 +77,11 @@ impl Ingress {
     /// An ingress with no sessions.
     pub fn new(parts: IngressParts) -> Arc<Self> {
         Arc::new(Self {
-            ledger: Ledger::new(
-                parts.settings.idempotency_retention,
-                parts.settings.idempotency_capacity,
-            ),
+            ledger: Ledger::new(LedgerLimits {
+                retention: parts.settings.idempotency_retention,
+                max_entries: parts.settings.idempotency_capacity,
+                bytes_per_tenant: parts.settings.idempotency_bytes_per_tenant,
+            }),
             hello: parts.hello,
             owner: parts.owner,
             clock: parts.clock,
@@ -186,11 +155,12 @@ impl Ingress {
         let session = Session {
             ingress: Arc::clone(self),
             key,
+            tenant: Arc::clone(&tenant_id),
             auth: hello.auth,
             inbound,
             commands: commands_rx,
             out: out_tx,
-            in_flight: HashSet::new(),
+            in_flight: HashMap::new(),
         };
         // The task registers the session itself, so a caller that goes away
         // meanwhile cannot leave a registration without a task behind it;
@@ -206,11 +176,14 @@ impl Ingress {
 struct Session {
     ingress: Arc<Ingress>,
     key: SessionKey,
+    tenant: Arc<str>,
     auth: StreamAuth,
     inbound: Streaming<EdgeEvent>,
     commands: mpsc::Receiver<Down>,
     out: mpsc::Sender<Outbound>,
-    in_flight: HashSet<Uuid>,
+    /// Commands sent and not answered, with when each is released if the
+    /// edge never answers (its deadline plus `call_grace`).
+    in_flight: HashMap<Uuid, tokio::time::Instant>,
 }
 
 /// How a step of the loop ends the stream.
@@ -229,11 +202,21 @@ impl Session {
         let silence = tokio::time::sleep(timeout);
         tokio::pin!(silence);
         let mut draining = false;
+        // Armed only while a command is unanswered.
+        let mut release: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         let end = loop {
             let step = tokio::select! {
                 biased;
                 () = ingress.stop.cancelled(), if !draining => {
                     draining = true;
+                    Ok(())
+                }
+                () = async {
+                    if let Some(sleep) = release.as_mut() {
+                        sleep.as_mut().await;
+                    }
+                }, if release.is_some() => {
+                    self.release_overdue().await;
                     Ok(())
                 }
                 down = self.commands.recv() => match down {
@@ -261,6 +244,14 @@ impl Session {
             if let Err(end) = step {
                 break end;
             }
+            match self.in_flight.values().min().copied() {
+                None => release = None,
+                Some(at) => match release.as_mut() {
+                    Some(sleep) if sleep.deadline() == at => {}
+                    Some(sleep) => sleep.as_mut().reset(at),
+                    None => release = Some(Box::pin(tokio::time::sleep_until(at))),
+                },
+            }
             if draining && self.in_flight.is_empty() {
                 break End {
                     reason: CloseReason::ShuttingDown,
@@ -273,6 +264,37 @@ impl Session {
         self.finish(end).await;
     }
 
+    /// Releases the commands the edge left unanswered past their deadline
+    /// and `call_grace` (it still heartbeats): their waiters get `timeout`,
+    /// and a retry of the same id gets that outcome, never a second run.
+    async fn release_overdue(&mut self) {
+        let ingress = Arc::clone(&self.ingress);
+        let now = tokio::time::Instant::now();
+        let overdue: Vec<Uuid> = self
+            .in_flight
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for command_id in overdue {
+            self.in_flight.remove(&command_id);
+            let released = failure(
+                command_id,
+                "timeout",
+                "the edge did not answer within the deadline and relay.edges.call_grace; the \
+                 tool may have run",
+            );
+            ingress
+                .ledger
+                .complete(self.key.node_id, command_id, &self.tenant, &released.result);
+            ingress
+                .owner
+                .deliver(&self.key, Up::Result(Box::new(released)))
+                .await;
+            tracing::info!(%command_id, "released a command the edge never answered");
+        }
+    }
+
     async fn finish(mut self, end: End) {
         let ingress = Arc::clone(&self.ingress);
         if let Some(status) = end.status {
@@ -281,7 +303,7 @@ impl Session {
                 tokio::time::timeout(Duration::from_secs(1), self.out.send(Box::new(Err(status))))
                     .await;
         }
-        for command_id in std::mem::take(&mut self.in_flight) {
+        for command_id in std::mem::take(&mut self.in_flight).into_keys() {
             let lost = failure(
                 command_id,
                 "edge_disconnected",
@@ -289,7 +311,7 @@ impl Session {
             );
             ingress
                 .ledger
-                .complete(self.key.node_id, command_id, &lost.result);
+                .complete(self.key.node_id, command_id, &self.tenant, &lost.result);
             ingress
                 .owner
                 .deliver(&self.key, Up::Result(Box::new(lost)))
@@ -332,7 +354,16 @@ impl Session {
                         .admit(self.key.node_id, command_id, self.key.connection)
                     {
                         Admission::Send => {
-                            self.in_flight.insert(command_id);
+                            let deadline = invoke
+                                .deadline
+                                .as_ref()
+                                .map_or(Duration::from_secs(60), |d| {
+                                    Duration::from_secs(u64::try_from(d.seconds).unwrap_or(0))
+                                });
+                            let release = tokio::time::Instant::now()
+                                .checked_add(deadline.saturating_add(ingress.settings.call_grace))
+                                .unwrap_or_else(tokio::time::Instant::now);
+                            self.in_flight.insert(command_id, release);
                         }
                         Admission::InFlight => return Ok(()),
                         Admission::Lost => {
@@ -344,6 +375,20 @@ impl Session {
                             ingress
                                 .owner
                                 .deliver(&self.key, Up::Result(Box::new(lost)))
+                                .await;
+                            return Ok(());
+                        }
+                        Admission::Expired => {
+                            let expired = failure(
+                                command_id,
+                                "outcome_expired",
+                                "this command ran already; its outcome was dropped to keep within \
+                                 relay.edges.idempotency_bytes_per_tenant and is not sent again \
+                                 (use a new Idempotency-Key to run it again)",
+                            );
+                            ingress
+                                .owner
+                                .deliver(&self.key, Up::Result(Box::new(expired)))
                                 .await;
                             return Ok(());
                         }
@@ -486,7 +531,7 @@ impl Session {
                 let result = result.result.unwrap_or_default();
                 ingress
                     .ledger
-                    .complete(self.key.node_id, command_id, &result);
+                    .complete(self.key.node_id, command_id, &self.tenant, &result);
                 ingress
                     .owner
                     .deliver(
@@ -504,7 +549,7 @@ impl Session {
     fn known_command(&self, command_id: &str) -> Option<Uuid> {
         Uuid::parse_str(command_id)
             .ok()
-            .filter(|id| self.in_flight.contains(id))
+            .filter(|id| self.in_flight.contains_key(id))
     }
 
     fn refuse(&self, kind: &'static str, err: &EventError) -> End {
