@@ -19,7 +19,7 @@ mod rotate;
 mod service;
 
 pub use error::EnrollError;
-pub use limits::check_text;
+pub use limits::{check_edge_capabilities, check_text};
 pub use rate_limit::{LimitedRpc, RateLimiter, RpcRateLimits, MAX_SOURCES, PRUNE_INTERVAL};
 pub use rotate::rotation_challenge;
 pub use service::{

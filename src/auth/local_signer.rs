@@ -38,6 +38,7 @@ impl LocalSigner {
     /// Loads the key at `path`, generating it (mode 0600) when the file does
     /// not exist.
     pub fn load_or_create(path: &Path) -> Result<Self, SignError> {
+        check_private_mode(path)?;
         let key = match std::fs::read(path) {
             Ok(pem) => parse_pem(&pem).map_err(|reason| {
                 SignError::Key(format!(
@@ -119,13 +120,54 @@ fn generate(path: &Path) -> Result<KeyPair, SignError> {
         pem.push('\n');
     }
     pem.push_str(&format!("-----END {PEM_LABEL}-----\n"));
-    write_private(path, pem.as_bytes())
+    write_private_durably(path, pem.as_bytes())
         .map_err(|err| SignError::Key(format!("cannot write {}: {err}", path.display())))?;
     tracing::info!(path = %path.display(), "generated a new local signing key");
     Ok(key)
 }
 
-/// Writes a secret file readable only by its owner, atomically.
+/// Refuses a key file that its group or others may read (the key signs
+/// every token the relay mints). A missing file passes (it is generated).
+fn check_private_mode(path: &Path) -> Result<(), SignError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = match std::fs::metadata(path) {
+            Ok(metadata) => metadata.permissions().mode() & 0o777,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => {
+                return Err(SignError::Key(format!(
+                    "cannot read {}: {err}",
+                    path.display()
+                )))
+            }
+        };
+        if mode & 0o077 != 0 {
+            return Err(SignError::Key(format!(
+                "{} is readable by its group or others (mode {mode:04o}); the signing key must be \
+                 private: run `chmod 600 {}` (in Kubernetes, mount the secret with defaultMode 0400)",
+                path.display(),
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// [`write_private`], then syncs the directory too, so a crash right after
+/// cannot lose the rename (the signing key: tokens already minted with it
+/// must stay verifiable).
+fn write_private_durably(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    write_private(path, contents)?;
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Writes a secret file readable only by its owner, atomically (the file's
+/// contents are synced before the rename).
 pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
@@ -170,6 +212,17 @@ mod tests {
             "same key after reload"
         );
         assert!(!reloaded.verify(b"header.claimz", &raw).await?);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+            let refused = LocalSigner::load_or_create(&path).err();
+            assert!(
+                matches!(&refused, Some(SignError::Key(m)) if m.contains("chmod 600")),
+                "{refused:?}"
+            );
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
         std::fs::write(&path, "garbage")?;
         assert!(matches!(
             LocalSigner::load_or_create(&path),

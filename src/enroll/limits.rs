@@ -53,3 +53,67 @@ pub fn parse_uuid(field: &str, value: &str) -> Result<uuid::Uuid, EnrollError> {
     uuid::Uuid::parse_str(value)
         .map_err(|_| EnrollError::InvalidArgument(format!("{field} {value:?} is not a UUID")))
 }
+
+/// Refuses edge capabilities (a Hello's or a CapabilityUpdate's) beyond the
+/// bounds AttestNode's capabilities have: lists of at most [`MAX_LIST_LEN`]
+/// entries, text of at most [`MAX_TEXT_LEN`] bytes. `field` names the
+/// message field they came in.
+pub fn check_edge_capabilities(
+    field: &str,
+    capabilities: &crate::proto::cluster::EdgeCapabilities,
+) -> Result<(), EnrollError> {
+    check_text(&format!("{field}.os"), &capabilities.os, MAX_TEXT_LEN)?;
+    check_text(&format!("{field}.arch"), &capabilities.arch, MAX_TEXT_LEN)?;
+    check_list(&format!("{field}.local_tools"), &capabilities.local_tools)?;
+    check_list(&format!("{field}.mount_points"), &capabilities.mount_points)?;
+    check_list(&format!("{field}.tags"), &capabilities.tags)?;
+    let labels = format!("{field}.custom_labels");
+    if capabilities.custom_labels.len() > MAX_LIST_LEN {
+        return Err(EnrollError::InvalidArgument(format!(
+            "{labels} has {} entries; at most {MAX_LIST_LEN} are accepted",
+            capabilities.custom_labels.len()
+        )));
+    }
+    for (key, value) in &capabilities.custom_labels {
+        check_text(&labels, key, MAX_TEXT_LEN)?;
+        check_text(&labels, value, MAX_TEXT_LEN)?;
+    }
+    if let Some(node) = &capabilities.node_capabilities {
+        let node_field = format!("{field}.node_capabilities");
+        check_list(
+            &format!("{node_field}.supported_runtimes"),
+            &node.supported_runtimes,
+        )?;
+        check_list(&format!("{node_field}.tags"), &node.tags)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::cluster::EdgeCapabilities;
+
+    #[test]
+    fn edge_capabilities_are_bounded_like_attest_nodes() {
+        let ok = EdgeCapabilities {
+            os: "linux".into(),
+            local_tools: vec!["git".into(); 64],
+            ..EdgeCapabilities::default()
+        };
+        assert!(check_edge_capabilities("hello.capabilities", &ok).is_ok());
+        let too_many = EdgeCapabilities {
+            local_tools: vec!["git".into(); 65],
+            ..EdgeCapabilities::default()
+        };
+        let err = check_edge_capabilities("hello.capabilities", &too_many).err();
+        assert!(err.is_some_and(|e| e
+            .to_string()
+            .contains("hello.capabilities.local_tools has 65 entries")));
+        let long_label = EdgeCapabilities {
+            custom_labels: [("zone".to_owned(), "x".repeat(300))].into(),
+            ..EdgeCapabilities::default()
+        };
+        assert!(check_edge_capabilities("c", &long_label).is_err());
+    }
+}

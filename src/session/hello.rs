@@ -146,6 +146,10 @@ impl HelloChecker {
             ..
         } = hello;
         let envelope = envelope.ok_or_else(|| HelloError::Invalid("envelope is missing".into()))?;
+        if let Some(capabilities) = &capabilities {
+            crate::enroll::check_edge_capabilities("hello.capabilities", capabilities)
+                .map_err(|err| HelloError::Invalid(err.to_string()))?;
+        }
         if stream_id.is_empty() || stream_id.len() > MAX_STREAM_ID {
             return Err(HelloError::Invalid(format!(
                 "stream_id must be 1 to {MAX_STREAM_ID} bytes"

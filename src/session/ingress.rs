@@ -499,6 +499,19 @@ impl Session {
                 Ok(())
             }
             edge_event::Event::CapabilityUpdate(update) => {
+                if let Some(capabilities) = &update.capabilities {
+                    if let Err(err) = crate::enroll::check_edge_capabilities(
+                        "capability_update.capabilities",
+                        capabilities,
+                    ) {
+                        return Err(End {
+                            reason: CloseReason::Rejected,
+                            status: Some(Status::invalid_argument(format!(
+                                "CapabilityUpdate refused: {err}"
+                            ))),
+                        });
+                    }
+                }
                 let mut capabilities = update.capabilities.map(from_wire).unwrap_or_default();
                 capabilities.tags.clear();
                 ingress

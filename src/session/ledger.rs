@@ -277,7 +277,7 @@ mod tests {
     fn output(bytes: usize) -> EdgeResult {
         EdgeResult {
             ok: true,
-            stdout: "x".repeat(bytes),
+            stdout: "x".repeat(bytes).into(),
             ..EdgeResult::default()
         }
     }
