@@ -65,6 +65,8 @@ pub struct RelaySettings {
     pub fleet_runs: RunRetention,
     /// Connection caps and timeouts (`relay.limits`).
     pub limits: LimitsConfig,
+    /// The bearer `/metrics` requires, if any (`relay.metrics_token_file`).
+    pub metrics_token: Option<crate::config::Secret>,
 }
 
 /// The parts a replica is built from that are chosen outside it.
@@ -101,6 +103,7 @@ impl RelaySettings {
             sessions: config.relay.sessions,
             fleet_runs: config.relay.fleet_runs,
             limits: config.relay.limits,
+            metrics_token: config.relay.metrics_token.clone(),
         }
     }
 
@@ -126,6 +129,7 @@ impl RelaySettings {
             sessions: SessionSettings::default(),
             fleet_runs: RunRetention::default(),
             limits: LimitsConfig::default(),
+            metrics_token: None,
         }
     }
 }
@@ -349,6 +353,7 @@ pub async fn start(
     });
     tasks.spawn({
         let state = HttpState {
+            metrics_token: settings.metrics_token.as_ref().map(|t| t.expose().into()),
             replica: settings.name.clone(),
             readiness: readiness.clone(),
             metrics: metrics.clone(),

@@ -40,6 +40,8 @@ pub struct HttpState {
     pub metrics: Metrics,
     /// Request handling shared with the gRPC server.
     pub api: Api,
+    /// The bearer `/metrics` requires (`relay.metrics_token_file`).
+    pub metrics_token: Option<std::sync::Arc<str>>,
 }
 
 /// Largest request body accepted on the REST surface (413 beyond).

@@ -288,3 +288,29 @@ async fn challenge_and_rotate_have_their_own_buckets_with_retry_info() -> TestRe
     relay.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn metrics_can_require_a_bearer() -> TestResult {
+    let (_dir, store) = sqlite().await?;
+    let token = "0123456789abcdef0123456789abcdef";
+    let relay = start_relay_with(store, |settings| {
+        settings.metrics_token = Some(aegis_relay::config::Secret::new(token));
+    })
+    .await?;
+    let url = format!("http://{}/metrics", relay.http_addr());
+    let (status, body) = common::http_request("GET", &url, &[], "").await?;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("relay.metrics_token_file"), "{body}");
+    let wrong = "Bearer 0123456789abcdef0123456789abcdeX";
+    let (status, _) = common::http_request("GET", &url, &[("authorization", wrong)], "").await?;
+    assert_eq!(status, 401);
+    let right = format!("Bearer {token}");
+    let (status, body) =
+        common::http_request("GET", &url, &[("authorization", &right)], "").await?;
+    assert_eq!(status, 200);
+    assert!(body.contains("aegis_relay_build_info"));
+    // Probes stay open.
+    assert_eq!(http_get(&relay, "/readyz").await?.0, 200);
+    relay.shutdown().await;
+    Ok(())
+}

@@ -224,7 +224,7 @@ async fn a_connection_that_sent_its_headers_outlives_the_header_timeout() -> Tes
 #[tokio::test]
 async fn a_huge_duration_is_a_config_error_naming_the_key() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let config = config(
+    let huge = config(
         dir.path(),
         free_port()?,
         free_port()?,
@@ -232,12 +232,28 @@ async fn a_huge_duration_is_a_config_error_naming_the_key() -> TestResult {
     )?;
     let output = Command::new(BIN)
         .args(["run", "--config"])
-        .arg(&config)
+        .arg(&huge)
         .env_remove("POSTGRES_DSN")
         .output()?;
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("relay.drain_timeout"), "{stderr}");
     assert!(stderr.contains("365d"), "{stderr}");
+
+    // An unreadable metrics token file is a config error naming the key.
+    let unreadable = config(
+        dir.path(),
+        free_port()?,
+        free_port()?,
+        "  metrics_token_file: /nonexistent/metrics.token\n",
+    )?;
+    let output = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&unreadable)
+        .env_remove("POSTGRES_DSN")
+        .output()?;
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("relay.metrics_token_file"), "{stderr}");
     Ok(())
 }

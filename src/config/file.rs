@@ -126,4 +126,5 @@ pub struct FileRelay {
     pub edges: Option<super::edges::FileEdges>,
     pub fleet_runs: Option<super::edges::FileFleetRuns>,
     pub limits: Option<super::limits::FileLimits>,
+    pub metrics_token_file: Option<PathBuf>,
 }

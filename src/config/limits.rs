@@ -98,3 +98,25 @@ pub fn limits(block: Option<FileLimits>) -> Result<LimitsConfig, ConfigError> {
         max_connections_per_source: usize::try_from(per_source).unwrap_or(usize::MAX),
     })
 }
+
+/// The token in `relay.metrics_token_file` (trimmed; at least 16 bytes).
+pub fn metrics_token(file: Option<&std::path::Path>) -> Result<Option<super::Secret>, ConfigError> {
+    let Some(file) = file else {
+        return Ok(None);
+    };
+    let key = "relay.metrics_token_file";
+    let text = std::fs::read_to_string(file).map_err(|err| {
+        ConfigError::invalid(key, format!("cannot read {}: {err}", file.display()))
+    })?;
+    let token = text.trim();
+    if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "{} must hold one token of at least 16 visible characters (e.g. `openssl rand -hex 32`)",
+                file.display()
+            ),
+        ));
+    }
+    Ok(Some(super::Secret::new(token)))
+}

@@ -130,6 +130,8 @@ pub struct RelayConfig {
     pub fleet_runs: crate::fleet::RunRetention,
     /// Connection caps and timeouts (`relay.limits`).
     pub limits: LimitsConfig,
+    /// The bearer `/metrics` requires, read from `relay.metrics_token_file`.
+    pub metrics_token: Option<Secret>,
 }
 
 /// `relay.limits`: what a peer may hold, mostly before it authenticated.

@@ -245,8 +245,10 @@ fn validate_relay(
     let (sessions, max_message_bytes) = super::edges::sessions(relay.edges, heartbeat_timeout)?;
     let fleet_runs = super::edges::fleet_runs(relay.fleet_runs)?;
     let limits = super::limits::limits(relay.limits)?;
+    let metrics_token = super::limits::metrics_token(relay.metrics_token_file.as_deref())?;
     Ok(RelayConfig {
         limits,
+        metrics_token,
         sessions,
         max_message_bytes,
         fleet_runs,
