@@ -57,6 +57,31 @@ impl SqliteStore {
         Ok(Self { pool })
     }
 
+    /// A pooled connection whose commits are synced to disk before they
+    /// return (`synchronous=FULL`). The pool runs `NORMAL`, which in WAL mode
+    /// stays consistent but may lose the last commits on power loss;
+    /// enrollments (with their token redemption) and revocations are
+    /// acknowledged to someone, so they must not.
+    async fn durable(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Sqlite>> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await?;
+        Ok(conn)
+    }
+
+    /// Returns a [`Self::durable`] connection to `NORMAL`; one that fails
+    /// to is closed rather than pooled.
+    async fn release_durable(&self, mut conn: sqlx::pool::PoolConnection<sqlx::Sqlite>) {
+        if sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await
+            .is_err()
+        {
+            drop(conn.detach());
+        }
+    }
+
     /// Applies the SQLite migrations (idempotent).
     pub async fn migrate(&self) -> StoreResult<()> {
         MIGRATOR.run(&self.pool).await?;
@@ -123,7 +148,10 @@ impl Store for SqliteStore {
     }
 
     async fn complete_enrollment(&self, enrollment: &Enrollment) -> StoreResult<EnrollmentOutcome> {
-        edges::complete_enrollment(&self.pool, enrollment).await
+        let mut conn = self.durable().await?;
+        let outcome = edges::complete_enrollment(&mut conn, enrollment).await;
+        self.release_durable(conn).await;
+        outcome
     }
 
     async fn bind_enrollment_token(&self, binding: &TokenBinding) -> StoreResult<BindOutcome> {
@@ -179,7 +207,10 @@ impl Store for SqliteStore {
         revoked_by: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<Tombstone>> {
-        edges::revoke_edge(&self.pool, tenant, node_id, revoked_by, now).await
+        let mut conn = self.durable().await?;
+        let outcome = edges::revoke_edge(&mut conn, tenant, node_id, revoked_by, now).await;
+        self.release_durable(conn).await;
+        outcome
     }
 
     async fn tombstone(&self, node_id: Uuid) -> StoreResult<Option<Tombstone>> {

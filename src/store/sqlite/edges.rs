@@ -1,7 +1,7 @@
 //! SQLite: enrollment, edges, keys and revocation.
 
 use chrono::{DateTime, Utc};
-use sqlx::SqlitePool;
+use sqlx::{Connection, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::codec::{self, id, json, millis};
@@ -73,13 +73,13 @@ pub async fn get_challenge(
 }
 
 pub async fn complete_enrollment(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
     enrollment: &Enrollment,
 ) -> StoreResult<EnrollmentOutcome> {
     let node = id(enrollment.node_id);
     let jti = id(enrollment.jti);
     // The write lock is held from here, so the checks below stay true.
-    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    let mut tx = conn.begin_with(BEGIN_WRITE).await?;
     let redeemed = sqlx::query(
         "INSERT INTO enrollment_tokens (jti, tenant_id, issued_to, exp, redeemed_at) \
          VALUES (?, ?, ?, ?, ?) ON CONFLICT (jti) DO NOTHING RETURNING jti",
@@ -396,14 +396,14 @@ pub async fn previous_keys(
 }
 
 pub async fn revoke_edge(
-    pool: &SqlitePool,
+    conn: &mut SqliteConnection,
     tenant: Option<&str>,
     node_id: Uuid,
     revoked_by: &str,
     now: DateTime<Utc>,
 ) -> StoreResult<Option<Tombstone>> {
     let node = id(node_id);
-    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    let mut tx = conn.begin_with(BEGIN_WRITE).await?;
     let deleted: Option<(String,)> = sqlx::query_as(
         "DELETE FROM edge_daemons WHERE node_id = ?1 AND (?2 IS NULL OR tenant_id = ?2) \
          RETURNING tenant_id",
