@@ -18,6 +18,8 @@ use super::enroll::BoxError;
 
 /// A request body fed through a channel.
 pub type FedBody = StreamBody<ReceiverStream<Result<Frame<Bytes>, Infallible>>>;
+/// What feeds a [`FedBody`].
+pub type Feeder = mpsc::Sender<Result<Frame<Bytes>, Infallible>>;
 
 /// An HTTP/2 connection to `addr`.
 pub async fn h2(
@@ -34,13 +36,7 @@ pub async fn h2(
 pub fn grpc_call(
     addr: SocketAddr,
     method: &str,
-) -> Result<
-    (
-        hyper::Request<FedBody>,
-        mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
-    ),
-    BoxError,
-> {
+) -> Result<(hyper::Request<FedBody>, Feeder), BoxError> {
     let (tx, rx) = mpsc::channel(16);
     let request = hyper::Request::builder()
         .method("POST")
