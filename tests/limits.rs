@@ -16,7 +16,6 @@ use common::raw::{closed_within, grpc_call, grpc_outcome, h2, prefix, tcp};
 use common::{counter_value, http_get, start_relay, start_relay_with, TestResult};
 use hyper::body::Frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use uuid::Uuid;
 
 async fn sqlite() -> Result<
     (
@@ -48,7 +47,10 @@ async fn unary_requests_and_hellos_over_64_kib_are_out_of_range() -> TestResult 
 
     // A Hello over 64 KiB, from a real enrolled edge.
     let edge = enroll_edge(&relay, "t-limits").await?;
-    let stream_signer = signer(&edge.state, &Uuid::new_v4().to_string());
+    let stream_signer = signer(
+        &edge.state,
+        &aegis_relay::runtime::OsEntropy.uuid().to_string(),
+    );
     let mut big = capabilities();
     big.local_tools = vec!["t".repeat(70 * 1024)];
     let hello = stream_signer.hello(now_ms(), big);
@@ -60,7 +62,10 @@ async fn unary_requests_and_hellos_over_64_kib_are_out_of_range() -> TestResult 
     );
     assert!(refused.is_some_and(|s| s.message().contains("65536")));
     // A normal Hello still works.
-    let stream_signer = signer(&edge.state, &Uuid::new_v4().to_string());
+    let stream_signer = signer(
+        &edge.state,
+        &aegis_relay::runtime::OsEntropy.uuid().to_string(),
+    );
     let hello = stream_signer.hello(now_ms(), capabilities());
     assert!(open_with(&relay, stream_signer, hello).await.is_ok());
     relay.shutdown().await;

@@ -68,7 +68,7 @@ async fn one_tenants_outputs_cannot_evict_anothers_and_evicted_keys_never_run_tw
         tenant_bearer(&relay, "t-b").await?,
     );
 
-    let key_b = Uuid::new_v4().to_string();
+    let key_b = aegis_relay::runtime::OsEntropy.uuid().to_string();
     let first_b = invoke(
         &relay,
         edge_b.state.node_id,
@@ -79,7 +79,9 @@ async fn one_tenants_outputs_cannot_evict_anothers_and_evicted_keys_never_run_tw
     .await?;
     assert_eq!(first_b["stdout"], "kept\n");
     let big = "a".repeat(10_000);
-    let keys_a: Vec<String> = (0..30).map(|_| Uuid::new_v4().to_string()).collect();
+    let keys_a: Vec<String> = (0..30)
+        .map(|_| aegis_relay::runtime::OsEntropy.uuid().to_string())
+        .collect();
     for key in &keys_a {
         let outcome = invoke(&relay, edge_a.state.node_id, &bearer_a, key, &echo(&big)).await?;
         assert_eq!(outcome["ok"], true, "{outcome}");
@@ -139,7 +141,7 @@ async fn a_silent_edges_call_is_released_after_the_grace() -> TestResult {
     // Connected, heartbeating on its own clock, but never answering.
     let _silent = open_stream(&relay, &edge.state).await?;
     let bearer = tenant_bearer(&relay, "t-a").await?;
-    let key = Uuid::new_v4().to_string();
+    let key = aegis_relay::runtime::OsEntropy.uuid().to_string();
     let mut body = echo("never");
     body["deadline_secs"] = 1.into();
     let first = invoke(&relay, edge.state.node_id, &bearer, &key, &body).await?;

@@ -85,7 +85,10 @@ async fn flood(
     let calls: Vec<_> = (0..count)
         .map(|_| {
             let mut grpc = grpc.clone();
-            tokio::spawn(async move { grpc.rotate_edge_key(request(Uuid::new_v4(), forged)).await })
+            tokio::spawn(async move {
+                grpc.rotate_edge_key(request(aegis_relay::runtime::OsEntropy.uuid(), forged))
+                    .await
+            })
         })
         .collect();
     let (mut admitted, mut limited) = (0, 0);

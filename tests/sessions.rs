@@ -244,7 +244,7 @@ async fn a_replayed_hello_is_refused_and_the_live_stream_stays() -> TestResult {
 async fn an_older_streams_replayed_hello_cannot_take_over_the_newer_one() -> TestResult {
     let relay = start_relay(Duration::from_secs(5)).await?;
     let edge = enroll_edge(&relay, "t-a").await?;
-    let stream_a = Uuid::new_v4().to_string();
+    let stream_a = aegis_relay::runtime::OsEntropy.uuid().to_string();
     let hello_a = signer(&edge.state, &stream_a).hello(now_ms(), capabilities());
     let mut a = open_with(&relay, signer(&edge.state, &stream_a), hello_a.clone()).await?;
     let mut b = open_stream(&relay, &edge.state).await?;

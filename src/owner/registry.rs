@@ -433,7 +433,7 @@ mod tests {
     #[tokio::test]
     async fn an_older_or_replayed_hello_never_takes_over() {
         let registry = Registry::default();
-        let node = Uuid::new_v4();
+        let node = crate::runtime::test_id();
         let with_ts = |stream: &str, connection: u64, hello_ms: i64| {
             let (mut entry, rx) = entry(key(node, stream, connection));
             entry.hello_ms = hello_ms;

@@ -319,7 +319,10 @@ mod tests {
             assert_eq!(ledger.admit(node, *id, s), Admission::Send);
             assert!(ledger.complete(node, *id, &tenant, &EdgeResult::default()));
         }
-        assert_eq!(ledger.admit(node, crate::runtime::test_id(), s), Admission::Send);
+        assert_eq!(
+            ledger.admit(node, crate::runtime::test_id(), s),
+            Admission::Send
+        );
         assert_eq!(
             ledger.admit(node, ids[0], s),
             Admission::Expired,
