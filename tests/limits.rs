@@ -68,7 +68,7 @@ async fn unary_requests_and_hellos_over_64_kib_are_out_of_range() -> TestResult 
     );
     let hello = stream_signer.hello(now_ms(), capabilities());
     assert!(open_with(&relay, stream_signer, hello).await.is_ok());
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -88,7 +88,7 @@ async fn a_declared_16_mib_attest_is_refused_at_its_prefix() -> TestResult {
         message.contains("found 16777216 bytes, the limit is: 65536 bytes"),
         "{message}"
     );
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -112,7 +112,7 @@ async fn a_unary_call_that_never_finishes_its_request_ends_at_unary_timeout() ->
     assert!(message.contains("relay.limits.unary_timeout"), "{message}");
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(body);
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -145,7 +145,7 @@ async fn a_rest_body_that_trickles_gets_408() -> TestResult {
     assert!(read.is_ok(), "no answer within 10 s");
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -195,7 +195,7 @@ async fn connections_past_the_caps_are_closed_at_once_and_counted() -> TestResul
     })
     .await;
     assert!(freed.is_ok());
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -239,7 +239,7 @@ async fn attest_from_one_ipv6_64_behind_a_trusted_proxy_hits_the_limit_after_the
         .metadata_mut()
         .insert("x-forwarded-for", "2001:db8:5:7::1".parse()?);
     assert!(grpc.attest_node(request).await.is_ok());
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -290,7 +290,7 @@ async fn challenge_and_rotate_have_their_own_buckets_with_retry_info() -> TestRe
         ),
         2.0
     );
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -316,6 +316,6 @@ async fn metrics_can_require_a_bearer() -> TestResult {
     assert!(body.contains("aegis_relay_build_info"));
     // Probes stay open.
     assert_eq!(http_get(&relay, "/readyz").await?.0, 200);
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }

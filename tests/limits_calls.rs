@@ -126,7 +126,7 @@ async fn one_tenants_outputs_cannot_evict_anothers_and_evicted_keys_never_run_tw
         }
     }
     assert_eq!(invokes, 30, "every key of A ran exactly once");
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -159,7 +159,7 @@ async fn a_silent_edges_call_is_released_after_the_grace() -> TestResult {
     })
     .await?;
     assert_eq!(released["error_kind"], "timeout");
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }
 
@@ -168,7 +168,10 @@ async fn running_fleet_runs_are_capped_per_tenant_with_retry_after() -> TestResu
     let (_dir, store) = sqlite().await?;
     let relay = start_relay_with(store, |settings| {
         settings.fleet_runs.running_per_tenant = 1;
-        settings.drain_timeout = Duration::from_secs(1);
+        // The run ends at its 2 s deadline and the silent edge's call is
+        // released right after, so the drain finishes it.
+        settings.sessions.call_grace = Duration::ZERO;
+        settings.drain_timeout = Duration::from_secs(10);
     })
     .await?;
     let edge = enroll_edge(&relay, "t-a").await?;
@@ -181,7 +184,7 @@ async fn running_fleet_runs_are_capped_per_tenant_with_retry_after() -> TestResu
         "args": {"command": "sleep", "args": ["30"]},
         "security_context_name": "zaru-free",
         "mode": "parallel",
-        "deadline_secs": 20,
+        "deadline_secs": 2,
     })
     .to_string();
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -218,6 +221,6 @@ async fn running_fleet_runs_are_capped_per_tenant_with_retry_after() -> TestResu
         "{text}"
     );
     drop(running);
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }

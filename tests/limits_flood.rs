@@ -178,6 +178,6 @@ async fn a_rotate_flood_costs_the_store_nothing_past_the_limit() -> TestResult {
     assert!(!answers.is_empty());
     assert!(answers.iter().all(|status| *status == 200), "{answers:?}");
     assert_eq!(http_get(&relay, "/readyz").await?.0, 200);
-    relay.shutdown().await;
+    common::assert_graceful(relay.shutdown().await);
     Ok(())
 }

@@ -150,7 +150,7 @@ mod tests {
             let err = parse_duration(huge).err().unwrap_or_default();
             assert!(err.contains("365d"), "{huge}: {err}");
         }
-        let huge: Result<ConfigDuration, _> = serde_yaml_ng::from_str("9999999999");
+        let huge: Result<ConfigDuration, _> = serde_norway::from_str("9999999999");
         assert!(huge.is_err());
     }
 

@@ -11,7 +11,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use axum::body::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tonic::Status;
@@ -135,7 +135,7 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     if let Err(status) = scan(
-                        data.chunk(),
+                        &data[..],
                         *this.limits,
                         this.messages,
                         this.prefix,

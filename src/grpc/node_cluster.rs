@@ -277,7 +277,7 @@ fn refusal(method: &str) -> Option<Status> {
 
 impl<B> Service<http::Request<B>> for NodeClusterRoutes
 where
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B: http_body::Body<Data = axum::body::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;

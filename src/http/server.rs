@@ -13,7 +13,6 @@ use axum::body::Bytes;
 use axum::Router;
 use futures::StreamExt;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -64,13 +63,11 @@ pub async fn serve_router(
                 Some(Err(_)) | None => continue,
             },
         };
-        let service = TowerToHyperService::new(router.clone().map_request(
-            move |request: http::Request<Incoming>| {
-                request.map(|body| {
-                    axum::body::Body::new(DeadlineBody::new(body, timeouts.request_body))
-                })
-            },
-        ));
+        let service = TowerToHyperService::new(
+            router
+                .clone()
+                .map_request(with_body_deadline(timeouts.request_body)),
+        );
         let builder = builder.clone();
         let stop = stop.clone();
         connections.spawn(async move {
@@ -91,6 +88,17 @@ pub async fn serve_router(
     connections.close();
     connections.wait().await;
     Ok(())
+}
+
+/// Gives each request's body a deadline of `timeout` from now.
+fn with_body_deadline<B>(
+    timeout: Duration,
+) -> impl Fn(http::Request<B>) -> http::Request<axum::body::Body> + Clone
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    move |request| request.map(|body| axum::body::Body::new(DeadlineBody::new(body, timeout)))
 }
 
 /// A request body that fails once its deadline passes.
