@@ -17,7 +17,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::hello::{accepted_keys, from_wire, variant_name, HelloChecker, HelloError};
-use super::ledger::{Admission, Ledger};
+use super::ledger::{self, Admission, Ledger};
 use super::link::{failure, CloseReason, CommandOutcome, Down, Opened, Progress, SessionKey, Up};
 use super::outbound::{Outbound, OutboundCommands};
 use crate::edge::{EventError, EventKind, Inner, StreamAuth};
@@ -112,6 +112,7 @@ impl Ingress {
             ledger: Ledger::new(
                 parts.settings.idempotency_retention,
                 parts.settings.idempotency_capacity,
+                ledger::DEFAULT_MAX_BYTES,
             ),
             hello: parts.hello,
             owner: parts.owner,

@@ -39,14 +39,16 @@ struct Inner {
     bytes: usize,
 }
 
-/// Most output bytes kept in outcomes; the oldest go first beyond it.
-const MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Most output bytes kept in outcomes by default; the oldest go first
+/// beyond it.
+pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// Commands per (node, command id), outcomes kept for a retention period.
 pub struct Ledger {
     inner: Mutex<Inner>,
     retention: Duration,
     max_entries: usize,
+    max_bytes: usize,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -58,9 +60,10 @@ impl std::fmt::Debug for Ledger {
 }
 
 impl Ledger {
-    /// Keeps outcomes for `retention`, and at most `max_entries` of them
-    /// (the oldest go first beyond that).
-    pub fn new(retention: Duration, max_entries: usize) -> Self {
+    /// Keeps outcomes for `retention`, at most `max_entries` of them and at
+    /// most `max_bytes` of their output (stdout, stderr and error message);
+    /// the oldest go first beyond either cap.
+    pub fn new(retention: Duration, max_entries: usize, max_bytes: usize) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 entries: HashMap::new(),
@@ -69,6 +72,7 @@ impl Ledger {
             }),
             retention,
             max_entries: max_entries.max(1),
+            max_bytes,
         }
     }
 
@@ -118,7 +122,7 @@ impl Ledger {
 
     fn expire(&self, inner: &mut Inner, now: Instant) {
         while let Some(&(at, key)) = inner.expiry.front() {
-            if at > now && inner.expiry.len() <= self.max_entries && inner.bytes <= MAX_BYTES {
+            if at > now && inner.expiry.len() <= self.max_entries && inner.bytes <= self.max_bytes {
                 break;
             }
             inner.expiry.pop_front();
@@ -136,7 +140,7 @@ mod tests {
 
     #[test]
     fn a_command_is_sent_once_and_its_outcome_replayed() {
-        let ledger = Ledger::new(Duration::from_secs(600), 100);
+        let ledger = Ledger::new(Duration::from_secs(600), 100, DEFAULT_MAX_BYTES);
         let (node, cmd) = (crate::runtime::test_id(), crate::runtime::test_id());
         let (stream, newer) = (1, 2);
         assert_eq!(ledger.admit(node, cmd, stream), Admission::Send);
@@ -161,7 +165,7 @@ mod tests {
 
     #[test]
     fn beyond_the_cap_the_oldest_outcomes_go() {
-        let ledger = Ledger::new(Duration::from_secs(600), 2);
+        let ledger = Ledger::new(Duration::from_secs(600), 2, DEFAULT_MAX_BYTES);
         let node = crate::runtime::test_id();
         let s = 1;
         let ids: Vec<Uuid> = (0..3).map(|_| crate::runtime::test_id()).collect();
@@ -178,5 +182,77 @@ mod tests {
             ledger.admit(node, ids[2], s),
             Admission::Completed(_)
         ));
+    }
+
+    fn output(stdout: &str, stderr: &str, error: &str) -> EdgeResult {
+        EdgeResult {
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+            error_message: error.into(),
+            ..EdgeResult::default()
+        }
+    }
+
+    #[test]
+    fn beyond_the_byte_cap_the_oldest_outcomes_go() {
+        // 10 bytes of output in all; each outcome below holds 4.
+        let ledger = Ledger::new(Duration::from_secs(600), 100, 10);
+        let node = crate::runtime::test_id();
+        let s = 1;
+        let ids: Vec<Uuid> = (0..3).map(|_| crate::runtime::test_id()).collect();
+        let outcomes = [
+            output("abcd", "", ""),
+            output("ab", "cd", ""),
+            output("", "a", "bcd"),
+        ];
+        for (id, outcome) in ids.iter().zip(&outcomes) {
+            assert_eq!(ledger.admit(node, *id, s), Admission::Send);
+            assert!(ledger.complete(node, *id, outcome));
+        }
+        // 12 bytes kept > 10: the next admission drops the oldest (8 left),
+        // and only the oldest; the others still replay their own outcome.
+        assert_eq!(
+            ledger.admit(node, ids[1], s),
+            Admission::Completed(Arc::new(outcomes[1].clone()))
+        );
+        assert_eq!(
+            ledger.admit(node, ids[2], s),
+            Admission::Completed(Arc::new(outcomes[2].clone()))
+        );
+        assert_eq!(ledger.admit(node, ids[0], s), Admission::Send);
+    }
+
+    #[test]
+    fn an_outcome_larger_than_the_byte_cap_is_not_kept() {
+        let ledger = Ledger::new(Duration::from_secs(600), 100, 10);
+        let (node, small, large) = (
+            crate::runtime::test_id(),
+            crate::runtime::test_id(),
+            crate::runtime::test_id(),
+        );
+        assert_eq!(ledger.admit(node, small, 1), Admission::Send);
+        assert!(ledger.complete(node, small, &output("ok", "", "")));
+        assert_eq!(ledger.admit(node, large, 1), Admission::Send);
+        assert!(ledger.complete(node, large, &output("0123456789a", "", "")));
+        // Over the cap the oldest go first until it fits: both, here.
+        assert_eq!(ledger.admit(node, large, 1), Admission::Send);
+        assert_eq!(ledger.admit(node, small, 1), Admission::Send);
+    }
+
+    #[test]
+    fn at_the_byte_cap_every_outcome_stays() {
+        let ledger = Ledger::new(Duration::from_secs(600), 100, 8);
+        let node = crate::runtime::test_id();
+        let ids: Vec<Uuid> = (0..2).map(|_| crate::runtime::test_id()).collect();
+        for id in &ids {
+            assert_eq!(ledger.admit(node, *id, 1), Admission::Send);
+            assert!(ledger.complete(node, *id, &output("abcd", "", "")));
+        }
+        for id in &ids {
+            assert!(matches!(
+                ledger.admit(node, *id, 1),
+                Admission::Completed(_)
+            ));
+        }
     }
 }
