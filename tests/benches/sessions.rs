@@ -142,9 +142,19 @@ impl Relay {
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build_http::<http_body_util::Empty<bytes::Bytes>>();
-        let uri = format!("{}/metrics", self.http).parse()?;
-        let response = tokio::time::timeout(Duration::from_secs(10), client.get(uri)).await??;
-        let body = response.into_body().collect().await?.to_bytes();
+        let uri: http::Uri = format!("{}/metrics", self.http).parse()?;
+        let unread =
+            |e: &dyn std::fmt::Display| format!("cannot read {uri} (has the relay exited?): {e}");
+        let response = tokio::time::timeout(Duration::from_secs(10), client.get(uri.clone()))
+            .await
+            .map_err(|e| unread(&e))?
+            .map_err(|e| unread(&e))?;
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unread(&e))?
+            .to_bytes();
         let text = String::from_utf8_lossy(&body);
         Ok(text
             .lines()
