@@ -4,6 +4,10 @@
 check:
     cluster/test
 
+# every benchmark with its gate and one summary table (slow; not in CI)
+bench:
+    cluster/bench
+
 # the zero-set-up local relay
 dev:
     cargo run --release -- dev

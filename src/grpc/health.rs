@@ -3,8 +3,8 @@
 //! `aegis.cluster.v1.NodeClusterService`, kept in step with [`Readiness`].
 
 use tokio_util::sync::CancellationToken;
-use tonic_health::pb::health_server::{Health, HealthServer};
-use tonic_health::server::HealthReporter;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
 use tonic_health::ServingStatus;
 
 use crate::proto::NODE_CLUSTER_SERVICE;
@@ -22,8 +22,16 @@ pub struct HealthPublisher {
 
 impl HealthPublisher {
     /// A health service with liveness SERVING and readiness NOT_SERVING.
-    pub async fn new() -> (Self, HealthServer<impl Health>) {
-        let (reporter, service) = tonic_health::server::health_reporter();
+    pub async fn new() -> (Self, HealthServer<HealthService>) {
+        let (publisher, service) = Self::unwrapped().await;
+        (publisher, HealthServer::new(service))
+    }
+
+    /// [`Self::new`] with the service not yet wrapped for a server (tests
+    /// call it directly).
+    async fn unwrapped() -> (Self, HealthService) {
+        let reporter = HealthReporter::new();
+        let service = HealthService::from_health_reporter(reporter.clone());
         for name in LIVENESS_SERVICES {
             reporter
                 .set_service_status(name, ServingStatus::Serving)
@@ -67,5 +75,62 @@ impl HealthPublisher {
         self.reporter
             .set_service_status(READINESS_SERVICE, status)
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use tonic::Request;
+    use tonic_health::pb::health_check_response::ServingStatus as Wire;
+    use tonic_health::pb::health_server::Health;
+    use tonic_health::pb::HealthCheckRequest;
+
+    use super::*;
+    use crate::readiness::{DRAINING, STARTING};
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn ask(service: &str) -> Request<HealthCheckRequest> {
+        Request::new(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+    }
+
+    async fn status(health: &HealthService, service: &str) -> Result<Wire, tonic::Status> {
+        Ok(health.check(ask(service)).await?.into_inner().status())
+    }
+
+    #[tokio::test]
+    async fn readiness_is_not_serving_while_starting_and_serving_once_started() -> TestResult {
+        let (publisher, health) = HealthPublisher::unwrapped().await;
+        let readiness = Readiness::new();
+        let stop = CancellationToken::new();
+        let mut readiness_changes = health.watch(ask(READINESS_SERVICE)).await?.into_inner();
+        let follow = tokio::spawn(publisher.follow(readiness.clone(), stop.clone()));
+
+        // Starting: the process is alive but takes no work yet.
+        for name in LIVENESS_SERVICES {
+            assert_eq!(status(&health, name).await?, Wire::Serving);
+        }
+        let first = readiness_changes.next().await.ok_or("watch ended")??;
+        assert_eq!(first.status(), Wire::NotServing);
+        assert_eq!(status(&health, READINESS_SERVICE).await?, Wire::NotServing);
+
+        // Started: the publisher follows readiness to SERVING.
+        readiness.set_ok(STARTING);
+        let next =
+            tokio::time::timeout(std::time::Duration::from_secs(10), readiness_changes.next())
+                .await?
+                .ok_or("watch ended")??;
+        assert_eq!(next.status(), Wire::Serving);
+        assert_eq!(status(&health, READINESS_SERVICE).await?, Wire::Serving);
+
+        // Draining at the stop: published before the publisher ends.
+        readiness.set_failing(DRAINING, "shutting down");
+        stop.cancel();
+        follow.await?;
+        assert_eq!(status(&health, READINESS_SERVICE).await?, Wire::NotServing);
+        Ok(())
     }
 }

@@ -12,11 +12,13 @@
 //! - `mint`: the CPU cost of one per-command user token.
 //!
 //! Runs on PostgreSQL when AEGIS_RELAY_TEST_POSTGRES_URL names a server,
-//! else SQLite. Fails on a wrong answer; a missed target is printed.
+//! else SQLite. Fails on a wrong answer, and exits non-zero on a missed
+//! target (gate.rs); ratio targets are judged on the median of at least
+//! three alternating rounds with their baseline.
 //!
 //!   cargo bench --bench edges -- [invoke|throughput|fanout|mint|all] [--calls N]
 //!     [--warmup N] [--rounds R] [--seconds S] [--concurrency C] [--edges E]
-//!     [--fleet N] [--repeats R] [--max-calls N]
+//!     [--fleet N] [--repeats R] [--max-calls N] [--target NAME=VALUE]
 
 #[path = "../common/postgres.rs"]
 mod postgres_db;
@@ -25,6 +27,8 @@ mod postgres_db;
 mod echo;
 #[path = "edges/fanout.rs"]
 mod fanout;
+#[path = "gate.rs"]
+mod gate;
 #[path = "edges/instant_edge.rs"]
 mod instant_edge;
 #[path = "edges/invoke.rs"]
@@ -53,7 +57,7 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 const USAGE: &str = "usage: cargo bench --bench edges -- [invoke|throughput|fanout|mint|all] \
 [--calls N] [--warmup N] [--rounds R] [--seconds S] [--concurrency C] [--edges E] \
-[--fleet N] [--repeats R] [--max-calls N]";
+[--fleet N] [--repeats R] [--max-calls N] [--target NAME=VALUE]";
 
 /// What to run, and how much.
 pub struct Options {
@@ -64,7 +68,8 @@ pub struct Options {
     pub calls: usize,
     /// `invoke`: warm-up calls per system.
     pub warmup: usize,
-    /// `invoke` and `throughput`: alternating rounds the work is split into.
+    /// `invoke`, `throughput` and `mint`: rounds the work is split into
+    /// (at least 3; ratios are judged on their median).
     pub rounds: usize,
     /// `throughput`: measured seconds per system.
     pub seconds: f64,
@@ -113,6 +118,10 @@ fn options() -> Result<Options, BoxError> {
             "--fleet" => options.fleet = value()?.parse()?,
             "--repeats" => options.repeats = value()?.parse()?,
             "--max-calls" => options.max_calls = value()?.parse()?,
+            // Read by gate::Gates.
+            "--target" => {
+                value()?;
+            }
             "invoke" | "throughput" | "fanout" | "mint" | "all" => options.scenario = arg,
             _ => return Err(format!("unknown argument {arg:?}\n{USAGE}").into()),
         }
@@ -127,16 +136,14 @@ async fn main() -> Result<(), BoxError> {
         "all" => &["invoke", "throughput", "fanout", "mint"],
         one => &[one],
     };
-    let mut verdicts = Vec::new();
+    let mut gates = gate::Gates::from_args("edges")?;
     for scenario in scenarios {
-        let pass = match *scenario {
-            "invoke" => invoke::run(&options).await?,
-            "throughput" => throughput::run(&options).await?,
-            "mint" => mint::run(&options).await?,
-            _ => fanout::run(&options).await?,
-        };
-        verdicts.push(format!("{scenario} {}", stats::verdict(pass)));
+        match *scenario {
+            "invoke" => invoke::run(&options, &mut gates).await?,
+            "throughput" => throughput::run(&options, &mut gates).await?,
+            "mint" => mint::run(&options, &mut gates).await?,
+            _ => fanout::run(&options, &mut gates).await?,
+        }
     }
-    println!("\ntargets: {}", verdicts.join(", "));
-    Ok(())
+    gates.finish()
 }

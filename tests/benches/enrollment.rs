@@ -3,11 +3,17 @@
 //! window. Runs on PostgreSQL when AEGIS_RELAY_TEST_POSTGRES_URL names a
 //! server (else SQLite), with the local signer or (`--signer openbao`, with
 //! AEGIS_RELAY_TEST_OPENBAO_URL and _ROOT_TOKEN set by cluster/openbao.sh)
-//! OpenBao Transit via AppRole; prints figures and fails only on a failed
-//! handshake.
+//! OpenBao Transit via AppRole (the role_id and secret_id files the
+//! deployment's bootstrap wrote into AEGIS_RELAY_TEST_OPENBAO_APPROLE_DIR).
+//! Gates (gate.rs): every handshake succeeds and stores its edge, and with
+//! the local signer at least 1,000 handshakes/s; the OpenBao figure is
+//! printed against its reference (the AEGIS relay, about 570/s) ungated.
 //!
 //!   cargo bench --bench enrollment -- [--edges N] [--concurrency C] [--signer local|openbao]
+//!     [--target handshakes_per_s=N]
 
+#[path = "gate.rs"]
+mod gate;
 #[path = "../common/postgres.rs"]
 mod postgres_db;
 
@@ -89,28 +95,22 @@ async fn store() -> Result<
     Ok((Arc::new(store), "sqlite", None, dir))
 }
 
-/// An OpenBao signer logged in with the AppRole `relay` that cluster/openbao.sh creates.
+/// An OpenBao signer logged in with the AppRole credentials that the
+/// deployment's bootstrap wrote for cluster/openbao.sh.
 async fn openbao_signer() -> Result<aegis_relay::auth::OpenBaoSigner, BoxError> {
-    let url = std::env::var("AEGIS_RELAY_TEST_OPENBAO_URL")?;
-    let root = std::env::var("AEGIS_RELAY_TEST_OPENBAO_ROOT_TOKEN")?;
-    let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .build()?;
-    let read = |method: reqwest::Method, path: &str| {
-        http.request(method, format!("{url}/v1/{path}"))
-            .header("X-Vault-Token", &root)
+    let var = |name: &str| {
+        std::env::var(name).map_err(|_| {
+            format!("{name} is not set: run cluster/bench, or source cluster/openbao.sh and start_openbao")
+        })
     };
-    let role: serde_json::Value = read(reqwest::Method::GET, "auth/approle/role/relay/role-id")
-        .send()
-        .await?
-        .json()
-        .await?;
-    let secret: serde_json::Value =
-        read(reqwest::Method::POST, "auth/approle/role/relay/secret-id")
-            .send()
-            .await?
-            .json()
-            .await?;
+    let url = var("AEGIS_RELAY_TEST_OPENBAO_URL")?;
+    let dir = std::path::PathBuf::from(var("AEGIS_RELAY_TEST_OPENBAO_APPROLE_DIR")?);
+    let read = |name: &str| -> Result<String, BoxError> {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Ok(text.trim().to_owned())
+    };
     let config = aegis_relay::config::OpenBaoConfig {
         endpoint: url,
         role_id_file: None,
@@ -119,20 +119,23 @@ async fn openbao_signer() -> Result<aegis_relay::auth::OpenBaoSigner, BoxError> 
         transit_mount: "transit".into(),
         transit_key: "edge-enrollment-token".into(),
     };
-    let field = |value: &serde_json::Value, name: &str| {
-        value["data"][name].as_str().unwrap_or_default().to_owned()
-    };
     Ok(aegis_relay::auth::OpenBaoSigner::connect(
         &config,
         aegis_relay::config::SigningScheme::Rs256,
-        field(&role, "role_id"),
-        field(&secret, "secret_id"),
+        read("role_id")?,
+        read("secret_id")?,
     )
     .await?)
 }
 
+/// Target for the local signer, handshakes per second.
+const TARGET_PER_SECOND: f64 = 1_000.0;
+/// The AEGIS relay with OpenBao on the development machine, for reference.
+const AEGIS_OPENBAO_PER_SECOND: f64 = 570.0;
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), BoxError> {
+    let mut gates = gate::Gates::from_args("enrollment")?;
     let edges = arg("--edges", 3_000);
     let concurrency = arg("--concurrency", 64).max(1);
     let (store, backend, url, dir) = store().await?;
@@ -203,15 +206,12 @@ async fn main() -> Result<(), BoxError> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let enrolled = relay.store().list_edges(Some("t-bench")).await?.len();
+    let per_second = edges as f64 / elapsed;
     println!(
         "\nenrollment benchmark ({backend}, {signer_name}): {edges} handshakes, {concurrency} in flight"
     );
     println!(
-        "  {:.0} handshakes/s ({:.2} s), {} edges stored, {} failures",
-        edges as f64 / elapsed,
-        elapsed,
-        enrolled,
-        failures
+        "  {per_second:.0} handshakes/s ({elapsed:.2} s), {enrolled} edges stored, {failures} failures"
     );
     relay.shutdown().await;
     if let Some(url) = url {
@@ -219,8 +219,26 @@ async fn main() -> Result<(), BoxError> {
             .await
             .map_err(|e| e.to_string())?;
     }
-    if failures > 0 || enrolled != edges {
-        return Err(format!("{failures} handshakes failed; {enrolled} of {edges} stored").into());
+    let signer_key = if use_openbao { "openbao" } else { "local" };
+    gates.check(
+        &format!("{signer_key} handshakes ({backend})"),
+        failures == 0 && enrolled == edges,
+        format!("{failures} failed, {enrolled} of {edges} stored"),
+        "0 failed, all stored",
+    );
+    if use_openbao {
+        gates.info(
+            &format!("openbao handshakes/s ({backend})"),
+            format!("{per_second:.0}/s (AEGIS relay about {AEGIS_OPENBAO_PER_SECOND}/s)"),
+        );
+    } else {
+        gates.at_least(
+            "handshakes_per_s",
+            &format!("local signer, {backend}"),
+            per_second,
+            TARGET_PER_SECOND,
+            "/s",
+        );
     }
-    Ok(())
+    gates.finish()
 }

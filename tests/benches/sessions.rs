@@ -1,10 +1,13 @@
 //! Session benchmarks against real processes: the relay binary (`dev`,
 //! SQLite embedded, so the database's CPU is the relay's) and `edge-sim run`
-//! as the edges. Reads the relay's RSS and CPU from /proc and its counters
-//! from /metrics; prints figures and target verdicts.
+//! as the edges. Reads the relay's RSS and CPU from /proc (CPU ticks
+//! converted with `getconf CLK_TCK`) and its counters from /metrics; exits
+//! non-zero on a missed target or a figure it could not read: a relay that
+//! died, an unreadable /proc or a missing counter fails the run (gate.rs).
 //!
 //!   cargo bench --bench sessions -- streams [--edges 20000] [--per-connection 100] [--single 10000]
 //!   cargo bench --bench sessions -- heartbeat-cpu [--edges 5000] [--seconds 20]
+//!   (either takes --target per_edge_kib=N or --target heartbeat_cpu_us=N)
 //!
 //! `streams` measures relay memory per edge twice, each on a fresh relay:
 //! N edges multiplexed over few connections (per stream), and edges with one
@@ -17,6 +20,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+#[path = "gate.rs"]
+mod gate;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -40,32 +46,45 @@ impl Drop for Proc {
     }
 }
 
-fn proc_status(pid: u32, field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = text.lines().find(|l| l.starts_with(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+/// Target: relay RSS per edge with its own connection, KiB.
+const TARGET_PER_EDGE_KIB: f64 = 40.0;
+/// Target: relay CPU per verified heartbeat, microseconds.
+const TARGET_HEARTBEAT_CPU_US: f64 = 60.0;
+
+fn proc_file(pid: u32, file: &str) -> Result<String, BoxError> {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .map_err(|e| format!("cannot read /proc/{pid}/{file} (has the relay exited?): {e}").into())
 }
 
-/// RSS in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    proc_status(pid, "VmRSS:").unwrap_or(0)
+/// RSS in KiB; an error when /proc has no figure (a zombie has no VmRSS).
+fn rss_kib(pid: u32) -> Result<u64, BoxError> {
+    let text = proc_file(pid, "status")?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .ok_or_else(|| format!("/proc/{pid}/status has no VmRSS (has the relay exited?)").into())
 }
 
-/// user+sys CPU in clock ticks (100 per second here).
-fn cpu_ticks(pid: u32) -> u64 {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    let after = text.rsplit_once(')').map_or("", |(_, rest)| rest);
+/// user+sys CPU in clock ticks (see [`gate::clock_ticks_per_second`]).
+fn cpu_ticks(pid: u32) -> Result<u64, BoxError> {
+    let text = proc_file(pid, "stat")?;
+    let (_, after) = text
+        .rsplit_once(')')
+        .ok_or_else(|| format!("/proc/{pid}/stat has no command name"))?;
     let fields: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 of stat; `after` starts at field 3.
-    let get = |i: usize| {
+    // `after` starts at field 3: the state, which is Z for a dead relay.
+    if fields.first() == Some(&"Z") {
+        return Err(format!("the relay (pid {pid}) has exited").into());
+    }
+    // Fields 14 and 15 of stat: utime and stime.
+    let get = |i: usize| -> Result<u64, BoxError> {
         fields
             .get(i - 3)
             .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
+            .ok_or_else(|| format!("/proc/{pid}/stat field {i} is missing or not a number").into())
     };
-    get(14) + get(15)
+    Ok(get(14)? + get(15)?)
 }
 
 struct Relay {
@@ -109,25 +128,47 @@ impl Relay {
         self.proc.0.id()
     }
 
+    /// A counter or gauge from /metrics; an error when the relay does not
+    /// answer or does not report it.
     async fn metric(&self, name: &str) -> Result<f64, BoxError> {
+        self.metric_if_reported(name)
+            .await?
+            .ok_or_else(|| format!("the relay's /metrics has no {name}").into())
+    }
+
+    /// A figure from /metrics, or `None` when not reported (yet).
+    async fn metric_if_reported(&self, name: &str) -> Result<Option<f64>, BoxError> {
         use http_body_util::BodyExt;
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build_http::<http_body_util::Empty<bytes::Bytes>>();
-        let uri = format!("{}/metrics", self.http).parse()?;
-        let response = tokio::time::timeout(Duration::from_secs(10), client.get(uri)).await??;
-        let body = response.into_body().collect().await?.to_bytes();
+        let uri: http::Uri = format!("{}/metrics", self.http).parse()?;
+        let unread =
+            |e: &dyn std::fmt::Display| format!("cannot read {uri} (has the relay exited?): {e}");
+        let response = tokio::time::timeout(Duration::from_secs(10), client.get(uri.clone()))
+            .await
+            .map_err(|e| unread(&e))?
+            .map_err(|e| unread(&e))?;
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unread(&e))?
+            .to_bytes();
         let text = String::from_utf8_lossy(&body);
         Ok(text
             .lines()
-            .find_map(|line| line.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(0.0))
+            .find_map(|line| line.strip_prefix(name).and_then(|v| v.trim().parse().ok())))
     }
 
     async fn wait_connected(&self, edges: u64, within: Duration) -> Result<Duration, BoxError> {
         let started = Instant::now();
         loop {
-            let connected = self.metric("aegis_relay_edge_nodes_connected").await?;
+            // The gauge may appear only with the first session.
+            let connected = self
+                .metric_if_reported("aegis_relay_edge_nodes_connected")
+                .await?
+                .unwrap_or(0.0);
             if connected as u64 >= edges {
                 return Ok(started.elapsed());
             }
@@ -193,23 +234,34 @@ async fn memory_per_edge(
 ) -> Result<(f64, u64), BoxError> {
     let relay = start_relay(data).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = rss_kib(relay.pid());
+    let before = rss_kib(relay.pid())?;
     let _edges = relay.edge_sim(edges_dir, count, per_connection, "30s", true)?;
     let took = relay
         .wait_connected(count, Duration::from_secs(600))
         .await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let after = rss_kib(relay.pid());
+    let after = rss_kib(relay.pid())?;
+    // Still serving: a relay that died after connecting must not pass.
+    let connected = relay.metric("aegis_relay_edge_nodes_connected").await?;
+    if (connected as u64) < count {
+        return Err(format!("only {connected} of {count} edges still connected").into());
+    }
     println!(
         "  {count} edges, {per_connection} per connection: connected in {:.1} s; relay RSS {:.1} MiB -> {:.1} MiB",
         took.as_secs_f64(),
         before as f64 / 1024.0,
         after as f64 / 1024.0
     );
-    Ok((after.saturating_sub(before) as f64 / count as f64, after))
+    if after <= before {
+        return Err(format!(
+            "relay RSS did not grow ({before} -> {after} KiB): no per-edge figure"
+        )
+        .into());
+    }
+    Ok(((after - before) as f64 / count as f64, after))
 }
 
-async fn streams() -> Result<(), BoxError> {
+async fn streams(gates: &mut gate::Gates) -> Result<(), BoxError> {
     let edges = arg("--edges", 20_000);
     let per_connection = arg("--per-connection", 100);
     let single = arg("--single", 10_000);
@@ -227,17 +279,37 @@ async fn streams() -> Result<(), BoxError> {
         edges.div_ceil(per_connection)
     );
     println!(
-        "  per edge with its own connection: {per_edge:.1} KiB ({single} edges) -> {} (target <= 40 KiB; AEGIS relay 42.8, bare tonic stream 31.2)",
-        if per_edge <= 40.0 { "PASS" } else { "MISS" }
+        "  per edge with its own connection: {per_edge:.1} KiB ({single} edges) (target <= {TARGET_PER_EDGE_KIB} KiB; AEGIS relay 42.8, bare tonic stream 31.2)"
     );
     println!(
         "  per connection (difference): {:.1} KiB",
         per_edge - per_stream
     );
+    gates.check(
+        "streams connected (sqlite)",
+        true,
+        format!(
+            "{edges} over {} connections",
+            edges.div_ceil(per_connection)
+        ),
+        "all connected",
+    );
+    gates.info(
+        "per multiplexed stream (sqlite)",
+        format!("{per_stream:.1} KiB"),
+    );
+    gates.at_most(
+        "per_edge_kib",
+        &format!("relay RSS per edge, {single} edges, sqlite"),
+        per_edge,
+        TARGET_PER_EDGE_KIB,
+        "KiB",
+    );
     Ok(())
 }
 
-async fn heartbeat_cpu() -> Result<(), BoxError> {
+async fn heartbeat_cpu(gates: &mut gate::Gates) -> Result<(), BoxError> {
+    let ticks_per_second = gate::clock_ticks_per_second()?;
     let edges = arg("--edges", 5_000);
     let seconds = arg("--seconds", 20);
     let dir = tempfile::tempdir()?;
@@ -253,7 +325,7 @@ async fn heartbeat_cpu() -> Result<(), BoxError> {
     let name = "aegis_relay_edge_events_total{kind=\"heartbeat\"}";
     let (beats_0, ticks_0, flushes_0) = (
         relay.metric(name).await?,
-        cpu_ticks(relay.pid()),
+        cpu_ticks(relay.pid())?,
         relay
             .metric("aegis_relay_edge_update_flushes_total")
             .await?,
@@ -261,14 +333,21 @@ async fn heartbeat_cpu() -> Result<(), BoxError> {
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let (beats_1, ticks_1, flushes_1) = (
         relay.metric(name).await?,
-        cpu_ticks(relay.pid()),
+        cpu_ticks(relay.pid())?,
         relay
             .metric("aegis_relay_edge_update_flushes_total")
             .await?,
     );
     let beats = beats_1 - beats_0;
-    let cpu_us = (ticks_1 - ticks_0) as f64 * 10_000.0;
-    let per = cpu_us / beats.max(1.0);
+    if beats < 1.0 || ticks_1 <= ticks_0 {
+        return Err(format!(
+            "no figure: {beats} heartbeats and {} CPU ticks in {seconds} s",
+            ticks_1.saturating_sub(ticks_0)
+        )
+        .into());
+    }
+    let cpu_us = (ticks_1 - ticks_0) as f64 * 1e6 / ticks_per_second as f64;
+    let per = cpu_us / beats;
     println!(
         "  {beats:.0} heartbeats in {seconds} s ({:.0}/s), {:.0} store flushes; relay user+sys {:.2} s",
         beats / seconds as f64,
@@ -276,8 +355,14 @@ async fn heartbeat_cpu() -> Result<(), BoxError> {
         cpu_us / 1e6
     );
     println!(
-        "  CPU per heartbeat (relay incl. its SQLite store): {per:.1} µs -> {} (target <= 60 µs; AEGIS relay about 115 µs, an Ed25519 verify about 27 µs)",
-        if per <= 60.0 { "PASS" } else { "MISS" }
+        "  CPU per heartbeat (relay incl. its SQLite store): {per:.1} µs (target <= {TARGET_HEARTBEAT_CPU_US} µs; AEGIS relay about 115 µs, an Ed25519 verify about 27 µs; {ticks_per_second} ticks/s)"
+    );
+    gates.at_most(
+        "heartbeat_cpu_us",
+        &format!("relay CPU per heartbeat, {edges} edges, sqlite"),
+        per,
+        TARGET_HEARTBEAT_CPU_US,
+        "µs",
     );
     Ok(())
 }
@@ -287,21 +372,34 @@ fn main() -> Result<(), BoxError> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let scenario = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-') && a.parse::<u64>().is_err())
-        .unwrap_or_else(|| "all".to_owned());
+    // The first argument that is neither a flag nor a flag's value.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut scenario = "all".to_owned();
+    let mut index = 0;
+    while index < args.len() {
+        let arg = &args[index];
+        if arg == "--bench" {
+            index += 1;
+        } else if arg.starts_with("--") {
+            index += 2;
+        } else {
+            scenario = arg.clone();
+            break;
+        }
+    }
+    let mut gates = gate::Gates::from_args("sessions")?;
     runtime.block_on(async {
         match scenario.as_str() {
-            "streams" => streams().await,
-            "heartbeat-cpu" => heartbeat_cpu().await,
+            "streams" => streams(&mut gates).await,
+            "heartbeat-cpu" => heartbeat_cpu(&mut gates).await,
             "all" => {
-                heartbeat_cpu().await?;
-                streams().await
+                heartbeat_cpu(&mut gates).await?;
+                streams(&mut gates).await
             }
             other => {
                 Err(format!("unknown scenario {other:?}: streams, heartbeat-cpu or all").into())
             }
         }
-    })
+    })?;
+    gates.finish()
 }

@@ -1,10 +1,14 @@
 //! Store benchmark: batched heartbeat flushes and token redemption under
 //! contention, on SQLite and (when AEGIS_RELAY_TEST_POSTGRES_URL names a
-//! server) PostgreSQL. Prints figures; asserts only correctness (one
-//! statement per flush, exactly one winner per token).
+//! server) PostgreSQL. Gates correctness, per backend: every flush is one
+//! statement and updates every edge, and every token has exactly one
+//! winning redemption; the speeds are printed without targets. Exits
+//! non-zero on a failed gate (gate.rs).
 //!
 //!   cargo bench --bench store -- [--edges N] [--rounds R] [--tokens T] [--contenders C]
 
+#[path = "gate.rs"]
+mod gate;
 #[path = "../common/postgres.rs"]
 mod postgres_db;
 
@@ -64,9 +68,13 @@ struct Figures {
     backend: &'static str,
     enroll_per_sec: f64,
     flush_ms: Vec<f64>,
-    statements_per_flush: u64,
+    /// Statements sqlx logged around each flush.
+    statements_per_flush: Vec<u64>,
     attempts_per_sec: f64,
     wins_per_sec: f64,
+    /// Tokens, and how many of them had exactly one winner.
+    tokens: usize,
+    tokens_with_one_winner: usize,
 }
 
 fn enrollment(jti: Uuid, node_id: Uuid, now: DateTime<Utc>) -> Enrollment {
@@ -83,6 +91,8 @@ fn enrollment(jti: Uuid, node_id: Uuid, now: DateTime<Utc>) -> Enrollment {
     }
 }
 
+/// Runs `job(0..count)`, `concurrency` at a time; the outcomes in job
+/// order (index `i` is `job(i)`'s).
 async fn run_all<F, Fut>(
     count: usize,
     concurrency: usize,
@@ -100,12 +110,18 @@ where
         tasks.spawn(async move {
             let outcome = future.await;
             drop(permit);
-            outcome
+            outcome.map(|outcome| (index, outcome))
         });
     }
-    let mut outcomes = Vec::with_capacity(count);
+    let mut outcomes = vec![EnrollmentOutcome::Enrolled; count];
+    let mut done = 0;
     while let Some(joined) = tasks.join_next().await {
-        outcomes.push(joined??);
+        let (index, outcome) = joined??;
+        outcomes[index] = outcome;
+        done += 1;
+    }
+    if done != count {
+        return Err(format!("{done} of {count} jobs finished").into());
     }
     Ok(outcomes)
 }
@@ -139,7 +155,7 @@ async fn bench(
     let enroll_per_sec = options.edges as f64 / started.elapsed().as_secs_f64();
 
     let mut flush_ms = Vec::new();
-    let mut statements_per_flush = 0;
+    let mut statements_per_flush = Vec::new();
     for round in 0..options.rounds {
         let beat = now + chrono::Duration::seconds(30 * (round as i64 + 1));
         let updates: Vec<EdgeUpdate> = nodes
@@ -155,7 +171,7 @@ async fn bench(
         let started = Instant::now();
         let updated = store.apply_edge_updates(&updates).await?;
         flush_ms.push(started.elapsed().as_secs_f64() * 1000.0);
-        statements_per_flush = statements.load(Ordering::Relaxed) - before;
+        statements_per_flush.push(statements.load(Ordering::Relaxed) - before);
         if updated != options.edges as u64 {
             return Err(format!(
                 "{backend}: flush updated {updated} of {} edges",
@@ -186,13 +202,19 @@ async fn bench(
     })
     .await?;
     let elapsed = started.elapsed().as_secs_f64();
-    let wins = outcomes
-        .iter()
-        .filter(|o| **o == EnrollmentOutcome::Enrolled)
-        .count();
-    if wins != options.tokens {
-        return Err(format!("{backend}: {wins} winners for {} tokens", options.tokens).into());
+    // Attempt `index` redeemed token `index / contenders`.
+    let mut winners = vec![0usize; options.tokens];
+    for (index, outcome) in outcomes.iter().enumerate() {
+        // A redemption, whichever kind: the token is burned.
+        if matches!(
+            outcome,
+            EnrollmentOutcome::Enrolled | EnrollmentOutcome::Replaced
+        ) {
+            winners[index / contenders] += 1;
+        }
     }
+    let wins: usize = winners.iter().sum();
+    let tokens_with_one_winner = winners.iter().filter(|w| **w == 1).count();
     Ok(Figures {
         backend,
         enroll_per_sec,
@@ -200,10 +222,12 @@ async fn bench(
         statements_per_flush,
         attempts_per_sec: outcomes.len() as f64 / elapsed,
         wins_per_sec: wins as f64 / elapsed,
+        tokens: options.tokens,
+        tokens_with_one_winner,
     })
 }
 
-fn print(figures: &[Figures], options: &Options) {
+fn print(figures: &[Figures], options: &Options, gates: &mut gate::Gates) {
     println!(
         "\nstore benchmark: {} edges, {} flushes, {} tokens x {} contenders",
         options.edges, options.rounds, options.tokens, options.contenders
@@ -215,17 +239,55 @@ fn print(figures: &[Figures], options: &Options) {
     for f in figures {
         let mut sorted = f.flush_ms.clone();
         sorted.sort_by(f64::total_cmp);
-        let median = sorted[sorted.len() / 2];
+        let median = gate::median(&sorted).unwrap_or(f64::NAN);
+        let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
+        let statements = f
+            .statements_per_flush
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         println!(
             "{:<9} {:>10.0} {:>8.1} /{:>6.1} /{:>6.1} {:>11} {:>14.0} {:>12.0}",
             f.backend,
             f.enroll_per_sec,
             median,
-            sorted[0],
-            sorted[sorted.len() - 1],
-            f.statements_per_flush,
+            min,
+            max,
+            statements,
             f.attempts_per_sec,
             f.wins_per_sec
+        );
+        let b = f.backend;
+        gates.check(
+            &format!("{b} statements per flush"),
+            f.statements_per_flush.iter().all(|n| *n == 1),
+            format!("[{statements}]"),
+            "1 each flush",
+        );
+        gates.check(
+            &format!("{b} winners per token"),
+            f.tokens_with_one_winner == f.tokens,
+            format!(
+                "{} of {} tokens had exactly 1",
+                f.tokens_with_one_winner, f.tokens
+            ),
+            "exactly 1 per token",
+        );
+        gates.info(
+            &format!("{b} flush of {} edges", options.edges),
+            format!("median {median:.1} / min {min:.1} / max {max:.1} ms"),
+        );
+        gates.info(
+            &format!("{b} redemptions"),
+            format!(
+                "{:.0} attempts/s, {:.0} winning/s",
+                f.attempts_per_sec, f.wins_per_sec
+            ),
+        );
+        gates.info(
+            &format!("{b} enrollments"),
+            format!("{:.0}/s", f.enroll_per_sec),
         );
     }
 }
@@ -233,6 +295,7 @@ fn print(figures: &[Figures], options: &Options) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), BoxError> {
     let options = options()?;
+    let mut gates = gate::Gates::from_args("store")?;
     let statements = Arc::new(AtomicU64::new(0));
     let subscriber = tracing_subscriber::registry()
         .with(
@@ -271,6 +334,6 @@ async fn main() -> Result<(), BoxError> {
         }
         None => eprintln!("postgres skipped: set AEGIS_RELAY_TEST_POSTGRES_URL"),
     }
-    print(&figures, &options);
-    Ok(())
+    print(&figures, &options, &mut gates);
+    gates.finish()
 }

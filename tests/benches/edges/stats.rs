@@ -58,14 +58,6 @@ pub fn ratio(a: Duration, b: Duration) -> f64 {
     a.as_secs_f64() / b.as_secs_f64().max(f64::MIN_POSITIVE)
 }
 
-pub fn verdict(pass: bool) -> &'static str {
-    if pass {
-        "PASS"
-    } else {
-        "FAIL"
-    }
-}
-
 /// The scenario header with the command that reproduces it.
 pub fn header(scenario: &str, flags: &str, what: &str) {
     println!("\n== {scenario}: {what}");
