@@ -5,15 +5,12 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use aegis_relay::app::{self, RelaySettings};
-use aegis_relay::auth::{ChainCallerAuth, OidcCallerAuth, FLEET_MANAGE_ROLE};
+use aegis_relay::app;
+use aegis_relay::auth::FLEET_MANAGE_ROLE;
 use aegis_relay::edge_client::EdgeOptions;
 use aegis_relay::proto::cluster::edge_command;
-use aegis_relay::runtime::Runtime;
-use aegis_relay::store::SqliteStore;
 use common::authz::{run_matrix, Credential, Fixture, Kind, Targets};
 use common::edges::{edge_channel, enroll_edge, run_edge};
 use common::idp::FakeIdp;
@@ -25,30 +22,7 @@ const TENANT: &str = "t-acme";
 #[tokio::test]
 async fn every_route_answers_every_kind_of_caller_exactly() -> TestResult {
     let idp = FakeIdp::start().await?;
-    let store_dir = tempfile::tempdir()?;
-    let store = SqliteStore::open(&store_dir.path().join("relay.db")).await?;
-    store.migrate().await?;
-    let key_dir = tempfile::tempdir()?;
-    let signer = Arc::new(aegis_relay::auth::LocalSigner::load_or_create(
-        &key_dir.path().join("key.pem"),
-    )?);
-    let settings = RelaySettings::local(
-        "relay-matrix",
-        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-        0,
-        0,
-    );
-    let callers = ChainCallerAuth::new(
-        settings.issuer.clone(),
-        None,
-        Some(OidcCallerAuth::new(idp.keycloak_config())?),
-    );
-    let deps = app::Dependencies {
-        store: Arc::new(store),
-        signer,
-        callers: Some(Arc::new(callers)),
-    };
-    let relay = app::start(settings, Runtime::real(), deps).await?;
+    let relay = common::idp::start_oidc_relay(&idp).await?;
 
     let sign = |subject: &str, tenant: &str, edit: &dyn Fn(&mut serde_json::Value)| {
         let mut claims = idp.claims(subject, tenant);

@@ -8,13 +8,8 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use aegis_relay::app;
-use aegis_relay::auth::{ChainCallerAuth, OidcCallerAuth, FLEET_MANAGE_ROLE};
+use aegis_relay::auth::FLEET_MANAGE_ROLE;
 use aegis_relay::edge_client::EdgeOptions;
-use aegis_relay::runtime::Runtime;
-use aegis_relay::store::SqliteStore;
 use common::edges::{enroll_edge, run_edge};
 use common::idp::FakeIdp;
 use common::{assert_graceful, http_request, TestResult};
@@ -60,30 +55,7 @@ async fn look(
 #[tokio::test]
 async fn tenant_headers_on_the_edge_routes_follow_the_rules() -> TestResult {
     let idp = FakeIdp::start().await?;
-    let store_dir = tempfile::tempdir()?;
-    let store = SqliteStore::open(&store_dir.path().join("relay.db")).await?;
-    store.migrate().await?;
-    let key_dir = tempfile::tempdir()?;
-    let signer = Arc::new(aegis_relay::auth::LocalSigner::load_or_create(
-        &key_dir.path().join("key.pem"),
-    )?);
-    let settings = app::RelaySettings::local(
-        "relay-tenants",
-        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-        0,
-        0,
-    );
-    let callers = ChainCallerAuth::new(
-        settings.issuer.clone(),
-        None,
-        Some(OidcCallerAuth::new(idp.keycloak_config())?),
-    );
-    let deps = app::Dependencies {
-        store: Arc::new(store),
-        signer,
-        callers: Some(Arc::new(callers)),
-    };
-    let relay = app::start(settings, Runtime::real(), deps).await?;
+    let relay = common::idp::start_oidc_relay(&idp).await?;
     let a = enroll_edge(&relay, "t-a").await?;
     let b = enroll_edge(&relay, "t-b").await?;
     let edge_a = run_edge(&relay, &a.state, EdgeOptions::default()).await?;

@@ -129,3 +129,26 @@ impl FakeIdp {
         Ok(jsonwebtoken::encode(&header, claims, &self.key)?)
     }
 }
+
+/// A relay on a fresh SQLite store whose callers are this realm's tokens
+/// only (`run` without `relay.accept_local_admin_tokens`).
+pub async fn start_oidc_relay(idp: &FakeIdp) -> Result<super::TestRelay, BoxError> {
+    let store_dir = tempfile::tempdir()?;
+    let store = aegis_relay::store::SqliteStore::open(&store_dir.path().join("relay.db")).await?;
+    store.migrate().await?;
+    let callers = aegis_relay::auth::ChainCallerAuth::new(
+        aegis_relay::config::DEFAULT_ISSUER.to_owned(),
+        None,
+        Some(aegis_relay::auth::OidcCallerAuth::new(
+            idp.keycloak_config(),
+        )?),
+    );
+    let mut relay = super::start_relay_authenticating(
+        std::sync::Arc::new(store),
+        Some(std::sync::Arc::new(callers)),
+        |settings| settings.issuer = aegis_relay::config::DEFAULT_ISSUER.to_owned(),
+    )
+    .await?;
+    relay.keep_store_dir(store_dir);
+    Ok(relay)
+}

@@ -31,6 +31,11 @@ impl std::ops::Deref for TestRelay {
 }
 
 impl TestRelay {
+    /// Keeps `dir` (the relay's store) alive as long as the relay.
+    pub fn keep_store_dir(&mut self, dir: tempfile::TempDir) {
+        self._store_dir = Some(dir);
+    }
+
     /// Drains and stops the relay. The outcome must be looked at: a test
     /// with live edges asserts `Graceful` (a drain that had to abort work is
     /// a bug those tests exist to catch).
@@ -72,6 +77,16 @@ pub async fn start_relay_with(
     store: Arc<dyn aegis_relay::store::Store>,
     configure: impl FnOnce(&mut RelaySettings),
 ) -> Result<TestRelay, Box<dyn std::error::Error>> {
+    start_relay_authenticating(store, None, configure).await
+}
+
+/// As [`start_relay_with`], with `callers` authenticating callers (`None`:
+/// the relay's own operator tokens).
+pub async fn start_relay_authenticating(
+    store: Arc<dyn aegis_relay::store::Store>,
+    callers: Option<Arc<dyn aegis_relay::auth::CallerAuth>>,
+    configure: impl FnOnce(&mut RelaySettings),
+) -> Result<TestRelay, Box<dyn std::error::Error>> {
     let mut settings = RelaySettings::local("relay-test", IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0);
     // Every test client shares 127.0.0.1: the rate-limit test sets its own.
     settings.attest_rate_limit.per_second = 10_000.0;
@@ -82,7 +97,7 @@ pub async fn start_relay_with(
     let deps = app::Dependencies {
         store,
         signer: Arc::new(signer),
-        callers: None,
+        callers,
     };
     let relay = app::start(settings, Runtime::real(), deps).await?;
     Ok(TestRelay {
