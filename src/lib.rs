@@ -16,6 +16,7 @@ pub mod enroll;
 pub mod fleet;
 pub mod grpc;
 pub mod http;
+pub mod membership;
 pub mod net;
 pub mod owner;
 pub mod proto;
