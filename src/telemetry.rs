@@ -2,11 +2,15 @@
 //! Prometheus registry behind `/metrics`.
 
 mod edges;
+mod fleet;
 mod limits;
 mod logging;
 mod metrics;
 
 pub use self::edges::*;
+pub use self::fleet::{
+    SseMeters, FLEET_SSE_BUFFERED, FLEET_SSE_GIVEN_UP, FLEET_SSE_PROGRESS_DROPPED,
+};
 pub use self::limits::{CONNECTIONS_OPEN, CONNECTIONS_REFUSED, RATE_LIMITED};
 pub use self::logging::init_logging;
 pub use self::metrics::{grpc_code_name, Metrics};

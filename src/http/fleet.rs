@@ -94,7 +94,10 @@ pub async fn invoke(
         .map_err(|err| {
             ApiError::new(429, "too_many_runs", err.to_string()).retry_after(RUNNING_RETRY_AFTER)
         })?;
-    let (events, receiver) = sse_buffer(api.fleets.retention().sse_buffer_bytes);
+    let (events, receiver) = sse_buffer(
+        api.fleets.retention().sse_buffer_bytes,
+        state.metrics.fleet_sse(),
+    );
     let sink = RecordingSink::new(
         Arc::clone(&api.fleets),
         fleet_command_id,
