@@ -383,13 +383,18 @@ pub async fn start(
         }
         .instrument(span.clone())
     });
+    let timers = crate::housekeeping::run(
+        crate::housekeeping::Intervals::default(),
+        Arc::clone(&api.rate_limits),
+        Arc::clone(&store),
+        Arc::clone(&runtime.clock),
+        stop.clone(),
+    );
     tasks.spawn(
-        housekeeping(
-            Arc::clone(&api.rate_limits),
-            Arc::clone(&store),
-            Arc::clone(&runtime.clock),
-            stop.clone(),
-        )
+        async move {
+            timers.await;
+            ("housekeeping", Ok(()))
+        }
         .instrument(span.clone()),
     );
     readiness.set_ok(STARTING);
@@ -408,41 +413,6 @@ pub async fn start(
         tokens,
         owner,
     })
-}
-
-/// How often expired AttestNode challenges are deleted.
-const CHALLENGE_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
-
-/// Timers that keep per-source and per-challenge state bounded: rate-limit
-/// buckets are pruned every [`crate::enroll::PRUNE_INTERVAL`] and expired
-/// challenges swept every [`CHALLENGE_SWEEP_INTERVAL`], so neither happens
-/// on a caller's path.
-async fn housekeeping(
-    limits: Arc<RpcRateLimits>,
-    store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
-    stop: CancellationToken,
-) -> (&'static str, Result<(), RelayError>) {
-    let mut prune = tokio::time::interval(crate::enroll::PRUNE_INTERVAL);
-    let mut sweep = tokio::time::interval(CHALLENGE_SWEEP_INTERVAL);
-    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return ("housekeeping", Ok(())),
-            now = prune.tick() => {
-                limits.prune(now);
-            }
-            _ = sweep.tick() => {
-                let now = chrono::DateTime::from(clock.now());
-                match store.sweep_challenges(now).await {
-                    Ok(0) => {}
-                    Ok(swept) => tracing::debug!(swept, "expired challenges deleted"),
-                    Err(err) => tracing::warn!(error = %err, "sweeping expired challenges failed"),
-                }
-            }
-        }
-    }
 }
 
 async fn bind(

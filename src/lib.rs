@@ -15,6 +15,7 @@ pub mod endpoints;
 pub mod enroll;
 pub mod fleet;
 pub mod grpc;
+pub mod housekeeping;
 pub mod http;
 pub mod membership;
 pub mod net;
