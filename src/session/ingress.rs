@@ -81,6 +81,7 @@ impl Ingress {
                 retention: parts.settings.idempotency_retention,
                 max_entries: parts.settings.idempotency_capacity,
                 bytes_per_tenant: parts.settings.idempotency_bytes_per_tenant,
+                max_bytes: super::ledger::MAX_BYTES,
             }),
             hello: parts.hello,
             owner: parts.owner,

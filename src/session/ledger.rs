@@ -71,7 +71,7 @@ struct Inner {
 }
 
 /// Most output bytes kept in outcomes replica-wide; the oldest go first.
-const MAX_BYTES: usize = 64 * 1024 * 1024;
+pub const MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// The bounds of a [`Ledger`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +82,8 @@ pub struct LedgerLimits {
     pub max_entries: usize,
     /// Most output bytes kept per tenant.
     pub bytes_per_tenant: usize,
+    /// Most output bytes kept replica-wide ([`MAX_BYTES`]).
+    pub max_bytes: usize,
 }
 
 /// Commands per (node, command id), outcomes kept for a retention period.
@@ -205,7 +207,7 @@ impl Ledger {
             }
         }
         while let Some(&(at, key)) = inner.expiry.front() {
-            let over = inner.kept > self.limits.max_entries || inner.bytes > MAX_BYTES;
+            let over = inner.kept > self.limits.max_entries || inner.bytes > self.limits.max_bytes;
             if at > now && !over {
                 break;
             }
@@ -224,6 +226,12 @@ impl Ledger {
             }
             evict(inner, key, at <= now);
         }
+    }
+
+    /// Output bytes kept replica-wide (tests).
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 
     /// Outcomes and evicted keys held (tests).
@@ -271,7 +279,14 @@ mod tests {
             retention: Duration::from_secs(600),
             max_entries,
             bytes_per_tenant,
+            max_bytes: MAX_BYTES,
         })
+    }
+
+    /// Runs `command_id` on `node` for `tenant` with `bytes` of output.
+    fn run(ledger: &Ledger, node: Uuid, command_id: Uuid, tenant: &Arc<str>, bytes: usize) {
+        assert_eq!(ledger.admit(node, command_id, 1), Admission::Send);
+        assert!(ledger.complete(node, command_id, tenant, &output(bytes)));
     }
 
     fn output(bytes: usize) -> EdgeResult {
@@ -364,5 +379,56 @@ mod tests {
             "B's one and A's newest two (8,000 bytes)"
         );
         assert_eq!(evicted, 19);
+    }
+
+    #[test]
+    fn tenants_under_their_own_cap_are_bounded_replica_wide_oldest_first() {
+        // Per tenant 8,000 bytes; replica-wide 10,000.
+        let ledger = Ledger::new(LedgerLimits {
+            retention: Duration::from_secs(600),
+            max_entries: 1_000,
+            bytes_per_tenant: 8_000,
+            max_bytes: 10_000,
+        });
+        let tenants: Vec<Arc<str>> = vec!["t-a".into(), "t-b".into(), "t-c".into()];
+        let node = crate::runtime::test_id();
+        let mut ids = Vec::new();
+        // A1, B1, C1: 9,000 bytes, within both caps.
+        for tenant in &tenants {
+            let id = crate::runtime::test_id();
+            run(&ledger, node, id, tenant, 3_000);
+            ids.push(id);
+        }
+        assert_eq!((ledger.held(), ledger.bytes()), ((3, 0), 9_000));
+        // A2 and B2: each tenant holds at most 6,000 (under its 8,000), but
+        // the replica would hold 12,000: the oldest outcome goes each time,
+        // whoever's it is (A1, then B1).
+        for tenant in &tenants[..2] {
+            let id = crate::runtime::test_id();
+            run(&ledger, node, id, tenant, 3_000);
+            ids.push(id);
+            assert!(ledger.bytes() <= 10_000, "{} bytes kept", ledger.bytes());
+        }
+        assert_eq!(ledger.held(), (3, 2));
+        for evicted in &ids[..2] {
+            assert_eq!(
+                ledger.admit(node, *evicted, 2),
+                Admission::Expired,
+                "never a second run"
+            );
+        }
+        for kept in &ids[2..] {
+            assert!(matches!(
+                ledger.admit(node, *kept, 2),
+                Admission::Completed(_)
+            ));
+        }
+        // An outcome over the replica-wide cap by itself evicts everything,
+        // itself included: only the keys are left.
+        let big = crate::runtime::test_id();
+        run(&ledger, node, big, &tenants[2], 12_000);
+        assert_eq!(ledger.held(), (0, 6));
+        assert_eq!(ledger.bytes(), 0);
+        assert_eq!(ledger.admit(node, big, 2), Admission::Expired);
     }
 }
