@@ -10,9 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aegis_relay::edge_client::EdgeOptions;
-use aegis_relay::store::SqliteStore;
 use common::edges::{enroll_edge, run_edge};
-use common::{counter_value, start_relay_with, TestResult};
+use common::{counter_value, start_relay_configured, TestResult};
 use tracing_subscriber::layer::SubscriberExt;
 
 /// Counts sqlx statements that update `edge_daemons`.
@@ -49,10 +48,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for UpdateCounter {
 
 #[tokio::test]
 async fn heartbeats_of_many_edges_are_written_one_statement_per_flush() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let store = SqliteStore::open(&dir.path().join("relay.db")).await?;
-    store.migrate().await?;
-    let relay = start_relay_with(Arc::new(store), |settings| {
+    let relay = start_relay_configured(|settings| {
         settings.sessions.store_flush_interval = Duration::from_millis(200);
     })
     .await?;

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use aegis_relay::edge_client::EdgeOptions;
@@ -14,7 +13,7 @@ use common::edges::{
     commands_before_marker, enroll_edge, now_ms, open_stream, run_edge, tenant_bearer,
 };
 use common::{
-    assert_graceful, eventually, http_request, start_relay, start_relay_with, TestResult,
+    assert_graceful, eventually, http_request, start_relay, start_relay_configured, TestResult,
 };
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -247,11 +246,8 @@ async fn a_fleet_run_outlives_its_request_and_its_history_is_complete() -> TestR
 #[tokio::test]
 async fn an_idempotent_retry_joins_the_running_call_and_expires_after_the_retention() -> TestResult
 {
-    let dir = tempfile::tempdir()?;
-    let store = aegis_relay::store::SqliteStore::open(&dir.path().join("relay.db")).await?;
-    store.migrate().await?;
     let retention = Duration::from_millis(1500);
-    let relay = start_relay_with(Arc::new(store), |settings| {
+    let relay = start_relay_configured(|settings| {
         settings.sessions.idempotency_retention = retention;
     })
     .await?;

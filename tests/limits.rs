@@ -13,22 +13,9 @@ use bytes::Bytes;
 use common::edges::{capabilities, enroll_edge, now_ms, open_with, signer};
 use common::enroll::{client, Node};
 use common::raw::{closed_within, grpc_call, grpc_outcome, h2, prefix, tcp};
-use common::{counter_value, http_get, start_relay, start_relay_with, TestResult};
+use common::{counter_value, http_get, start_relay, start_relay_configured, TestResult};
 use hyper::body::Frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn sqlite() -> Result<
-    (
-        tempfile::TempDir,
-        std::sync::Arc<dyn aegis_relay::store::Store>,
-    ),
-    Box<dyn std::error::Error>,
-> {
-    let dir = tempfile::tempdir()?;
-    let store = aegis_relay::store::SqliteStore::open(&dir.path().join("relay.db")).await?;
-    store.migrate().await?;
-    Ok((dir, std::sync::Arc::new(store)))
-}
 
 #[tokio::test]
 async fn unary_requests_and_hellos_over_64_kib_are_out_of_range() -> TestResult {
@@ -94,8 +81,7 @@ async fn a_declared_16_mib_attest_is_refused_at_its_prefix() -> TestResult {
 
 #[tokio::test]
 async fn a_unary_call_that_never_finishes_its_request_ends_at_unary_timeout() -> TestResult {
-    let (_dir, store) = sqlite().await?;
-    let relay = start_relay_with(store, |settings| {
+    let relay = start_relay_configured(|settings| {
         settings.grpc.unary_timeout = Duration::from_secs(1);
     })
     .await?;
@@ -118,8 +104,7 @@ async fn a_unary_call_that_never_finishes_its_request_ends_at_unary_timeout() ->
 
 #[tokio::test]
 async fn a_rest_body_that_trickles_gets_408() -> TestResult {
-    let (_dir, store) = sqlite().await?;
-    let relay = start_relay_with(store, |settings| {
+    let relay = start_relay_configured(|settings| {
         settings.limits.request_body_timeout = Duration::from_secs(1);
     })
     .await?;
@@ -151,8 +136,7 @@ async fn a_rest_body_that_trickles_gets_408() -> TestResult {
 
 #[tokio::test]
 async fn connections_past_the_caps_are_closed_at_once_and_counted() -> TestResult {
-    let (_dir, store) = sqlite().await?;
-    let relay = start_relay_with(store, |settings| {
+    let relay = start_relay_configured(|settings| {
         settings.limits.max_connections = 4;
         settings.limits.max_connections_per_source = 3;
         settings.limits.header_read_timeout = Duration::from_secs(30);
@@ -202,8 +186,7 @@ async fn connections_past_the_caps_are_closed_at_once_and_counted() -> TestResul
 #[tokio::test]
 async fn attest_from_one_ipv6_64_behind_a_trusted_proxy_hits_the_limit_after_the_burst(
 ) -> TestResult {
-    let (_dir, store) = sqlite().await?;
-    let relay = start_relay_with(store, |settings| {
+    let relay = start_relay_configured(|settings| {
         settings.attest_rate_limit.per_second = 0.01;
         settings.attest_rate_limit.burst = 20;
         settings.attest_rate_limit.trusted_proxies =
@@ -245,8 +228,7 @@ async fn attest_from_one_ipv6_64_behind_a_trusted_proxy_hits_the_limit_after_the
 
 #[tokio::test]
 async fn challenge_and_rotate_have_their_own_buckets_with_retry_info() -> TestResult {
-    let (_dir, store) = sqlite().await?;
-    let relay = start_relay_with(store, |settings| {
+    let relay = start_relay_configured(|settings| {
         settings.attest_rate_limit.per_second = 0.01;
         settings.attest_rate_limit.burst = 3;
     })
@@ -296,9 +278,8 @@ async fn challenge_and_rotate_have_their_own_buckets_with_retry_info() -> TestRe
 
 #[tokio::test]
 async fn metrics_can_require_a_bearer() -> TestResult {
-    let (_dir, store) = sqlite().await?;
     let token = "0123456789abcdef0123456789abcdef";
-    let relay = start_relay_with(store, |settings| {
+    let relay = start_relay_configured(|settings| {
         settings.metrics_token = Some(aegis_relay::config::Secret::new(token));
     })
     .await?;

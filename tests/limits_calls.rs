@@ -10,22 +10,9 @@ use std::time::Duration;
 use aegis_relay::edge_client::EdgeOptions;
 use aegis_relay::proto::cluster::edge_command;
 use common::edges::{enroll_edge, open_stream, run_edge, tenant_bearer};
-use common::{eventually, http_request, start_relay_with, TestResult};
+use common::{eventually, http_request, start_relay_configured, TestResult};
 use http_body_util::BodyExt;
 use uuid::Uuid;
-
-async fn sqlite() -> Result<
-    (
-        tempfile::TempDir,
-        std::sync::Arc<dyn aegis_relay::store::Store>,
-    ),
-    Box<dyn std::error::Error>,
-> {
-    let dir = tempfile::tempdir()?;
-    let store = aegis_relay::store::SqliteStore::open(&dir.path().join("relay.db")).await?;
-    store.migrate().await?;
-    Ok((dir, std::sync::Arc::new(store)))
-}
 
 async fn invoke(
     relay: &common::TestRelay,
@@ -52,8 +39,7 @@ fn echo(word: &str) -> serde_json::Value {
 #[tokio::test]
 async fn one_tenants_outputs_cannot_evict_anothers_and_evicted_keys_never_run_twice() -> TestResult
 {
-    let (_dir, store) = sqlite().await?;
-    let relay = start_relay_with(store, |settings| {
+    let relay = start_relay_configured(|settings| {
         settings.sessions.idempotency_bytes_per_tenant = 64 * 1024;
     })
     .await?;
@@ -132,8 +118,7 @@ async fn one_tenants_outputs_cannot_evict_anothers_and_evicted_keys_never_run_tw
 
 #[tokio::test]
 async fn a_silent_edges_call_is_released_after_the_grace() -> TestResult {
-    let (_dir, store) = sqlite().await?;
-    let relay = start_relay_with(store, |settings| {
+    let relay = start_relay_configured(|settings| {
         settings.sessions.call_grace = Duration::from_secs(1);
     })
     .await?;
@@ -165,8 +150,7 @@ async fn a_silent_edges_call_is_released_after_the_grace() -> TestResult {
 
 #[tokio::test]
 async fn running_fleet_runs_are_capped_per_tenant_with_retry_after() -> TestResult {
-    let (_dir, store) = sqlite().await?;
-    let relay = start_relay_with(store, |settings| {
+    let relay = start_relay_configured(|settings| {
         settings.fleet_runs.running_per_tenant = 1;
         // The run ends at its 2 s deadline and the silent edge's call is
         // released right after, so the drain finishes it.

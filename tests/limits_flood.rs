@@ -13,7 +13,7 @@ use std::time::Duration;
 use aegis_relay::enroll::rotation_challenge;
 use aegis_relay::proto::cluster::{RotateEdgeKeyInner, RotateEdgeKeyRequest, SealNodeEnvelope};
 use common::enroll::client;
-use common::{http_get, start_relay_with, TestResult};
+use common::{http_get, start_relay_configured, TestResult};
 use ed25519_dalek::{Signer, SigningKey};
 use prost::Message;
 use tracing_subscriber::layer::SubscriberExt;
@@ -114,10 +114,7 @@ async fn a_rotate_flood_costs_the_store_nothing_past_the_limit() -> TestResult {
         .with(EdgeStatements(Arc::clone(&statements)));
     tracing::subscriber::set_global_default(subscriber)?;
 
-    let dir = tempfile::tempdir()?;
-    let store = aegis_relay::store::SqliteStore::open(&dir.path().join("relay.db")).await?;
-    store.migrate().await?;
-    let relay = start_relay_with(Arc::new(store), |settings| {
+    let relay = start_relay_configured(|settings| {
         settings.attest_rate_limit.per_second = 10.0;
         settings.attest_rate_limit.burst = 50;
     })

@@ -8,7 +8,7 @@ use std::time::Duration;
 use aegis_relay::enroll::rotation_challenge;
 use aegis_relay::proto::cluster::{RotateEdgeKeyInner, RotateEdgeKeyRequest, SealNodeEnvelope};
 use common::enroll::{admin_bearer, assert_refused, client, mint, Client, Node};
-use common::{start_relay, start_relay_with, TestResult};
+use common::{start_relay, start_relay_configured, TestResult};
 use ed25519_dalek::{Signer, SigningKey};
 use prost::Message;
 use uuid::Uuid;
@@ -142,10 +142,7 @@ async fn bad_signatures_are_refused_and_change_nothing() -> TestResult {
 #[tokio::test]
 async fn previous_key_counts_only_inside_the_overlap() -> TestResult {
     for (overlap, accepted) in [(Duration::from_secs(60), true), (Duration::ZERO, false)] {
-        let dir = tempfile::tempdir()?;
-        let store = aegis_relay::store::SqliteStore::open(&dir.path().join("relay.db")).await?;
-        store.migrate().await?;
-        let relay = start_relay_with(std::sync::Arc::new(store), |settings| {
+        let relay = start_relay_configured(|settings| {
             settings.rotation_overlap = overlap;
         })
         .await?;
@@ -231,10 +228,7 @@ async fn revoke_is_final_for_the_node() -> TestResult {
 
 #[tokio::test]
 async fn attest_node_is_rate_limited_per_source() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let store = aegis_relay::store::SqliteStore::open(&dir.path().join("relay.db")).await?;
-    store.migrate().await?;
-    let relay = start_relay_with(std::sync::Arc::new(store), |settings| {
+    let relay = start_relay_configured(|settings| {
         settings.attest_rate_limit.per_second = 0.5;
         settings.attest_rate_limit.burst = 3;
     })
@@ -255,11 +249,8 @@ async fn attest_node_is_rate_limited_per_source() -> TestResult {
 #[tokio::test]
 async fn a_rotation_reaches_the_live_stream_and_the_old_key_ends_with_the_overlap() -> TestResult {
     use common::edges::{enroll_edge, now_ms, open_stream, signer};
-    let dir = tempfile::tempdir()?;
-    let store = aegis_relay::store::SqliteStore::open(&dir.path().join("relay.db")).await?;
-    store.migrate().await?;
     let overlap = Duration::from_secs(2);
-    let relay = start_relay_with(std::sync::Arc::new(store), |settings| {
+    let relay = start_relay_configured(|settings| {
         settings.rotation_overlap = overlap;
     })
     .await?;

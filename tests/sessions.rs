@@ -11,13 +11,15 @@ use aegis_relay::edge::EventKind;
 use aegis_relay::edge_client::EdgeOptions;
 use aegis_relay::proto::cluster::{edge_event, EdgeEvent};
 use aegis_relay::session::SessionKey;
-use aegis_relay::store::{EdgeStatus, SqliteStore, TagChange};
+use aegis_relay::store::{EdgeStatus, TagChange};
 use common::edges::{
     capabilities, enroll_edge, forged_kind, now_ms, open_stream, open_with, run_edge, signer,
     RawStream,
 };
 use common::enroll::admin_bearer;
-use common::{counter_value, eventually, start_relay, start_relay_with, TestRelay, TestResult};
+use common::{
+    counter_value, eventually, start_relay, start_relay_configured, TestRelay, TestResult,
+};
 use tonic::Code;
 
 #[tokio::test]
@@ -386,10 +388,7 @@ async fn revoking_a_connected_edge_ends_its_stream_with_permission_denied() -> T
 
 #[tokio::test]
 async fn a_silent_edge_is_evicted_and_marked_unhealthy() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let store = SqliteStore::open(&dir.path().join("relay.db")).await?;
-    store.migrate().await?;
-    let relay = start_relay_with(Arc::new(store), |settings| {
+    let relay = start_relay_configured(|settings| {
         settings.sessions.heartbeat_timeout = Duration::from_millis(400);
         settings.sessions.store_flush_interval = Duration::from_millis(50);
     })

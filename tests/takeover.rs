@@ -17,7 +17,7 @@ use common::enroll::{
     issue_request, mint, sign_claims, Client, Node, TENANT,
 };
 use common::rest::{caller_bearer, Answer, Rest};
-use common::{eventually, start_relay, start_relay_with, TestResult};
+use common::{eventually, start_relay, start_relay_configured, TestResult};
 use serde_json::{json, Value};
 use tonic::Code;
 use uuid::Uuid;
@@ -276,10 +276,7 @@ async fn issuing_with_replace_node_checks_the_node_over_rest_and_grpc() -> TestR
 
 #[tokio::test]
 async fn tokens_of_accepted_issuers_never_replace_a_node() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let store = aegis_relay::store::SqliteStore::open(&dir.path().join("relay.db")).await?;
-    store.migrate().await?;
-    let relay = start_relay_with(std::sync::Arc::new(store), |settings| {
+    let relay = start_relay_configured(|settings| {
         settings.accepted_issuers = vec!["aegis-controller".to_owned()];
     })
     .await?;
