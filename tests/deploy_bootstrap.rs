@@ -19,11 +19,16 @@ type Error = Box<dyn std::error::Error>;
 
 /// A fresh OpenBao dev server of its own (the shared one is bootstrapped already).
 struct Bao {
-    url: String,
-    token: String,
-    http: reqwest::Client,
+    client: common::bao::BaoApi,
     _process: Process,
     _home: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Bao {
+    type Target = common::bao::BaoApi;
+    fn deref(&self) -> &common::bao::BaoApi {
+        &self.client
+    }
 }
 
 impl Bao {
@@ -45,11 +50,7 @@ impl Bao {
                 .spawn()?,
         );
         let bao = Self {
-            url: format!("http://127.0.0.1:{port}"),
-            token,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()?,
+            client: common::bao::BaoApi::new(format!("http://127.0.0.1:{port}"), token)?,
             _process: process,
             _home: home,
         };
@@ -67,28 +68,6 @@ impl Bao {
             ("OPENBAO_ENDPOINT", &self.url),
             ("OPENBAO_TOKEN", &self.token),
         ]
-    }
-
-    async fn api(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, Error> {
-        let method = reqwest::Method::from_bytes(method.as_bytes())?;
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}/v1/{path}", self.url))
-            .header("X-Vault-Token", &self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        let text = response.text().await?;
-        if !status.is_success() {
-            return Err(format!("{method} {path}: {status}: {text}").into());
-        }
-        Ok(if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str::<Value>(&text)?["data"].clone()
-        })
     }
 
     /// Mounts, auth methods, policies, AppRole roles (settings, role id,

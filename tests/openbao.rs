@@ -31,10 +31,13 @@ static PSS_MAX_SALT: RsaParameters =
     signature::RSA_PSS_2048_8192_SHA256.with_pss_salt_length(RsaPssSaltLength::Max);
 
 /// The test OpenBao, driven with the root token over its HTTP API.
-struct Bao {
-    url: String,
-    root_token: String,
-    http: reqwest::Client,
+struct Bao(common::bao::BaoApi);
+
+impl std::ops::Deref for Bao {
+    type Target = common::bao::BaoApi;
+    fn deref(&self) -> &common::bao::BaoApi {
+        &self.0
+    }
 }
 
 impl Bao {
@@ -45,37 +48,7 @@ impl Bao {
         };
         let root_token = std::env::var("AEGIS_RELAY_TEST_OPENBAO_ROOT_TOKEN")
             .map_err(|_| "AEGIS_RELAY_TEST_OPENBAO_ROOT_TOKEN must accompany the URL")?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?;
-        Ok(Some(Self {
-            url,
-            root_token,
-            http,
-        }))
-    }
-
-    /// One API call as root; the `data` of the answer (Null when none).
-    async fn api(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, Error> {
-        let method = reqwest::Method::from_bytes(method.as_bytes())?;
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}/v1/{path}", self.url))
-            .header("X-Vault-Token", &self.root_token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        let text = response.text().await?;
-        if !status.is_success() {
-            return Err(format!("{method} {path}: {status}: {text}").into());
-        }
-        if text.is_empty() {
-            return Ok(Value::Null);
-        }
-        let value: Value = serde_json::from_str(&text)?;
-        Ok(value.get("data").cloned().unwrap_or(Value::Null))
+        Ok(Some(Self(common::bao::BaoApi::new(url, root_token)?)))
     }
 
     async fn role_credentials(&self, role: &str) -> Result<(String, String), Error> {
