@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use aegis_relay::auth::{OpenBaoSigner, Signer};
 use aegis_relay::config::{self, SigningScheme};
-use common::deploy::{bootstrap, changed, failure, free_port_pair, stdout, Process};
+use common::binary::Process;
+use common::deploy::{bootstrap, changed, failure, free_port_pair, stdout};
 use serde_json::{json, Value};
 
 type Error = Box<dyn std::error::Error>;

@@ -11,7 +11,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use aegis_relay::config;
-use common::deploy::{bootstrap, changed, failure, free_port_pair, root, stdout, Process};
+use common::binary::Process;
+use common::deploy::{bootstrap, changed, failure, free_port_pair, root, stdout};
 use serde_json::{json, Value};
 
 type Error = Box<dyn std::error::Error>;

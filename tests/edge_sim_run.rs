@@ -16,11 +16,10 @@ use aegis_relay::edge_client::{
 };
 use aegis_relay::endpoints::Endpoints;
 use aegis_relay::runtime::Runtime;
+use common::binary::{Process, BIN};
 use common::enroll::admin_bearer;
 use common::{eventually, http_request, start_relay, TestResult};
 use tokio_util::sync::CancellationToken;
-
-const BIN: &str = env!("CARGO_BIN_EXE_aegis-relay");
 
 fn options(relay: &RunningRelay, state_dir: &Path, count: usize) -> LoadOptions {
     LoadOptions {
@@ -230,16 +229,6 @@ async fn a_refused_bearer_stops_enrollment_with_its_reason() -> TestResult {
     );
     assert!(relay.store().list_edges(None).await?.is_empty());
     Ok(())
-}
-
-/// Kills the child if a test fails before it stops it.
-struct Process(std::process::Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// `aegis-relay edge-sim run ARGS`, run to completion off the runtime.

@@ -4,75 +4,15 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::binary::{free_port, run_relay, sqlite_config, BIN};
 use common::raw::{closed_within, grpc_call, grpc_outcome, h2, prefix, tcp};
-use common::{eventually, http_get_url, TestResult};
+use common::{http_get_url, TestResult};
 use hyper::body::Frame;
 use tokio::io::AsyncWriteExt;
-
-const BIN: &str = env!("CARGO_BIN_EXE_aegis-relay");
-
-/// Kills the child if a test fails before it stops it.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn config(dir: &Path, grpc_port: u16, http_port: u16, extra: &str) -> std::io::Result<PathBuf> {
-    let config = dir.join("aegis-config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "cluster:\n  role: relay-coordinator\n  cluster_grpc_port: {grpc_port}\n  \
-             ingress:\n    public_endpoint: http://127.0.0.1:{grpc_port}\n\
-             relay:\n  bind_address: 127.0.0.1\n  http_port: {http_port}\n  data_dir: {}\n{extra}",
-            dir.join("state").display()
-        ),
-    )?;
-    Ok(config)
-}
-
-/// A `run` relay, ready, with its gRPC and HTTP addresses.
-async fn run_relay(
-    dir: &Path,
-    extra: &str,
-) -> Result<(Process, SocketAddr, SocketAddr), Box<dyn std::error::Error>> {
-    let (grpc_port, http_port) = (free_port()?, free_port()?);
-    let config = config(dir, grpc_port, http_port, extra)?;
-    let process = Process(
-        Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&config)
-            .env_remove("POSTGRES_DSN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let http = SocketAddr::from(([127, 0, 0, 1], http_port));
-    eventually(Duration::from_secs(30), "run to become ready", || async {
-        http_get_url(&format!("http://{http}/readyz"))
-            .await
-            .ok()
-            .filter(|(status, _)| *status == 200)
-    })
-    .await?;
-    Ok((process, SocketAddr::from(([127, 0, 0, 1], grpc_port)), http))
-}
 
 /// Resident set size of `pid` in KiB, from /proc.
 fn rss_kib(pid: u32) -> Result<u64, Box<dyn std::error::Error>> {
@@ -224,7 +164,7 @@ async fn a_connection_that_sent_its_headers_outlives_the_header_timeout() -> Tes
 #[tokio::test]
 async fn a_huge_duration_is_a_config_error_naming_the_key() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let huge = config(
+    let huge = sqlite_config(
         dir.path(),
         free_port()?,
         free_port()?,
@@ -241,7 +181,7 @@ async fn a_huge_duration_is_a_config_error_naming_the_key() -> TestResult {
     assert!(stderr.contains("365d"), "{stderr}");
 
     // An unreadable metrics token file is a config error naming the key.
-    let unreadable = config(
+    let unreadable = sqlite_config(
         dir.path(),
         free_port()?,
         free_port()?,

@@ -9,19 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use aegis_relay::endpoints::Endpoints;
+use common::binary::{free_port, run_ready, sqlite_config, Process, BIN};
 use common::{eventually, http_get_url, TestResult};
-
-const BIN: &str = env!("CARGO_BIN_EXE_aegis-relay");
-
-/// Kills the child if a test fails before it stops it.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn sigterm(child: &Child) -> std::io::Result<()> {
     let status = Command::new("kill")
@@ -47,12 +36,6 @@ async fn wait_endpoints(path: &Path) -> Result<Endpoints, String> {
         Endpoints::read(path)
     })
     .await
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 #[tokio::test]
@@ -226,29 +209,11 @@ async fn port_in_use_fails_with_a_clear_message() -> TestResult {
     Ok(())
 }
 
-fn sqlite_config(
-    dir: &Path,
-    grpc_port: u16,
-    http_port: u16,
-) -> std::io::Result<std::path::PathBuf> {
-    let config = dir.join("aegis-config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "cluster:\n  role: relay-coordinator\n  cluster_grpc_port: {grpc_port}\n  \
-             ingress:\n    public_endpoint: http://127.0.0.1:{grpc_port}\n\
-             relay:\n  bind_address: 127.0.0.1\n  http_port: {http_port}\n  data_dir: {}\n",
-            dir.join("state").display()
-        ),
-    )?;
-    Ok(config)
-}
-
 #[tokio::test]
 async fn no_migrate_refuses_an_unmigrated_store_until_migrate_runs() -> TestResult {
     let dir = tempfile::tempdir()?;
     let (grpc_port, http_port) = (free_port()?, free_port()?);
-    let config = sqlite_config(dir.path(), grpc_port, http_port)?;
+    let config = sqlite_config(dir.path(), grpc_port, http_port, "")?;
     let refused = Command::new(BIN)
         .args(["run", "--no-migrate", "--config"])
         .arg(&config)
@@ -295,31 +260,11 @@ async fn no_migrate_refuses_an_unmigrated_store_until_migrate_runs() -> TestResu
     Ok(())
 }
 
-/// Starts `run` on `config` and waits until it is ready.
-async fn run_ready(config: &Path, http_port: u16) -> Result<Process, Box<dyn std::error::Error>> {
-    let relay = Process(
-        Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(config)
-            .env_remove("POSTGRES_DSN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let readyz = format!("http://127.0.0.1:{http_port}/readyz");
-    eventually(Duration::from_secs(30), "run to become ready", || async {
-        let (status, _) = http_get_url(&readyz).await.ok()?;
-        (status == 200).then_some(())
-    })
-    .await?;
-    Ok(relay)
-}
-
 #[tokio::test]
 async fn admin_token_is_accepted_by_run_only_with_the_flag() -> TestResult {
     let dir = tempfile::tempdir()?;
     let (grpc_port, http_port) = (free_port()?, free_port()?);
-    let config = sqlite_config(dir.path(), grpc_port, http_port)?;
+    let config = sqlite_config(dir.path(), grpc_port, http_port, "")?;
     let token_path = dir.path().join("ops.token");
     let minted = Command::new(BIN)
         .args(["admin-token", "--ttl", "10m", "--config"])

@@ -3,7 +3,7 @@
 //! end with the test.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -16,16 +16,6 @@ pub const OPENBAO_VARS: [&str; 2] = ["OPENBAO_ENDPOINT", "OPENBAO_TOKEN"];
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A child process killed when the test ends.
-pub struct Process(pub Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Runs the bootstrap with exactly `env` among the deployment variables.

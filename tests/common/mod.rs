@@ -221,6 +221,7 @@ pub fn required_tool(var: &str) -> Result<Option<String>, String> {
 
 pub mod authz;
 pub mod bao;
+pub mod binary;
 pub mod deploy;
 pub mod edges;
 pub mod enroll;
