@@ -23,7 +23,9 @@ pub use caller::{
     OperatorLevel, TenantHeaders, ENROLL_ROLE, FLEET_MANAGE_ROLE,
 };
 pub use caller_cache::CachedCallerAuth;
-pub use command_token::{CommandGrant, CommandTokenClaims, CommandTokens, EDGE_TOKEN_AUDIENCE};
+pub use command_token::{
+    CommandGrant, CommandTokenClaims, CommandTokenError, CommandTokens, EDGE_TOKEN_AUDIENCE,
+};
 pub use jws::{b64url, b64url_decode, JwsParts};
 pub use local_signer::{write_private, LocalSigner};
 pub use oidc::{ChainCallerAuth, OidcCallerAuth};

@@ -56,6 +56,9 @@ pub enum DispatchError {
     /// The relay is draining.
     #[error("this relay is shutting down and takes no new commands; retry")]
     Draining,
+    /// The command could not be built; it was not sent.
+    #[error("the command was not sent: {0}")]
+    Command(#[from] crate::auth::CommandTokenError),
 }
 
 /// The owner of every tenant served by this replica.
@@ -254,7 +257,16 @@ impl Owner {
                 tenant_id: &session.tenant_id,
                 now: self.now().timestamp(),
             };
-            let command = invoke_command(to, call, &self.command_tokens);
+            let command = match invoke_command(to, call, &self.command_tokens) {
+                Ok(command) => command,
+                Err(err) => {
+                    // Retries that joined meanwhile learn the same.
+                    self.calls
+                        .abandon(&key, command_id, "internal", &err.to_string())
+                        .await;
+                    return Err(DispatchError::Command(err));
+                }
+            };
             let sent = tokio::time::timeout(
                 SEND_TIMEOUT,
                 session.commands.send(Down::Command(Box::new(command))),

@@ -60,6 +60,21 @@ pub struct CommandGrant<'a> {
     pub expires_at: i64,
 }
 
+/// Why a per-command token could not be minted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandTokenError {
+    /// The claims did not serialise (never expected: strings, ids and
+    /// integers); the command is not sent rather than sent without a token.
+    #[error("the per-command token's claims could not be serialised: {0}")]
+    Claims(String),
+}
+
+impl From<serde_json::Error> for CommandTokenError {
+    fn from(err: serde_json::Error) -> Self {
+        Self::Claims(err.to_string())
+    }
+}
+
 /// Mints per-command tokens with this replica's own MAC key.
 pub struct CommandTokens {
     key: hmac::Key,
@@ -93,7 +108,7 @@ impl CommandTokens {
     }
 
     /// The token for `grant`.
-    pub fn mint(&self, grant: &CommandGrant<'_>) -> String {
+    pub fn mint(&self, grant: &CommandGrant<'_>) -> Result<String, CommandTokenError> {
         let claims = CommandTokenClaims {
             iss: &self.issuer,
             aud: EDGE_TOKEN_AUDIENCE,
@@ -104,8 +119,7 @@ impl CommandTokens {
             iat: grant.issued_at,
             exp: grant.expires_at,
         };
-        // Serialising a struct of strings, ids and integers cannot fail.
-        let claims = serde_json::to_vec(&claims).unwrap_or_default();
+        let claims = serde_json::to_vec(&claims)?;
         let mut token = String::with_capacity(self.header_b64.len() + claims.len() * 4 / 3 + 48);
         token.push_str(&self.header_b64);
         token.push('.');
@@ -113,7 +127,7 @@ impl CommandTokens {
         let tag = hmac::sign(&self.key, token.as_bytes());
         token.push('.');
         token.push_str(&b64url(tag.as_ref()));
-        token
+        Ok(token)
     }
 
     /// Whether `token` carries a valid MAC of this minter (tests and
@@ -146,9 +160,9 @@ mod tests {
     }
 
     #[test]
-    fn tokens_are_three_part_jws_naming_the_command() -> Result<(), serde_json::Error> {
+    fn tokens_are_three_part_jws_naming_the_command() -> Result<(), Box<dyn std::error::Error>> {
         let tokens = CommandTokens::with_secret(b"0123456789abcdef0123456789abcdef", "relay-x");
-        let token = tokens.mint(&grant(9));
+        let token = tokens.mint(&grant(9))?;
         let parts = JwsParts::split(&token);
         let Some(parts) = parts else {
             panic!("not three base64url segments: {token}");
@@ -169,13 +183,14 @@ mod tests {
     }
 
     #[test]
-    fn each_command_and_each_key_gives_another_token() {
+    fn each_command_and_each_key_gives_another_token() -> Result<(), CommandTokenError> {
         let one = CommandTokens::with_secret(b"key-one", "relay-x");
         let two = CommandTokens::with_secret(b"key-two", "relay-x");
-        assert_ne!(one.mint(&grant(1)), one.mint(&grant(2)));
-        assert_ne!(one.mint(&grant(1)), two.mint(&grant(1)));
-        assert!(!two.verifies(&one.mint(&grant(1))));
-        let tampered = one.mint(&grant(1)).replacen("eyJ", "eyK", 2);
+        assert_ne!(one.mint(&grant(1))?, one.mint(&grant(2))?);
+        assert_ne!(one.mint(&grant(1))?, two.mint(&grant(1))?);
+        assert!(!two.verifies(&one.mint(&grant(1))?));
+        let tampered = one.mint(&grant(1))?.replacen("eyJ", "eyK", 2);
         assert!(!one.verifies(&tampered));
+        Ok(())
     }
 }

@@ -64,6 +64,7 @@ impl From<DispatchError> for ApiError {
         let (status, code) = match err {
             DispatchError::NotConnected(_) => (409, "conflict"),
             DispatchError::Busy(_) | DispatchError::Draining => (503, "unavailable"),
+            DispatchError::Command(_) => return Self::internal("building the command", &err),
         };
         Self::new(status, code, err.to_string())
     }

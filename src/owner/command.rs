@@ -11,7 +11,7 @@ use prost_types::value::Kind;
 use prost_types::{ListValue, Struct, Value};
 use uuid::Uuid;
 
-use crate::auth::{CommandGrant, CommandTokens};
+use crate::auth::{CommandGrant, CommandTokenError, CommandTokens};
 use crate::proto::cluster::{
     edge_command, CancelCommand, EdgeCommand, EdgeDrainCommand, EdgePushConfigCommand,
     EdgeShutdownCommand, InvokeToolCommand, SealEnvelope,
@@ -91,8 +91,12 @@ pub struct Addressed<'a> {
 
 /// The InvokeTool command for `call` to `to`; the user token is the
 /// caller's own one if given, else minted by `tokens` for this command
-/// alone, expiring at its deadline.
-pub fn invoke_command(to: Addressed<'_>, call: &ToolCall, tokens: &CommandTokens) -> EdgeCommand {
+/// alone, expiring at its deadline. Never a command without a token.
+pub fn invoke_command(
+    to: Addressed<'_>,
+    call: &ToolCall,
+    tokens: &CommandTokens,
+) -> Result<EdgeCommand, CommandTokenError> {
     let seconds = deadline_secs(call.deadline);
     let user_security_token = match &call.user_security_token {
         Some(token) => token.clone(),
@@ -105,11 +109,11 @@ pub fn invoke_command(to: Addressed<'_>, call: &ToolCall, tokens: &CommandTokens
             expires_at: to
                 .now
                 .saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX)),
-        }),
+        })?,
     };
     let (command_id, tenant_id) = (to.command_id, to.tenant_id);
     let args = json_object(&call.args);
-    EdgeCommand {
+    Ok(EdgeCommand {
         command: Some(edge_command::Command::InvokeTool(InvokeToolCommand {
             command_id: command_id.to_string(),
             security_context_name: call.security_context_name.clone(),
@@ -127,7 +131,7 @@ pub fn invoke_command(to: Addressed<'_>, call: &ToolCall, tokens: &CommandTokens
                 nanos: 0,
             }),
         })),
-    }
+    })
 }
 
 /// The Cancel command for `command_id`.
@@ -169,7 +173,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn invoke_fills_the_inner_envelope_consistently() {
+    fn invoke_fills_the_inner_envelope_consistently() -> Result<(), CommandTokenError> {
         let mut args = serde_json::Map::new();
         args.insert("command".into(), "echo".into());
         args.insert("args".into(), serde_json::json!(["hi", 1]));
@@ -190,7 +194,7 @@ mod tests {
             now: 1_000,
         };
         let Some(edge_command::Command::InvokeTool(invoke)) =
-            invoke_command(to, &call, &tokens).command
+            invoke_command(to, &call, &tokens)?.command
         else {
             panic!("not an invoke");
         };
@@ -205,10 +209,12 @@ mod tests {
             args.fields.get("command").and_then(|v| v.kind.clone()),
             Some(Kind::StringValue("echo".into()))
         );
+        Ok(())
     }
 
     #[test]
-    fn without_a_caller_token_each_command_gets_its_own() -> Result<(), serde_json::Error> {
+    fn without_a_caller_token_each_command_gets_its_own() -> Result<(), Box<dyn std::error::Error>>
+    {
         let call = ToolCall {
             tool_name: "cmd.run".into(),
             args: serde_json::Map::new(),
@@ -225,18 +231,18 @@ mod tests {
                 tenant_id: "t-a",
                 now: 1_000,
             };
-            match invoke_command(to, &call, &tokens).command {
+            Ok::<_, CommandTokenError>(match invoke_command(to, &call, &tokens)?.command {
                 Some(edge_command::Command::InvokeTool(invoke)) => invoke
                     .seal_envelope
                     .map(|inner| inner.user_security_token)
                     .unwrap_or_default(),
                 _ => String::new(),
-            }
+            })
         };
-        let first = token_of(1, 7);
+        let first = token_of(1, 7)?;
         assert!(tokens.verifies(&first), "{first}");
-        assert_ne!(first, token_of(2, 7));
-        assert_ne!(first, token_of(1, 8));
+        assert_ne!(first, token_of(2, 7)?);
+        assert_ne!(first, token_of(1, 8)?);
         let claims = crate::auth::JwsParts::split(&first).map(|parts| parts.claims);
         let claims: serde_json::Value = serde_json::from_slice(&claims.unwrap_or_default())?;
         assert_eq!(claims["sub"], "operator-1");

@@ -28,7 +28,7 @@ pub async fn run(options: &Options, gates: &mut Gates) -> Result<(), BoxError> {
                 command_id: Uuid::from_u128(u128::from(i) << 64 | round as u128),
                 issued_at: 1_800_000_000,
                 expires_at: 1_800_000_060,
-            });
+            })?;
             length = token.len();
             std::hint::black_box(token);
         }
