@@ -4,8 +4,9 @@
 //!
 //! One [`Store`] trait, two sqlx backends: PostgreSQL (production, every
 //! multi-host cluster; AEGIS-compatible tables) and SQLite (the embedded
-//! default of `dev`). One contract suite (`tests/store_contract.rs`) runs
-//! against both. Every method takes the current time from its caller (the
+//! default of `dev`), plus [`MemoryStore`] for the simulator and tests (not
+//! selectable by configuration). One contract suite
+//! (`tests/store_contract.rs`) runs against all three. Every method takes the current time from its caller (the
 //! runtime clock), so expiry is testable and simulable.
 //!
 //! Architecture invariant: session traffic never causes one statement per
@@ -14,6 +15,7 @@
 
 mod batch;
 mod error;
+mod memory;
 mod open;
 mod postgres;
 mod sqlite;
@@ -25,6 +27,7 @@ use uuid::Uuid;
 
 pub use batch::coalesce_updates;
 pub use error::StoreError;
+pub use memory::MemoryStore;
 pub use open::{open, Migrations, StoreSettings};
 pub use postgres::{PostgresMode, PostgresStore};
 pub use sqlite::SqliteStore;
@@ -37,7 +40,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// to one tenant; `None` means every tenant (operators).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// "postgres" or "sqlite".
+    /// "postgres", "sqlite" or "memory".
     fn backend(&self) -> &'static str;
 
     /// Checks the database answers (readiness).

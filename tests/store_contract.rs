@@ -1,8 +1,10 @@
-//! One contract for every store backend: the same tests run against SQLite
-//! and PostgreSQL (the PostgreSQL half needs AEGIS_RELAY_TEST_POSTGRES_URL;
-//! cluster/test starts a server and sets it).
+//! One contract for every store backend: the same tests run against SQLite,
+//! PostgreSQL (that third needs AEGIS_RELAY_TEST_POSTGRES_URL; cluster/test
+//! starts a server and sets it) and the in-memory store.
 
 mod common;
+#[path = "store_contract/expiry.rs"]
+mod expiry;
 #[path = "store_contract/groups.rs"]
 mod groups;
 #[path = "store_contract/tags.rs"]
@@ -14,12 +16,19 @@ use std::sync::Arc;
 
 use aegis_relay::store::{
     AttestedCapabilities, EdgeCapabilities, EdgeStatus, EdgeUpdate, Enrollment, EnrollmentOutcome,
-    KeyRotation, NodeChallenge, PostgresMode, PostgresStore, RotationOutcome, SqliteStore, Store,
-    StoreError, CHALLENGE_TTL,
+    KeyRotation, MemoryStore, NodeChallenge, PostgresMode, PostgresStore, RotationOutcome,
+    SqliteStore, Store, StoreError, CHALLENGE_TTL,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use common::TestResult;
-use groups::groups_are_unique_per_tenant_and_name;
+use expiry::{
+    challenges_are_swept_at_their_ttl,
+    previous_keys_are_newest_first_and_forgotten_on_re_enrollment,
+};
+use groups::{
+    group_ids_are_unique_and_a_rename_to_the_same_name_is_no_clash,
+    groups_are_unique_per_tenant_and_name,
+};
 use tags::{concurrent_tag_changes_all_land, replace, tag_changes_replace_then_add_then_remove};
 use takeover::{
     bindings_refuse_revoked_nodes_and_are_pruned_after_expiry,
@@ -41,6 +50,13 @@ async fn sqlite(_label: &str) -> Result<Option<TestStore>, Box<dyn std::error::E
     Ok(Some(TestStore {
         store: Arc::new(store),
         _dir: Some(dir),
+    }))
+}
+
+async fn memory(_label: &str) -> Result<Option<TestStore>, Box<dyn std::error::Error>> {
+    Ok(Some(TestStore {
+        store: Arc::new(MemoryStore::new()),
+        _dir: None,
     }))
 }
 
@@ -507,6 +523,9 @@ macro_rules! contract {
             case!(key_rotation_keeps_the_old_key_until_its_deadline);
             case!(revoke_deletes_and_leaves_a_tombstone);
             case!(groups_are_unique_per_tenant_and_name);
+            case!(group_ids_are_unique_and_a_rename_to_the_same_name_is_no_clash);
+            case!(challenges_are_swept_at_their_ttl);
+            case!(previous_keys_are_newest_first_and_forgotten_on_re_enrollment);
             case!(list_edges_is_ordered_and_scoped);
         }
     };
@@ -514,6 +533,7 @@ macro_rules! contract {
 
 contract!(sqlite);
 contract!(postgres);
+contract!(memory);
 
 #[tokio::test]
 async fn unreachable_stores_report_unavailable() -> TestResult {

@@ -75,3 +75,55 @@ pub async fn groups_are_unique_per_tenant_and_name(store: &dyn Store) -> TestRes
     assert_eq!(store.get_group(None, web.id).await?, None);
     Ok(())
 }
+
+pub async fn group_ids_are_unique_and_a_rename_to_the_same_name_is_no_clash(
+    store: &dyn Store,
+) -> TestResult {
+    let ops = store.create_group(&group("t-ids", "ops")).await?;
+    let same_id = store
+        .create_group(&EdgeGroup {
+            name: "other".into(),
+            ..ops.clone()
+        })
+        .await;
+    assert!(
+        matches!(same_id, Err(StoreError::Conflict(_))),
+        "{same_id:?}"
+    );
+    let unchanged_name = GroupUpdate {
+        name: Some("ops".into()),
+        selector: Some(serde_json::json!({"os": "macos"})),
+        ..Default::default()
+    };
+    let updated = store
+        .update_group(None, ops.id, &unchanged_name)
+        .await?
+        .ok_or("not updated")?;
+    assert_eq!(updated.name, "ops");
+    assert_eq!(updated.selector, serde_json::json!({"os": "macos"}));
+    assert_eq!(updated.pinned_members, ops.pinned_members);
+    assert_eq!(
+        store
+            .update_group(Some("t-else"), ops.id, &unchanged_name)
+            .await?,
+        None
+    );
+    // A freed name can be taken again.
+    let renamed = GroupUpdate {
+        name: Some("sre".into()),
+        ..Default::default()
+    };
+    store.update_group(Some("t-ids"), ops.id, &renamed).await?;
+    let reused = store.create_group(&group("t-ids", "ops")).await?;
+    let names: Vec<(String, uuid::Uuid)> = store
+        .list_groups(Some("t-ids"))
+        .await?
+        .into_iter()
+        .map(|g| (g.name, g.id))
+        .collect();
+    assert_eq!(
+        names,
+        vec![("ops".to_owned(), reused.id), ("sre".to_owned(), ops.id)]
+    );
+    Ok(())
+}
