@@ -15,6 +15,7 @@ mod jws;
 mod local_signer;
 mod oidc;
 mod openbao;
+mod private_file;
 mod signer;
 mod tokens;
 
@@ -27,9 +28,10 @@ pub use command_token::{
     CommandGrant, CommandTokenClaims, CommandTokenError, CommandTokens, EDGE_TOKEN_AUDIENCE,
 };
 pub use jws::{b64url, b64url_decode, JwsParts};
-pub use local_signer::{write_private, LocalSigner};
+pub use local_signer::LocalSigner;
 pub use oidc::{ChainCallerAuth, OidcCallerAuth};
 pub use openbao::OpenBaoSigner;
+pub use private_file::write_private;
 pub use signer::{SignError, Signer};
 pub use tokens::{
     cap_hash, is_valid_tenant_id, AdminClaims, EnrollmentClaims, EnrollmentTokenError, IssuedToken,

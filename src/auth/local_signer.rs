@@ -1,8 +1,8 @@
 //! A local RSA-2048 signing key in a file: the signer of `dev` and of
 //! single-host deployments. Generated on first start (PKCS#8 PEM, mode 0600),
+//! exactly once however many replicas start together on one data dir, and
 //! reused afterwards.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -14,6 +14,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
 use super::jws::b64url;
+use super::private_file::create_private;
 use super::signer::{SignError, Signer};
 
 const PEM_LABEL: &str = "PRIVATE KEY";
@@ -36,23 +37,12 @@ impl std::fmt::Debug for LocalSigner {
 
 impl LocalSigner {
     /// Loads the key at `path`, generating it (mode 0600) when the file does
-    /// not exist.
+    /// not exist. Replicas starting together on one data dir end up with the
+    /// same key: one creates the file, the others load it.
     pub fn load_or_create(path: &Path) -> Result<Self, SignError> {
-        check_private_mode(path)?;
-        let key = match std::fs::read(path) {
-            Ok(pem) => parse_pem(&pem).map_err(|reason| {
-                SignError::Key(format!(
-                    "{}: {reason}; move it away to generate a new key",
-                    path.display()
-                ))
-            })?,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => generate(path)?,
-            Err(err) => {
-                return Err(SignError::Key(format!(
-                    "cannot read {}: {err}",
-                    path.display()
-                )))
-            }
+        let key = match load(path)? {
+            Some(key) => key,
+            None => create(path)?,
         };
         let public_key = key.public_key().as_ref().to_vec();
         Ok(Self {
@@ -107,7 +97,48 @@ fn parse_pem(pem: &[u8]) -> Result<KeyPair, String> {
     KeyPair::from_pkcs8(&der).map_err(|err| format!("not an RSA PKCS#8 key ({err})"))
 }
 
-fn generate(path: &Path) -> Result<KeyPair, SignError> {
+/// The key in the file at `path`; `None` when there is no file.
+fn load(path: &Path) -> Result<Option<KeyPair>, SignError> {
+    check_private_mode(path)?;
+    match std::fs::read(path) {
+        Ok(pem) => parse_pem(&pem).map(Some).map_err(|reason| {
+            SignError::Key(format!(
+                "{}: {reason}; move it away to generate a new key",
+                path.display()
+            ))
+        }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(SignError::Key(format!(
+            "cannot read {}: {err}",
+            path.display()
+        ))),
+    }
+}
+
+/// Generates a key and publishes it at `path` unless another process (or
+/// thread) did first, in which case that one's key is loaded and used.
+fn create(path: &Path) -> Result<KeyPair, SignError> {
+    let (key, pem) = generate()?;
+    match create_private(path, pem.as_bytes()) {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "generated a new local signing key");
+            Ok(key)
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            tracing::info!(path = %path.display(), "another replica created the signing key first; using it");
+            load(path)?.ok_or_else(|| {
+                SignError::Key(format!("{} vanished while starting", path.display()))
+            })
+        }
+        Err(err) => Err(SignError::Key(format!(
+            "cannot write {}: {err}",
+            path.display()
+        ))),
+    }
+}
+
+/// A new RSA-2048 key and its PKCS#8 PEM.
+fn generate() -> Result<(KeyPair, String), SignError> {
     let key = KeyPair::generate(KeySize::Rsa2048)
         .map_err(|_| SignError::Key("RSA key generation failed".to_owned()))?;
     let der = key
@@ -120,10 +151,7 @@ fn generate(path: &Path) -> Result<KeyPair, SignError> {
         pem.push('\n');
     }
     pem.push_str(&format!("-----END {PEM_LABEL}-----\n"));
-    write_private_durably(path, pem.as_bytes())
-        .map_err(|err| SignError::Key(format!("cannot write {}: {err}", path.display())))?;
-    tracing::info!(path = %path.display(), "generated a new local signing key");
-    Ok(key)
+    Ok((key, pem))
 }
 
 /// Refuses a key file that its group or others may read (the key signs
@@ -152,38 +180,6 @@ fn check_private_mode(path: &Path) -> Result<(), SignError> {
         }
     }
     Ok(())
-}
-
-/// [`write_private`], then syncs the directory too, so a crash right after
-/// cannot lose the rename (the signing key: tokens already minted with it
-/// must stay verifiable).
-fn write_private_durably(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    write_private(path, contents)?;
-    let dir = path
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .unwrap_or_else(|| Path::new("."));
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Writes a secret file readable only by its owner, atomically (the file's
-/// contents are synced before the rename).
-pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&tmp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
@@ -228,6 +224,45 @@ mod tests {
             LocalSigner::load_or_create(&path),
             Err(SignError::Key(_))
         ));
+        Ok(())
+    }
+
+    /// Replicas starting together on a fresh data dir: every one ends with
+    /// the key one of them published, and no temporary file is left.
+    #[test]
+    fn concurrent_first_starts_agree_on_one_key() -> Result<(), Box<dyn std::error::Error>> {
+        const STARTS: usize = 8;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("data").join("signing-key.pem");
+        let start = std::sync::Barrier::new(STARTS);
+        let keys = std::thread::scope(|scope| {
+            let starts: Vec<_> = (0..STARTS)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        LocalSigner::load_or_create(&path).map(|signer| signer.public_key)
+                    })
+                })
+                .collect();
+            starts
+                .into_iter()
+                .map(|start| start.join().map_err(|_| "a start panicked"))
+                .collect::<Result<Vec<_>, _>>()
+        })?
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+        let on_disk = LocalSigner::load_or_create(&path)?.public_key;
+        assert!(keys.iter().all(|key| *key == on_disk), "one key for all");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&path)?.permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        let files = std::fs::read_dir(dir.path().join("data"))?.count();
+        assert_eq!(files, 1, "no temporary file left");
         Ok(())
     }
 }
