@@ -599,3 +599,26 @@ async fn sqlite_file_shared_by_two_pools_keeps_single_redemption() -> TestResult
     assert_eq!(stores[1].list_edges(Some("t-shared")).await?.len(), 1);
     Ok(())
 }
+
+/// Replicas started together on one data dir migrate its SQLite file at the
+/// same time: every one succeeds, and the schema is complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_file_migrated_by_several_pools_at_once() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("relay.db");
+    let mut stores = Vec::new();
+    for _ in 0..6 {
+        stores.push(SqliteStore::open(&path).await?);
+    }
+    let mut migrations = tokio::task::JoinSet::new();
+    for store in stores.clone() {
+        migrations.spawn(async move { store.migrate().await });
+    }
+    while let Some(migrated) = migrations.join_next().await {
+        migrated??;
+    }
+    for store in &stores {
+        store.verify_schema().await?;
+    }
+    Ok(())
+}

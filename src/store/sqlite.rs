@@ -82,9 +82,16 @@ impl SqliteStore {
         }
     }
 
-    /// Applies the SQLite migrations (idempotent).
+    /// Applies the SQLite migrations (idempotent). Replicas sharing the file
+    /// migrate one after another: each holds the write lock from before it
+    /// reads which migrations are applied until it has applied the rest, so
+    /// a later one finds nothing left to do.
     pub async fn migrate(&self) -> StoreResult<()> {
-        MIGRATOR.run(&self.pool).await?;
+        let mut tx = self.pool.begin_with(edges::BEGIN_WRITE).await?;
+        // `run_direct`: `run` on a borrowed connection is not `Send` (sqlx's
+        // own workaround for its `Acquire` bound).
+        MIGRATOR.run_direct(&mut *tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 

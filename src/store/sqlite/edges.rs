@@ -16,7 +16,7 @@ use crate::store::{StoreError, StoreResult};
 /// Write transactions take the write lock up front: a deferred transaction
 /// that reads first can fail to upgrade under contention, whatever the busy
 /// timeout.
-const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+pub(super) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
 fn ttl_millis() -> i64 {
     i64::try_from(CHALLENGE_TTL.as_millis()).unwrap_or(i64::MAX)
