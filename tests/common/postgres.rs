@@ -25,13 +25,16 @@ pub fn admin_url() -> Result<Option<String>, BoxError> {
 }
 
 /// Creates an empty database `relay_<label>_<uuid>` and returns its URL, or
-/// `None` when the test should be skipped.
+/// `None` when the test should be skipped. The label is cut so the name fits
+/// PostgreSQL's 63 bytes with the whole uuid (a longer name is truncated,
+/// and reruns on one server would collide).
 pub async fn fresh_database(label: &str) -> Result<Option<String>, BoxError> {
     let Some(admin) = admin_url()? else {
         return Ok(None);
     };
     let label: String = label
         .chars()
+        .take(63 - "relay_".len() - 1 - 32)
         .map(|c| {
             if c.is_ascii_alphanumeric() {
                 c.to_ascii_lowercase()
