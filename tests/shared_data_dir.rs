@@ -6,29 +6,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::binary::{free_port, Process, BIN};
 use common::{eventually, http_request, TestResult};
 
-const BIN: &str = env!("CARGO_BIN_EXE_aegis-relay");
 const REPLICAS: usize = 3;
-
-/// Kills the child if a test fails before it stops it.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
 
 /// A replica's config: its own name and ports, the shared data dir.
 fn replica_config(
