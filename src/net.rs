@@ -3,12 +3,15 @@
 //! same servers on simulated TCP (turmoil) that production runs on tokio.
 //!
 //! Architecture invariant: no module outside this one calls
-//! `tokio::net::TcpListener::bind` or `TcpStream::connect` directly.
+//! `tokio::net::TcpListener::bind`, `TcpStream::connect` or
+//! `UdpSocket::bind` directly; outbound gRPC channels dial through
+//! [`grpc_channel`], so peer calls run on the same seam.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -30,6 +33,20 @@ pub trait Network: Send + Sync + 'static {
     fn bind_tcp(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Box<dyn Listener>>>;
     /// Opens a TCP connection.
     fn connect_tcp(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Connection>>;
+    /// Binds a UDP socket (gossip).
+    fn bind_udp(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Box<dyn UdpSocket>>>;
+}
+
+/// A bound UDP socket. Both directions take `&self`, so one task may send
+/// while another receives.
+pub trait UdpSocket: Send + Sync + 'static {
+    /// Sends one datagram to `to`.
+    fn send_to<'a>(&'a self, buf: &'a [u8], to: SocketAddr) -> BoxFuture<'a, io::Result<usize>>;
+    /// Waits for one datagram; returns its length and sender.
+    fn recv_from<'a>(&'a self, buf: &'a mut [u8])
+        -> BoxFuture<'a, io::Result<(usize, SocketAddr)>>;
+    /// The address actually bound.
+    fn local_addr(&self) -> SocketAddr;
 }
 
 /// A bound TCP listener.
@@ -169,6 +186,28 @@ struct TokioListener {
     local: SocketAddr,
 }
 
+struct TokioUdp {
+    inner: tokio::net::UdpSocket,
+    local: SocketAddr,
+}
+
+impl UdpSocket for TokioUdp {
+    fn send_to<'a>(&'a self, buf: &'a [u8], to: SocketAddr) -> BoxFuture<'a, io::Result<usize>> {
+        Box::pin(self.inner.send_to(buf, to))
+    }
+
+    fn recv_from<'a>(
+        &'a self,
+        buf: &'a mut [u8],
+    ) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>> {
+        Box::pin(self.inner.recv_from(buf))
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
 // The one place real sockets are made.
 #[allow(clippy::disallowed_methods)]
 impl Network for TokioNetwork {
@@ -188,6 +227,50 @@ impl Network for TokioNetwork {
             Ok(Connection::new(stream, local, addr))
         })
     }
+
+    fn bind_udp(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Box<dyn UdpSocket>>> {
+        Box::pin(async move {
+            let inner = tokio::net::UdpSocket::bind(addr).await?;
+            let local = inner.local_addr()?;
+            Ok(Box::new(TokioUdp { inner, local }) as Box<dyn UdpSocket>)
+        })
+    }
+}
+
+/// A real UDP socket on 127.0.0.1 for plumbing inside this process (the
+/// gossip codec, `membership::codec`). It never carries traffic between
+/// hosts, so it stays real under the simulator too.
+#[allow(clippy::disallowed_methods)] // process-local, not part of the network seam
+pub async fn loopback_udp() -> io::Result<tokio::net::UdpSocket> {
+    tokio::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await
+}
+
+/// A lazily connecting gRPC channel to `addr` whose connections are opened
+/// through `net` (so peer calls run on simulated TCP under the simulator).
+/// Each connection attempt is bounded by `connect_timeout`.
+pub fn grpc_channel(
+    net: Arc<dyn Network>,
+    addr: SocketAddr,
+    connect_timeout: Duration,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(connect_timeout);
+    Ok(
+        endpoint.connect_with_connector_lazy(tower::service_fn(move |_uri: http::Uri| {
+            let net = Arc::clone(&net);
+            async move {
+                let connection = tokio::time::timeout(connect_timeout, net.connect_tcp(addr))
+                    .await
+                    .map_err(|_| {
+                        io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("connecting to {addr} timed out after {connect_timeout:?}"),
+                        )
+                    })??;
+                Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(connection))
+            }
+        })),
+    )
 }
 
 impl Listener for TokioListener {
@@ -275,5 +358,57 @@ impl axum::serve::Listener for AxumListener {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.0.local_addr())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn udp_sockets_of_the_seam_exchange_datagrams() -> io::Result<()> {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let a = TokioNetwork.bind_udp(loopback).await?;
+        let b = TokioNetwork.bind_udp(loopback).await?;
+        assert_ne!(a.local_addr().port(), 0);
+        a.send_to(b"ping", b.local_addr()).await?;
+        let mut buf = [0u8; 16];
+        let (len, from) =
+            tokio::time::timeout(Duration::from_secs(5), b.recv_from(&mut buf)).await??;
+        assert_eq!(&buf[..len], b"ping");
+        assert_eq!(from, a.local_addr());
+        Ok(())
+    }
+
+    /// A network whose connections never complete.
+    struct Blackhole;
+
+    impl Network for Blackhole {
+        fn bind_tcp(&self, _: SocketAddr) -> BoxFuture<'_, io::Result<Box<dyn Listener>>> {
+            Box::pin(std::future::pending())
+        }
+        fn connect_tcp(&self, _: SocketAddr) -> BoxFuture<'_, io::Result<Connection>> {
+            Box::pin(std::future::pending())
+        }
+        fn bind_udp(&self, _: SocketAddr) -> BoxFuture<'_, io::Result<Box<dyn UdpSocket>>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test]
+    async fn grpc_channel_dials_through_the_seam_with_a_connect_timeout(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 9));
+        let channel = grpc_channel(Arc::new(Blackhole), addr, Duration::from_millis(200))?;
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+        let started = tokio::time::Instant::now();
+        let result = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.check(tonic_health::pb::HealthCheckRequest::default()),
+        )
+        .await?;
+        assert!(result.is_err(), "{result:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        Ok(())
     }
 }

@@ -1,12 +1,13 @@
-//! turmoil's simulated TCP behind the relay's network seam, and a gRPC
-//! channel that dials through it.
+//! turmoil's simulated TCP and UDP behind the relay's network seam, and a
+//! gRPC channel that dials through it.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use aegis_relay::net::{BoxFuture, Connection, Listener, Network};
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint, Uri};
+use aegis_relay::net::{BoxFuture, Connection, Listener, Network, UdpSocket};
+use tonic::transport::Channel;
 
 /// Simulated sockets of the current turmoil host.
 #[derive(Debug, Clone, Copy, Default)]
@@ -33,6 +34,36 @@ impl Network for TurmoilNetwork {
             Ok(Connection::new(stream, local, addr))
         })
     }
+
+    fn bind_udp(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<Box<dyn UdpSocket>>> {
+        Box::pin(async move {
+            let inner = turmoil::net::UdpSocket::bind(addr).await?;
+            let local = inner.local_addr()?;
+            Ok(Box::new(TurmoilUdp { inner, local }) as Box<dyn UdpSocket>)
+        })
+    }
+}
+
+struct TurmoilUdp {
+    inner: turmoil::net::UdpSocket,
+    local: SocketAddr,
+}
+
+impl UdpSocket for TurmoilUdp {
+    fn send_to<'a>(&'a self, buf: &'a [u8], to: SocketAddr) -> BoxFuture<'a, io::Result<usize>> {
+        Box::pin(self.inner.send_to(buf, to))
+    }
+
+    fn recv_from<'a>(
+        &'a self,
+        buf: &'a mut [u8],
+    ) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>> {
+        Box::pin(self.inner.recv_from(buf))
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
 }
 
 impl Listener for TurmoilListener {
@@ -48,18 +79,12 @@ impl Listener for TurmoilListener {
     }
 }
 
-/// A lazily connecting gRPC channel to `host:port` over simulated TCP.
+/// How long a simulated gRPC connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A lazily connecting gRPC channel to `host:port` over simulated TCP: the
+/// relay's own [`aegis_relay::net::grpc_channel`] on the turmoil seam.
 pub fn grpc_channel(host: &str, port: u16) -> Result<Channel, tonic::transport::Error> {
-    let endpoint = Endpoint::try_from(format!("http://{host}:{port}"))?;
-    Ok(
-        endpoint.connect_with_connector_lazy(tower::service_fn(|uri: Uri| async move {
-            let host = uri
-                .host()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "URI without host"))?
-                .to_owned();
-            let port = uri.port_u16().unwrap_or(80);
-            let stream = turmoil::net::TcpStream::connect((host.as_str(), port)).await?;
-            Ok::<_, io::Error>(TokioIo::new(stream))
-        })),
-    )
+    let addr = SocketAddr::new(turmoil::lookup(host), port);
+    aegis_relay::net::grpc_channel(Arc::new(TurmoilNetwork), addr, CONNECT_TIMEOUT)
 }
