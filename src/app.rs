@@ -23,6 +23,7 @@ use crate::enroll::{EnrollmentService, RpcRateLimits};
 use crate::fleet::{FleetRuns, RunRetention};
 use crate::grpc::{self, GrpcServerSettings};
 use crate::http::{self, HttpState};
+use crate::membership::{GossipSettings, GossipTask, Membership, MembershipSettings, Phase};
 use crate::net;
 use crate::owner::Owner;
 use crate::readiness::{Readiness, DRAINING, STARTING};
@@ -67,6 +68,10 @@ pub struct RelaySettings {
     pub limits: LimitsConfig,
     /// The bearer `/metrics` requires, if any (`relay.metrics_token_file`).
     pub metrics_token: Option<crate::config::Secret>,
+    /// Gossip, for a clustered replica; `None` for one alone.
+    pub gossip: Option<GossipSettings>,
+    /// URL other replicas reach this one's peer service at (gossiped).
+    pub peer_url: String,
 }
 
 /// The parts a replica is built from that are chosen outside it.
@@ -104,6 +109,9 @@ impl RelaySettings {
             fleet_runs: config.relay.fleet_runs,
             limits: config.relay.limits,
             metrics_token: config.relay.metrics_token.clone(),
+            // Set by `run` once the secret file is read (`cli::run`).
+            gossip: None,
+            peer_url: config.relay.membership.peer_url.clone(),
         }
     }
 
@@ -130,6 +138,11 @@ impl RelaySettings {
             fleet_runs: RunRetention::default(),
             limits: LimitsConfig::default(),
             metrics_token: None,
+            gossip: None,
+            peer_url: format!(
+                "http://{}",
+                SocketAddr::new(ip, crate::config::DEFAULT_PEER_PORT)
+            ),
         }
     }
 }
@@ -161,6 +174,9 @@ pub enum RelayError {
     /// A server task panicked.
     #[error("a server task panicked: {0}")]
     Panicked(String),
+    /// Gossip could not start.
+    #[error(transparent)]
+    Membership(#[from] crate::membership::MembershipError),
 }
 
 /// How a shutdown ended.
@@ -189,6 +205,9 @@ pub struct RunningRelay {
     store: Arc<dyn Store>,
     tokens: Arc<TokenIssuer>,
     owner: Arc<Owner>,
+    membership: Membership,
+    /// Stopped last, after the servers drained.
+    gossip: Option<GossipTask>,
 }
 
 /// What request handlers of both servers share.
@@ -214,6 +233,8 @@ pub struct Api {
     pub ingress: Arc<Ingress>,
     /// Fleet runs and their history.
     pub fleets: Arc<FleetRuns>,
+    /// Who else is in the cluster.
+    pub membership: Membership,
 }
 
 impl std::fmt::Debug for Api {
@@ -242,6 +263,17 @@ pub async fn start(
     let http_listener = bind(&runtime, "HTTP", settings.http_addr).await?;
     let grpc_addr = grpc_listener.local_addr();
     let http_addr = http_listener.local_addr();
+    // Joining from here; serving once every server runs.
+    let (membership, gossip) = Membership::start(
+        MembershipSettings {
+            name: settings.name.clone(),
+            peer_url: settings.peer_url.clone(),
+            gossip: settings.gossip.clone(),
+        },
+        &runtime,
+        metrics.clone(),
+    )
+    .await?;
     let store = deps.store;
     let tokens = Arc::new(TokenIssuer::new(
         deps.signer,
@@ -314,6 +346,7 @@ pub async fn start(
         owner: Arc::clone(&owner),
         ingress: Arc::clone(&ingress),
         fleets: Arc::clone(&fleets),
+        membership: membership.clone(),
     };
 
     let span = tracing::info_span!("replica", replica = %settings.name);
@@ -398,6 +431,7 @@ pub async fn start(
         .instrument(span.clone()),
     );
     readiness.set_ok(STARTING);
+    membership.set_phase(Phase::Serving).await;
     tracing::info!(replica = %settings.name, grpc = %grpc_addr, http = %http_addr, "relay serving");
     Ok(RunningRelay {
         name: settings.name,
@@ -412,6 +446,8 @@ pub async fn start(
         store,
         tokens,
         owner,
+        membership,
+        gossip: Some(gossip),
     })
 }
 
@@ -481,6 +517,11 @@ impl RunningRelay {
         &self.owner
     }
 
+    /// This replica's membership (its view of the cluster).
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
     /// Resolves when a server task ends on its own (an error: servers only
     /// end when asked). Never resolves while all servers run.
     pub async fn failed(&mut self) -> RelayError {
@@ -492,16 +533,22 @@ impl RunningRelay {
         }
     }
 
-    /// Drains and stops: readiness turns NOT_SERVING first (load balancers stop
-    /// sending new work), listeners stop accepting, in-flight calls get until
-    /// the drain timeout to finish, then whatever remains is aborted.
+    /// Drains and stops: readiness turns NOT_SERVING and gossip says
+    /// `draining` first (load balancers and peers stop sending new work),
+    /// listeners stop accepting, in-flight calls get until the drain timeout
+    /// to finish, then whatever remains is aborted; gossip stops last.
     pub async fn shutdown(mut self) -> ShutdownOutcome {
         self.readiness
             .set_failing(DRAINING, "replica is shutting down");
+        self.membership.set_phase(Phase::Draining).await;
         self.stop.cancel();
         let outcome = self.drain().await;
-        // Last: tasks the signer runs for itself (OpenBao's batch workers).
+        // Tasks the signer runs for itself (OpenBao's batch workers).
         self.tokens.signer().stop();
+        // Last: peers keep hearing from this replica until it is done.
+        if let Some(gossip) = self.gossip.take() {
+            gossip.stop().await;
+        }
         outcome
     }
 

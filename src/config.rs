@@ -5,6 +5,7 @@
 //! key path and the reason; nothing is checked later at run time. The binary
 //! exits with code 2 on any config error.
 
+mod cluster;
 mod edges;
 mod error;
 mod expand;
@@ -16,6 +17,7 @@ mod model;
 mod validate;
 mod values;
 
+pub use cluster::{GossipConfig, MembershipConfig, DEFAULT_GOSSIP_INTERVAL};
 pub use error::ConfigError;
 pub use expand::{expand_str, Env, ProcessEnv};
 pub use identity::{ROLE_ID_ENV, SECRET_ID_ENV};

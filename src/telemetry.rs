@@ -5,6 +5,7 @@ mod edges;
 mod fleet;
 mod limits;
 mod logging;
+mod membership;
 mod metrics;
 
 pub use self::edges::*;
@@ -13,4 +14,8 @@ pub use self::fleet::{
 };
 pub use self::limits::{CONNECTIONS_OPEN, CONNECTIONS_REFUSED, RATE_LIMITED};
 pub use self::logging::init_logging;
+pub use self::membership::{
+    GOSSIP_BYTES_IN, GOSSIP_BYTES_OUT, GOSSIP_DROPPED, MEMBERS, MEMBERSHIP_CHANGES,
+    RING_EPOCH_CHANGES,
+};
 pub use self::metrics::{grpc_code_name, Metrics};

@@ -11,7 +11,8 @@ use crate::auth::{
     CallerAuth, ChainCallerAuth, LocalCallerAuth, OidcCallerAuth, OpenBaoSigner, Signer,
     TokenIssuer,
 };
-use crate::config::{load_file, Config, ProcessEnv, SignerKind};
+use crate::config::{load_file, Config, ConfigError, ProcessEnv, SignerKind};
+use crate::membership::{resolve_advertise, ClusterSecrets, GossipSettings};
 use crate::runtime::Runtime;
 use crate::shutdown::Signals;
 use crate::store::{self, Migrations};
@@ -23,7 +24,8 @@ pub(super) fn run(config_path: &Path, no_migrate: bool) -> Result<(), Failure> {
     for warning in &config.warnings {
         tracing::warn!(config = %config_path.display(), "{warning}");
     }
-    let settings = RelaySettings::from_config(&config);
+    let mut settings = RelaySettings::from_config(&config);
+    let secrets = cluster_secrets(&config).map_err(Failure::Config)?;
     let store_settings = store_settings(&config);
     // A database shared with AEGIS gets DDL only from an explicit `migrate`.
     let shared = config
@@ -41,6 +43,7 @@ pub(super) fn run(config_path: &Path, no_migrate: bool) -> Result<(), Failure> {
             .await
             .with_context(|| format!("cannot open the store ({})", store_settings.describe()))?;
         tracing::info!(store = %store_settings.describe(), "store ready");
+        settings.gossip = gossip(&config, secrets).await.map_err(Failure::Config)?;
         let signer = signer(&config).await?;
         let callers = callers(&config, &signer)?;
         let deps = app::Dependencies {
@@ -56,6 +59,43 @@ pub(super) fn run(config_path: &Path, no_migrate: bool) -> Result<(), Failure> {
         serve_until_signal(relay, &mut signals).await?;
         Ok(())
     })
+}
+
+/// The cluster secret file of a clustered replica, read now: a missing or
+/// bad file stops the start with the key named (exit 2).
+fn cluster_secrets(config: &Config) -> Result<Option<ClusterSecrets>, ConfigError> {
+    let Some(gossip) = &config.relay.membership.gossip else {
+        return Ok(None);
+    };
+    ClusterSecrets::read(&gossip.secret_file)
+        .map(Some)
+        .map_err(|err| ConfigError::invalid("relay.cluster_secret_file", err.to_string()))
+}
+
+/// Gossip settings of a clustered replica, its advertised address resolved.
+async fn gossip(
+    config: &Config,
+    secrets: Option<ClusterSecrets>,
+) -> Result<Option<GossipSettings>, ConfigError> {
+    let (Some(gossip), Some(secrets)) = (&config.relay.membership.gossip, secrets) else {
+        return Ok(None);
+    };
+    let advertise = resolve_advertise(&gossip.advertise).await.map_err(|err| {
+        ConfigError::invalid(
+            "relay.gossip_advertise_address",
+            format!("{:?} does not resolve: {err}", gossip.advertise),
+        )
+    })?;
+    let membership = &config.relay.membership;
+    Ok(Some(GossipSettings {
+        listen: gossip.listen,
+        advertise,
+        seeds: gossip.seeds.clone(),
+        cluster_id: membership.cluster_id.clone(),
+        secrets,
+        interval: membership.gossip_interval,
+        failure_detector: membership.failure_detector,
+    }))
 }
 
 /// The signer `relay.signer` names: the local key file, or OpenBao Transit

@@ -100,6 +100,8 @@ pub struct RelayConfig {
     pub cluster_id: String,
     /// File holding the secret that authenticates replica-to-replica traffic.
     pub cluster_secret_file: Option<PathBuf>,
+    /// Gossip, advertised addresses and the failure detector.
+    pub membership: super::cluster::MembershipConfig,
     /// Hard bound on a graceful shutdown.
     pub drain_timeout: Duration,
     /// An edge silent for this long is evicted.

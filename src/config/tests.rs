@@ -230,7 +230,8 @@ fn relay_block_is_read() -> Result<(), ConfigError> {
         &format!(
             "{MINIMAL}relay:\n  name: relay-2\n  bind_address: 127.0.0.1\n  http_port: 18080\n  \
              peer_port: 50058\n  gossip_port: 7947\n  gossip_seeds: [\"10.0.0.1:7946\"]\n  \
-             cluster_id: prod\n  drain_timeout: 500ms\n  heartbeat_timeout: 45\n  log_format: json\n"
+             cluster_id: prod\n  cluster_secret_file: /run/secret\n  drain_timeout: 500ms\n  \
+             heartbeat_timeout: 45\n  log_format: json\n"
         ),
         &env(&[]),
     )?;

@@ -10,9 +10,9 @@ use super::file::{FileConfig, FilePostgres, FileRelay};
 use super::identity;
 use super::model::DEFAULT_ISSUER;
 use super::model::{
-    ClusterConfig, Config, OpenBaoConfig, PostgresConfig, RelayConfig, DEFAULT_CLUSTER_ID,
-    DEFAULT_DATA_DIR, DEFAULT_DRAIN_TIMEOUT, DEFAULT_GOSSIP_PORT, DEFAULT_GRPC_PORT,
-    DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_HTTP_PORT, DEFAULT_PEER_PORT, RELAY_ROLE,
+    ClusterConfig, Config, OpenBaoConfig, PostgresConfig, RelayConfig, DEFAULT_DATA_DIR,
+    DEFAULT_DRAIN_TIMEOUT, DEFAULT_GOSSIP_PORT, DEFAULT_GRPC_PORT, DEFAULT_HEARTBEAT_TIMEOUT,
+    DEFAULT_HTTP_PORT, DEFAULT_PEER_PORT, RELAY_ROLE,
 };
 use super::values::Secret;
 
@@ -186,24 +186,19 @@ fn validate_relay(
         ));
     }
     let gossip_seeds = relay.gossip_seeds.unwrap_or_default();
-    for (index, seed) in gossip_seeds.iter().enumerate() {
-        check_host_port(seed).map_err(|reason| {
-            ConfigError::invalid(format!("relay.gossip_seeds[{index}]"), reason)
-        })?;
-    }
-    if let Some(advertise) = &relay.gossip_advertise_address {
-        check_host_port(advertise)
-            .map_err(|reason| ConfigError::invalid("relay.gossip_advertise_address", reason))?;
-    }
-    let cluster_id = relay
-        .cluster_id
-        .unwrap_or_else(|| DEFAULT_CLUSTER_ID.to_owned());
-    if cluster_id.trim().is_empty() {
-        return Err(ConfigError::invalid(
-            "relay.cluster_id",
-            "must not be empty",
-        ));
-    }
+    let membership = super::cluster::cluster(super::cluster::ClusterKeys {
+        bind_address,
+        gossip_port,
+        peer_port,
+        seeds: gossip_seeds.clone(),
+        gossip_advertise_address: relay.gossip_advertise_address.clone(),
+        peer_advertise_address: relay.peer_advertise_address,
+        cluster_id: relay.cluster_id,
+        cluster_secret_file: relay.cluster_secret_file.clone(),
+        gossip_interval: relay.gossip_interval,
+        failure_detector: relay.failure_detector,
+    })?;
+    let cluster_id = membership.cluster_id.clone();
     let drain_timeout = relay.drain_timeout.map_or(DEFAULT_DRAIN_TIMEOUT, |d| d.0);
     if drain_timeout.is_zero() {
         return Err(ConfigError::invalid(
@@ -269,6 +264,7 @@ fn validate_relay(
         gossip_advertise_address: relay.gossip_advertise_address,
         cluster_id,
         cluster_secret_file: relay.cluster_secret_file,
+        membership,
         drain_timeout,
         heartbeat_timeout,
         log_format: relay.log_format.unwrap_or_default(),
@@ -341,18 +337,5 @@ fn check_postgres_dsn(dsn: &str) -> Result<(), ConfigError> {
             "postgres.dsn",
             "is not a postgres:// or postgresql:// URL",
         ))
-    }
-}
-
-fn check_host_port(text: &str) -> Result<(), String> {
-    let Some((host, port)) = text.rsplit_once(':') else {
-        return Err(format!("{text:?} needs a port: write host:port"));
-    };
-    if host.is_empty() {
-        return Err(format!("{text:?} has no host: write host:port"));
-    }
-    match port.parse::<u16>() {
-        Ok(port) if port > 0 => Ok(()),
-        _ => Err(format!("{text:?} has an invalid port (1-65535)")),
     }
 }
