@@ -13,6 +13,7 @@ mod hosts;
 mod invoke;
 mod metrics_layer;
 mod probes;
+mod relay_status;
 mod request_id;
 mod server;
 
@@ -80,6 +81,15 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/edge/fleet/{id}/cancel", post(fleet::cancel))
         .route("/v1/edge/fleet/runs", get(fleet::runs))
         .route("/v1/edge/fleet/runs/{id}", get(fleet::run))
+        .route("/v1/relay/status", get(relay_status::status))
+        .route(
+            "/v1/relay/where/tenant/{tenant_id}",
+            get(relay_status::where_tenant),
+        )
+        .route(
+            "/v1/relay/where/edge/{node_id}",
+            get(relay_status::where_edge),
+        )
         .route("/v1/edge/hosts/{id}/drain", post(invoke::drain_host))
         .route("/v1/edge/hosts/{id}/shutdown", post(invoke::shutdown_host))
         .route(

@@ -26,6 +26,7 @@ use super::member::{
     older_namesake, Member, Phase, Snapshot, KEY_PEER, KEY_PHASE, KEY_PHASE_REASON, KEY_PROTOCOL,
     KEY_VERSION, PROTOCOL_VERSION,
 };
+use super::ring::Ring;
 use super::secret::ClusterSecrets;
 use super::transport::AuthTransport;
 use crate::runtime::Runtime;
@@ -112,16 +113,40 @@ pub enum MembershipError {
 }
 
 /// One replica's view of the cluster.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone)]
 pub struct View {
     /// Live members, this replica included.
     pub snapshot: Snapshot,
+    /// The ownership ring over the serving members.
+    pub ring: Arc<Ring>,
     /// This replica's phase as published.
     pub phase: Phase,
     /// Why this replica is not in the phase it was asked for, if so.
     pub phase_reason: Option<String>,
     /// The phase this replica was asked for.
     pub desired: Phase,
+}
+
+impl PartialEq for View {
+    fn eq(&self, other: &Self) -> bool {
+        self.snapshot == other.snapshot
+            && self.ring.epoch() == other.ring.epoch()
+            && self.phase == other.phase
+            && self.phase_reason == other.phase_reason
+            && self.desired == other.desired
+    }
+}
+
+impl std::fmt::Debug for View {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("View")
+            .field("snapshot", &self.snapshot)
+            .field("epoch", &self.ring.epoch().as_str())
+            .field("phase", &self.phase)
+            .field("phase_reason", &self.phase_reason)
+            .field("desired", &self.desired)
+            .finish()
+    }
 }
 
 /// Handle to this replica's membership; cheap to clone.
@@ -230,6 +255,7 @@ impl Membership {
         let (desired, desired_rx) = watch::channel(Phase::Joining);
         let first = View {
             snapshot: Snapshot::new(vec![local.member(&Phase::Joining, None)]),
+            ring: Arc::new(Ring::new(Vec::<String>::new())),
             phase: Phase::Joining,
             phase_reason: None,
             desired: Phase::Joining,
@@ -482,8 +508,15 @@ impl Refresher {
         let snapshot = Snapshot::new(members);
         let previous = Arc::clone(&self.view.borrow());
         self.record(&previous.snapshot, &snapshot);
+        let serving = snapshot.serving_names();
+        let ring = if serving.iter().eq(previous.ring.members().iter()) {
+            Arc::clone(&previous.ring)
+        } else {
+            Arc::new(Ring::new(serving))
+        };
         let view = View {
             snapshot,
+            ring,
             phase,
             phase_reason: reason,
             desired,

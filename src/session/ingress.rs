@@ -99,6 +99,11 @@ impl Ingress {
         DateTime::from(self.clock.now())
     }
 
+    /// Edge streams this replica holds now (its ingress half).
+    pub fn live_streams(&self) -> usize {
+        self.sessions.len()
+    }
+
     /// Waits until every session task has ended (after `stop`).
     pub async fn wait_sessions(&self) {
         self.sessions.close();
