@@ -425,9 +425,10 @@ async fn spawn(
         marked_for_deletion_grace_period: detector.dead_node_grace_period,
         catchup_callback: None,
         extra_liveness_predicate: None,
-        // V0 until every replica can decode V1 (chitchat's rule for
-        // rolling upgrades); at a handful of replicas the digest is small.
-        protocol_version: chitchat::ProtocolVersion::V0,
+        // V1 compresses the digest. Every aegis-relay with gossip decodes
+        // it (chitchat >= 0.13); a later wire version must wait until every
+        // replica can decode it (chitchat's rule for rolling upgrades).
+        protocol_version: chitchat::ProtocolVersion::V1,
     };
     let transport = AuthTransport::new(
         Arc::clone(&runtime.net),
@@ -487,7 +488,12 @@ impl Refresher {
         let snapshot = Snapshot::new(members.clone());
         let (phase, reason) = match (
             &desired,
-            older_namesake(&snapshot, &self.local.name, self.local.generation),
+            older_namesake(
+                &snapshot,
+                &self.local.name,
+                self.local.generation,
+                self.local.gossip_addr,
+            ),
         ) {
             (Phase::Serving, Some(older)) => (
                 Phase::Joining,

@@ -185,17 +185,19 @@ impl Snapshot {
 }
 
 /// The duplicate-name rule: a replica may not serve while an older start
-/// (lower generation) of its own name is live; the older keeps its tenants.
-/// Returns that older member.
+/// (lower generation) of its own name is live elsewhere; the older keeps its
+/// tenants. An older start gossiping at this replica's own address is its
+/// previous incarnation (two processes cannot hold one UDP port), dead
+/// whatever gossip still says. Returns the older namesake.
 pub fn older_namesake<'a>(
     snapshot: &'a Snapshot,
     name: &str,
     generation: u64,
+    gossip_addr: SocketAddr,
 ) -> Option<&'a Member> {
-    snapshot
-        .members()
-        .iter()
-        .find(|member| member.name == name && member.generation < generation)
+    snapshot.members().iter().find(|member| {
+        member.name == name && member.generation < generation && member.gossip_addr != gossip_addr
+    })
 }
 
 #[cfg(test)]
@@ -288,10 +290,13 @@ mod tests {
             member("relay-1", 200, "joining"),
             member("relay-2", 50, "serving"),
         ]);
-        let older = older_namesake(&snapshot, "relay-1", 200);
+        let elsewhere = addr(7000);
+        let older = older_namesake(&snapshot, "relay-1", 200, elsewhere);
         assert_eq!(older.map(Member::key), Some(("relay-1", 100)));
-        assert!(older_namesake(&snapshot, "relay-1", 100).is_none());
-        assert!(older_namesake(&snapshot, "relay-2", 50).is_none());
-        assert!(older_namesake(&snapshot, "relay-3", 1).is_none());
+        assert!(older_namesake(&snapshot, "relay-1", 100, elsewhere).is_none());
+        assert!(older_namesake(&snapshot, "relay-2", 50, elsewhere).is_none());
+        assert!(older_namesake(&snapshot, "relay-3", 1, elsewhere).is_none());
+        // The older start at this replica's own address is its previous life.
+        assert!(older_namesake(&snapshot, "relay-1", 200, addr(7946)).is_none());
     }
 }
