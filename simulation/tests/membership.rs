@@ -29,6 +29,9 @@ const SEEDS: [&str; 2] = ["r0", "r1"];
 
 type Error = Box<dyn std::error::Error>;
 
+/// A host's secret file lines and cluster id.
+type HostConfig = (Vec<&'static str>, &'static str);
+
 /// What each host publishes for the test to read (turmoil runs every host
 /// on the test's thread).
 #[derive(Default, Clone)]
@@ -36,7 +39,7 @@ struct Shared {
     views: Arc<Mutex<BTreeMap<String, Arc<View>>>>,
     metrics: Arc<Mutex<BTreeMap<String, Metrics>>>,
     /// Per host: the secret file's lines and the cluster id it starts with.
-    configs: Arc<Mutex<BTreeMap<String, (Vec<&'static str>, &'static str)>>>,
+    configs: Arc<Mutex<BTreeMap<String, HostConfig>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
