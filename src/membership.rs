@@ -12,14 +12,15 @@ mod gossip;
 mod member;
 pub mod ring;
 mod secret;
+mod settings;
 mod transport;
 
 pub use change::{diff, MembershipChange};
 pub use frame::{DropReason, FrameKeys, MAX_CLUSTER_ID_BYTES, TAG_BYTES};
-pub use gossip::{
-    resolve_advertise, FailureDetectorSettings, GossipSettings, GossipTask, Membership,
-    MembershipError, MembershipSettings, View, REFRESH,
-};
+pub use gossip::{GossipTask, Membership, View, REFRESH};
 pub use member::{older_namesake, Member, Phase, Snapshot, PROTOCOL_VERSION};
 pub use ring::{Ring, RingEpoch};
 pub use secret::{ClusterSecrets, SecretError, MIN_SECRET_BYTES};
+pub use settings::{
+    resolve_advertise, FailureDetectorSettings, GossipSettings, MembershipError, MembershipSettings,
+};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
-use crate::membership::{ClusterSecrets, SecretError};
+use crate::membership::{ClusterSecrets, FailureDetectorSettings, SecretError};
 use crate::runtime::{Clock, Runtime};
 
 const SECRET: &str = "test-secret-0123456789abcdef0123456789";
