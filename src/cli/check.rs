@@ -22,6 +22,22 @@ pub(super) fn check(args: &ConfigArgs) -> Result<(), Failure> {
     );
     println!("  store: {}", super::store_settings(&config).describe());
     println!("  callers: {}", callers(&config));
+    let membership = &config.relay.membership;
+    match &membership.gossip {
+        Some(gossip) => println!(
+            "  clustered: gossip {} advertised as {}, seeds {:?}, cluster id {}, secret file {}, \
+             peer {}",
+            gossip.listen,
+            gossip.advertise,
+            gossip.seeds,
+            membership.cluster_id,
+            gossip.secret_file.display(),
+            membership.peer_url
+        ),
+        None => {
+            println!("  alone: no gossip (no relay.gossip_seeds, no relay.cluster_secret_file)")
+        }
+    }
     for warning in &config.warnings {
         println!("  warning: {warning}");
     }
