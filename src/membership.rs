@@ -6,7 +6,6 @@
 //! [`Member`]s and the [`Ring`], never chitchat.
 
 mod change;
-mod codec;
 mod frame;
 mod gossip;
 mod member;

@@ -237,14 +237,6 @@ impl Network for TokioNetwork {
     }
 }
 
-/// A real UDP socket on 127.0.0.1 for plumbing inside this process (the
-/// gossip codec, `membership::codec`). It never carries traffic between
-/// hosts, so it stays real under the simulator too.
-#[allow(clippy::disallowed_methods)] // process-local, not part of the network seam
-pub async fn loopback_udp() -> io::Result<tokio::net::UdpSocket> {
-    tokio::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await
-}
-
 /// A lazily connecting gRPC channel to `addr` whose connections are opened
 /// through `net` (so peer calls run on simulated TCP under the simulator).
 /// Each connection attempt is bounded by `connect_timeout`.

@@ -143,8 +143,6 @@ fn sim(seed: u64) -> turmoil::Sim<'static> {
         .simulation_duration(Duration::from_secs(3600))
         .tick_duration(Duration::from_millis(2))
         .max_message_latency(Duration::from_millis(10))
-        // The gossip codec uses loopback sockets inside each host.
-        .enable_tokio_io()
         .build()
 }
 

@@ -327,10 +327,6 @@ async fn spawn(
         marked_for_deletion_grace_period: detector.dead_node_grace_period,
         catchup_callback: None,
         extra_liveness_predicate: None,
-        // V1 compresses the digest. Every aegis-relay with gossip decodes
-        // it (chitchat >= 0.13); a later wire version must wait until every
-        // replica can decode it (chitchat's rule for rolling upgrades).
-        protocol_version: chitchat::ProtocolVersion::V1,
     };
     let transport = AuthTransport::new(
         Arc::clone(&runtime.net),

@@ -1,6 +1,6 @@
 //! The chitchat `Transport` of a replica: datagrams on the network seam
-//! (real UDP, or turmoil's), each one sealed with the cluster id and secret
-//! (`frame`) and encoded in chitchat's own format (`codec`).
+//! (real UDP, or turmoil's), each one chitchat's own encoding of a message
+//! sealed with the cluster id and secret (`frame`).
 //!
 //! Incoming datagrams are read by a task the socket owns (aborted when
 //! chitchat drops the socket), so chitchat's `recv`, which it cancels every
@@ -10,18 +10,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
-use chitchat::ChitchatEnvelope;
+use chitchat::transport::{Socket, Transport};
+use chitchat::{ChitchatMessage, Deserializable, Serializable};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::codec::{Decoder, Encoder, MAX_DATAGRAM};
 use super::frame::{DropReason, FrameKeys};
 use crate::net::{Network, UdpSocket};
 use crate::telemetry::Metrics;
 
 /// Decoded datagrams waiting for chitchat.
 const INBOX: usize = 64;
+
+/// Largest UDP payload (chitchat sizes its deltas to fit it).
+const MAX_DATAGRAM: usize = 65_507;
 
 /// Authenticated gossip over the network seam.
 pub struct AuthTransport {
@@ -65,20 +67,16 @@ impl Transport for AuthTransport {
                 anyhow::anyhow!("cannot bind the gossip socket on {listen_addr}/udp: {err}")
             })?),
         };
-        let encoder = Encoder::new().await?;
-        let decoder = Decoder::new().await?;
         let (inbox_tx, inbox) = mpsc::channel(INBOX);
         let reader = tokio::spawn(read_datagrams(
             Arc::clone(&udp),
             Arc::clone(&self.keys),
-            decoder,
             self.metrics.clone(),
             inbox_tx,
         ));
         Ok(Box::new(AuthSocket {
             udp,
             keys: Arc::clone(&self.keys),
-            encoder,
             metrics: self.metrics.clone(),
             inbox,
             reader,
@@ -89,9 +87,8 @@ impl Transport for AuthTransport {
 struct AuthSocket {
     udp: Arc<dyn UdpSocket>,
     keys: Arc<FrameKeys>,
-    encoder: Encoder,
     metrics: Metrics,
-    inbox: mpsc::Receiver<RecvOutcome>,
+    inbox: mpsc::Receiver<(SocketAddr, ChitchatMessage)>,
     reader: JoinHandle<()>,
 }
 
@@ -103,28 +100,23 @@ impl Drop for AuthSocket {
 
 #[async_trait]
 impl Socket for AuthSocket {
-    fn local_addr(&self) -> anyhow::Result<SocketAddr> {
-        Ok(self.udp.local_addr())
-    }
-
-    async fn send(
-        &mut self,
-        to: SocketAddr,
-        envelope: ChitchatEnvelope,
-    ) -> anyhow::Result<SendOutcome> {
-        let sealed = self.keys.seal(self.encoder.encode(envelope).await?);
+    async fn send(&mut self, to: SocketAddr, message: ChitchatMessage) -> anyhow::Result<()> {
+        let sealed = self.keys.seal(&message.serialize_to_vec());
+        if sealed.len() > MAX_DATAGRAM {
+            tracing::warn!(to = %to, bytes = sealed.len(), "gossip message too large for one datagram; not sent");
+            self.metrics.gossip_dropped("oversized");
+            return Ok(());
+        }
         // A lost or refused datagram is gossip's normal weather: chitchat
         // only wants an error when the socket is broken for good.
         match self.udp.send_to(&sealed, to).await {
             Ok(sent) => self.metrics.gossip_bytes_out(sent),
             Err(err) => tracing::debug!(to = %to, error = %err, "gossip datagram not sent"),
         }
-        Ok(SendOutcome {
-            num_bytes_sent: sealed.len(),
-        })
+        Ok(())
     }
 
-    async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
+    async fn recv(&mut self) -> anyhow::Result<(SocketAddr, ChitchatMessage)> {
         self.inbox
             .recv()
             .await
@@ -137,9 +129,8 @@ impl Socket for AuthSocket {
 async fn read_datagrams(
     udp: Arc<dyn UdpSocket>,
     keys: Arc<FrameKeys>,
-    mut decoder: Decoder,
     metrics: Metrics,
-    inbox: mpsc::Sender<RecvOutcome>,
+    inbox: mpsc::Sender<(SocketAddr, ChitchatMessage)>,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM + keys.overhead()];
     loop {
@@ -159,23 +150,15 @@ async fn read_datagrams(
                 continue;
             }
         };
-        let envelope = match decoder.decode(payload).await {
-            Ok(Some(envelope)) => envelope,
-            Ok(None) => {
+        let mut bytes = payload;
+        let message = match ChitchatMessage::deserialize(&mut bytes) {
+            Ok(message) if bytes.is_empty() => message,
+            _ => {
                 dropped(&metrics, DropReason::Malformed, from);
                 continue;
             }
-            Err(err) => {
-                tracing::warn!(error = %err, "gossip codec failed; datagram dropped");
-                metrics.gossip_dropped(DropReason::Malformed.as_str());
-                continue;
-            }
         };
-        let outcome = RecvOutcome {
-            from_addr: from,
-            envelope,
-            num_bytes_received: len,
-        };
+        let outcome = (from, message);
         if inbox.send(outcome).await.is_err() {
             return;
         }
@@ -195,4 +178,30 @@ fn is_transient(err: &std::io::Error) -> bool {
             | std::io::ErrorKind::OutOfMemory
             | std::io::ErrorKind::Interrupted
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_decodes_from_exactly_its_own_bytes() -> anyhow::Result<()> {
+        let messages = [
+            ChitchatMessage::Syn {
+                cluster_id: "prod".to_owned(),
+                digest: Default::default(),
+            },
+            ChitchatMessage::BadCluster,
+        ];
+        for message in messages {
+            let bytes = message.serialize_to_vec();
+            let mut rest = bytes.as_slice();
+            let decoded = ChitchatMessage::deserialize(&mut rest)?;
+            assert!(rest.is_empty(), "{message:?} left {} bytes", rest.len());
+            assert_eq!(format!("{decoded:?}"), format!("{message:?}"));
+            let mut truncated = &bytes[..bytes.len() - 1];
+            assert!(ChitchatMessage::deserialize(&mut truncated).is_err());
+        }
+        Ok(())
+    }
 }
