@@ -14,7 +14,6 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-
 use crate::admission::{self, AdmissionSettings, ConnectionGate};
 use crate::auth::{
     CachedCallerAuth, CallerAuth, CommandTokens, LocalCallerAuth, Signer, TokenIssuer,
@@ -404,19 +403,13 @@ pub async fn start(
         }
         .instrument(span.clone())
     });
-    tasks.spawn({
-        let watch = store_health::watch_store(
-            Arc::clone(&store),
-            settings.store_check,
-            readiness.clone(),
-            stop.clone(),
-        );
-        async move {
-            watch.await;
-            ("store check", Ok(()))
-        }
-        .instrument(span.clone())
-    });
+    let watch = store_health::watch_store(
+        Arc::clone(&store),
+        settings.store_check,
+        readiness.clone(),
+        stop.clone(),
+    );
+    tasks.spawn(infallible("store check", watch).instrument(span.clone()));
     let timers = crate::housekeeping::run(
         crate::housekeeping::Intervals::default(),
         Arc::clone(&api.rate_limits),
@@ -424,13 +417,7 @@ pub async fn start(
         Arc::clone(&runtime.clock),
         stop.clone(),
     );
-    tasks.spawn(
-        async move {
-            timers.await;
-            ("housekeeping", Ok(()))
-        }
-        .instrument(span.clone()),
-    );
+    tasks.spawn(infallible("housekeeping", timers).instrument(span.clone()));
     readiness.set_ok(STARTING);
     membership.set_phase(Phase::Serving).await;
     tracing::info!(replica = %settings.name, grpc = %grpc_addr, http = %http_addr, "relay serving");
@@ -599,4 +586,13 @@ impl std::fmt::Debug for RunningRelay {
             .field("http_addr", &self.http_addr)
             .finish_non_exhaustive()
     }
+}
+
+/// A replica task that cannot fail, named for the shutdown report.
+async fn infallible(
+    name: &'static str,
+    task: impl std::future::Future<Output = ()>,
+) -> (&'static str, Result<(), RelayError>) {
+    task.await;
+    (name, Ok(()))
 }
