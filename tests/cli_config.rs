@@ -159,3 +159,29 @@ fn ignored_controller_blocks_warn() -> TestResult {
     );
     Ok(())
 }
+
+/// A clustered `run` (seeds set) needs a valid secret file before it
+/// starts anything; the secret never appears in the message.
+#[test]
+fn clustered_run_without_a_valid_secret_file_exits_2_naming_the_key() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let clustered = |secret_file: &Path| {
+        format!(
+            "{VALID}relay:\n  data_dir: {}\n  gossip_seeds: [\"127.0.0.1:7946\"]\n  \
+             gossip_advertise_address: 127.0.0.1:7946\n  bind_address: 127.0.0.1\n  \
+             cluster_secret_file: {}\n",
+            dir.path().display(),
+            secret_file.display()
+        )
+    };
+    let missing = dir.path().join("no-such-secret");
+    let output = run_with(&["run"], &clustered(&missing), &[])?;
+    assert_config_error(&output, "relay.cluster_secret_file", "cannot read");
+
+    let short = dir.path().join("short-secret");
+    std::fs::write(&short, "tiny-secret-value\n")?;
+    let output = run_with(&["run"], &clustered(&short), &[])?;
+    assert_config_error(&output, "relay.cluster_secret_file", "at least");
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("tiny-secret-value"));
+    Ok(())
+}
