@@ -52,6 +52,8 @@ pub struct AdmissionSettings {
     pub trusted_proxies: Vec<IpAddr>,
     /// Deadline of a new connection's first request head.
     pub header_read_timeout: Duration,
+    /// Longest a write may wait for the peer to read.
+    pub write_stall_timeout: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -190,8 +192,13 @@ impl Listener for GatedListener {
                 let (local, remote) = (connection.local_addr(), connection.remote_addr());
                 match self.gate.admit(remote.ip()) {
                     Ok(admission) => {
-                        let timeout = self.gate.settings.header_read_timeout;
-                        let guarded = Guarded::new(connection, admission, timeout);
+                        let settings = &self.gate.settings;
+                        let guarded = Guarded::new(
+                            connection,
+                            admission,
+                            settings.header_read_timeout,
+                            settings.write_stall_timeout,
+                        );
                         return Ok(Connection::new(guarded, local, remote));
                     }
                     Err(refusal) => {
@@ -216,17 +223,28 @@ struct HeadDeadline {
     timeout: Duration,
 }
 
-/// An admitted connection: holds its place in the gate and fails its reads
-/// once the header deadline passes without a complete first head.
+/// An admitted connection: holds its place in the gate, fails its reads
+/// once the header deadline passes without a complete first head, and
+/// fails its writes once one has waited `write_stall` for the peer to read
+/// (a peer that stopped reading would otherwise hold the connection, its
+/// buffers and its task for as long as it likes).
 pub struct Guarded {
     inner: Connection,
     admission: Admission,
     head: Option<HeadDeadline>,
     timed_out: bool,
+    write_stall: Duration,
+    /// Running while a write waits for room.
+    write_wait: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Guarded {
-    fn new(inner: Connection, admission: Admission, timeout: Duration) -> Self {
+    fn new(
+        inner: Connection,
+        admission: Admission,
+        timeout: Duration,
+        write_stall: Duration,
+    ) -> Self {
         Self {
             inner,
             admission,
@@ -236,7 +254,41 @@ impl Guarded {
                 timeout,
             }),
             timed_out: false,
+            write_stall,
+            write_wait: None,
         }
+    }
+
+    /// Passes `polled` through, starting the stall timer on `Pending` and
+    /// failing the write once it ran out.
+    fn watch_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.write_wait = None;
+            return polled;
+        }
+        let stall = self.write_stall;
+        let wait = self
+            .write_wait
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+        if wait.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.write_wait = None;
+        self.admission
+            .gate
+            .metrics
+            .connection_refused("write_stall_timeout");
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the peer read nothing for {} (relay.limits.write_stall_timeout)",
+                humantime::format_duration(stall)
+            ),
+        )))
     }
 
     fn timeout_error(timeout: Duration) -> io::Error {
@@ -289,7 +341,8 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch_write(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -297,7 +350,8 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch_write(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -305,7 +359,8 @@ impl AsyncWrite for Guarded {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch_write(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -324,6 +379,7 @@ mod tests {
                 max_connections_per_source: per_source,
                 trusted_proxies: proxies.to_vec(),
                 header_read_timeout: Duration::from_secs(10),
+                write_stall_timeout: Duration::from_secs(60),
             },
             Metrics::new("test"),
         )
@@ -376,5 +432,40 @@ mod tests {
             ),
             IpAddr::from([192, 0, 2, 7])
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_the_peer_never_reads_fails_after_the_stall_timeout() -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let gate = gate(10, 0, &[]);
+        let peer: SocketAddr = ([192, 0, 2, 1], 4000).into();
+        let admission = gate
+            .admit(peer.ip())
+            .map_err(|_| io::Error::other("not admitted"))?;
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let local: SocketAddr = ([127, 0, 0, 1], 8080).into();
+        let mut guarded = Guarded::new(
+            Connection::new(ours, local, peer),
+            admission,
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+        );
+        // A reading peer: writes pass, however long the connection lives.
+        guarded.write_all(&[1; 1024]).await?;
+        tokio::time::advance(Duration::from_secs(120)).await;
+        let mut read = vec![0; 1024];
+        tokio::io::AsyncReadExt::read_exact(&mut theirs, &mut read).await?;
+        guarded.write_all(&[2; 1024]).await?;
+        // Now the peer stops reading: the next write waits, then fails.
+        let started = tokio::time::Instant::now();
+        let stalled = guarded.write_all(&[3; 1024]).await;
+        let err = stalled
+            .err()
+            .ok_or_else(|| io::Error::other("the write never failed"))?;
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(err.to_string().contains("relay.limits.write_stall_timeout"));
+        assert_eq!(started.elapsed(), Duration::from_secs(60));
+        drop(theirs);
+        Ok(())
     }
 }

@@ -306,6 +306,7 @@ pub async fn start(
             max_connections_per_source: settings.limits.max_connections_per_source,
             trusted_proxies: settings.attest_rate_limit.trusted_proxies.clone(),
             header_read_timeout: settings.limits.header_read_timeout,
+            write_stall_timeout: settings.limits.write_stall_timeout,
         },
         metrics.clone(),
     );

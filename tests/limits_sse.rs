@@ -13,7 +13,8 @@ use std::time::Duration;
 use aegis_relay::fleet::FleetEvent;
 use aegis_relay::proto::cluster::{edge_command, EdgeCommand, EdgeResult};
 use aegis_relay::telemetry::{
-    Metrics, FLEET_SSE_BUFFERED, FLEET_SSE_GIVEN_UP, FLEET_SSE_PROGRESS_DROPPED,
+    Metrics, CONNECTIONS_REFUSED, FLEET_SSE_BUFFERED, FLEET_SSE_GIVEN_UP,
+    FLEET_SSE_PROGRESS_DROPPED,
 };
 use common::edges::{enroll_edge, now_ms, open_stream, tenant_bearer, Enrolled, RawStream};
 use common::{counter_value, eventually, start_relay_configured, TestRelay, TestResult};
@@ -50,9 +51,15 @@ struct Stalled {
 
 impl Stalled {
     async fn start() -> Result<Self, BoxError> {
+        Self::start_with(Duration::from_secs(60)).await
+    }
+
+    /// Like [`Self::start`], with `relay.limits.write_stall_timeout`.
+    async fn start_with(write_stall: Duration) -> Result<Self, BoxError> {
         let relay = start_relay_configured(|settings| {
             settings.fleet_runs.sse_buffer_bytes = BUFFER;
             settings.drain_timeout = Duration::from_secs(10);
+            settings.limits.write_stall_timeout = write_stall;
         })
         .await?;
         let metrics = relay.metrics().clone();
@@ -358,5 +365,43 @@ async fn a_stalled_reader_without_room_for_an_event_is_given_up_and_the_run_goes
     assert_eq!(stalled.value(FLEET_SSE_BUFFERED), (BUFFER - 40) as f64);
     let highest = stalled.leave().await?;
     assert!(highest <= BUFFER as f64, "{highest} bytes buffered");
+    Ok(())
+}
+
+/// `relay.limits.write_stall_timeout` closes a reader that reads nothing,
+/// so it holds neither the relay's buffer nor the connection; the run goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_reads_nothing_is_closed_after_the_write_stall_timeout() -> TestResult {
+    let stall_closed = format!("{CONNECTIONS_REFUSED}{{reason=\"write_stall_timeout\"}}");
+    let mut stalled = Stalled::start_with(Duration::from_secs(2)).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while stalled.value(&stall_closed) < 1.0 {
+        if tokio::time::Instant::now() > deadline {
+            return Err("the stalled reader's connection was never closed".into());
+        }
+        stalled.progress(CHUNK).await?;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Everything held for the reader is freed once its connection is gone.
+    eventually(
+        Duration::from_secs(10),
+        "the buffer to be freed",
+        || async { (stalled.value(FLEET_SSE_BUFFERED) == 0.0).then_some(()) },
+    )
+    .await?;
+    stalled.finish().await?;
+    stalled.completed_run().await?;
+    // The reader sees its connection end after whatever was in flight.
+    let mut sink = vec![0u8; 64 * 1024];
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stalled.reader.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the reader's connection stayed open");
     Ok(())
 }

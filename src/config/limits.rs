@@ -17,6 +17,7 @@ pub struct FileLimits {
     pub unary_timeout: Option<ConfigDuration>,
     pub header_read_timeout: Option<ConfigDuration>,
     pub request_body_timeout: Option<ConfigDuration>,
+    pub write_stall_timeout: Option<ConfigDuration>,
     pub max_connections: Option<u64>,
     pub max_connections_per_source: Option<u64>,
 }
@@ -71,6 +72,13 @@ pub fn limits(block: Option<FileLimits>) -> Result<LimitsConfig, ConfigError> {
         Duration::from_secs(1),
         Duration::from_secs(600),
     )?;
+    let write_stall_timeout = between(
+        "relay.limits.write_stall_timeout",
+        block.write_stall_timeout,
+        defaults.write_stall_timeout,
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+    )?;
     let max_connections = block
         .max_connections
         .map_or(Ok(defaults.max_connections), |value| {
@@ -94,6 +102,7 @@ pub fn limits(block: Option<FileLimits>) -> Result<LimitsConfig, ConfigError> {
         unary_timeout,
         header_read_timeout,
         request_body_timeout,
+        write_stall_timeout,
         max_connections,
         max_connections_per_source: usize::try_from(per_source).unwrap_or(usize::MAX),
     })

@@ -145,6 +145,9 @@ pub struct LimitsConfig {
     /// headers (HTTP/1) or its preface and SETTINGS (HTTP/2), and, on the
     /// HTTP port, every later request's headers.
     pub header_read_timeout: Duration,
+    /// Longest a connection's write may wait for the peer to read (a peer
+    /// that stopped reading, e.g. a stalled SSE reader, is closed).
+    pub write_stall_timeout: Duration,
     /// Longest a REST request body may take to arrive.
     pub request_body_timeout: Duration,
     /// Connections held across both ports.
@@ -159,6 +162,7 @@ impl Default for LimitsConfig {
             unary_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             request_body_timeout: Duration::from_secs(30),
+            write_stall_timeout: Duration::from_secs(60),
             max_connections: 25_000,
             max_connections_per_source: 0,
         }
