@@ -1,0 +1,170 @@
+//! Simulated edge daemons: the project's edge client (protocol.md §7.1:
+//! Hello first, heartbeats, one command at a time, reconnect 1 s after a
+//! server close, escalating backoff after a refusal) behind a load
+//! balancer that the seed steers: the first dial goes where the plan says,
+//! each reconnect to a replica drawn from the edge's own random stream.
+//! Every edge records the commands it runs. Edges are grouped on a few
+//! hosts (one TCP connection per edge still) to keep the host count low.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use aegis_relay::edge_client::{run_edge, EdgeOptions};
+use aegis_relay::proto::cluster::{edge_command, EdgeCommand};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::fixture::EdgeFixture;
+use crate::replica::{self, GRPC_PORT};
+use crate::scenario::mix;
+use crate::world::{now, Run, World};
+use crate::{grpc_channel, sim_runtime};
+
+/// Edges per turmoil host.
+const EDGES_PER_HOST: usize = 10;
+const DIAL_STREAM: u64 = 0x6469_616c;
+const EDGE_ENTROPY: u64 = 0x6564_6765;
+
+/// What the edge hosts are built from.
+#[derive(Clone)]
+pub struct EdgeParts {
+    /// Scenario seed.
+    pub seed: u64,
+    /// Replicas to dial.
+    pub replicas: usize,
+    /// Every edge, by index.
+    pub edges: Arc<Vec<EdgeFixture>>,
+    /// Where each edge dials first.
+    pub first_dial: Arc<Vec<usize>>,
+    /// Test hook: this edge records each command twice.
+    pub double_run_edge: Option<usize>,
+    /// Where runs and dials are recorded.
+    pub world: World,
+}
+
+/// Adds the hosts running every edge.
+pub fn add(sim: &mut turmoil::Sim<'_>, parts: &EdgeParts) {
+    let count = parts.edges.len();
+    for group in 0..count.div_ceil(EDGES_PER_HOST) {
+        let parts = parts.clone();
+        sim.host(format!("edges{group}"), move || {
+            let parts = parts.clone();
+            async move {
+                let stop = CancellationToken::new();
+                let _stop_on_crash = stop.clone().drop_guard();
+                let mut edges = JoinSet::new();
+                let first = group * EDGES_PER_HOST;
+                for index in first..(first + EDGES_PER_HOST).min(parts.edges.len()) {
+                    edges.spawn(edge(parts.clone(), index, stop.clone()));
+                }
+                while let Some(ended) = edges.join_next().await {
+                    ended?;
+                }
+                Ok(())
+            }
+        });
+    }
+}
+
+/// Chooses the replica of each connection attempt.
+struct Dialer {
+    rng: Mutex<(StdRng, Option<usize>)>,
+    channels: Vec<Channel>,
+    index: usize,
+    world: World,
+}
+
+impl Dialer {
+    fn dial(&self) -> Channel {
+        let mut guard = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+        let (rng, first) = &mut *guard;
+        let replica = first
+            .take()
+            .unwrap_or_else(|| rng.random_range(0..self.channels.len()));
+        drop(guard);
+        self.world
+            .note(format!("e{} dials {}", self.index, replica::name(replica)));
+        self.channels[replica].clone()
+    }
+}
+
+async fn edge(parts: EdgeParts, index: usize, stop: CancellationToken) {
+    let fixture = &parts.edges[index];
+    let mut channels = Vec::with_capacity(parts.replicas);
+    for replica in 0..parts.replicas {
+        match grpc_channel(&replica::name(replica), GRPC_PORT) {
+            Ok(channel) => channels.push(channel),
+            Err(err) => {
+                parts.world.note(format!("e{index} has no channel: {err}"));
+                return;
+            }
+        }
+    }
+    let dialer = Dialer {
+        rng: Mutex::new((
+            StdRng::seed_from_u64(mix(parts.seed, DIAL_STREAM, index as u64)),
+            parts.first_dial.get(index).copied(),
+        )),
+        channels,
+        index,
+        world: parts.world.clone(),
+    };
+    let (observer, commands) = mpsc::channel(64);
+    let options = EdgeOptions {
+        observer: Some(observer),
+        ..EdgeOptions::default()
+    };
+    let runtime = Arc::new(sim_runtime(mix(parts.seed, EDGE_ENTROPY, index as u64)));
+    let recorder = record(&parts, index, commands);
+    tokio::join!(
+        run_edge(
+            runtime,
+            move || dialer.dial(),
+            fixture.state.clone(),
+            options,
+            stop,
+        ),
+        recorder,
+    );
+}
+
+/// Records every command the edge gets (twice under the test hook).
+async fn record(parts: &EdgeParts, index: usize, mut commands: mpsc::Receiver<EdgeCommand>) {
+    let copies = if parts.double_run_edge == Some(index) {
+        2
+    } else {
+        1
+    };
+    while let Some(command) = commands.recv().await {
+        let Some(edge_command::Command::InvokeTool(invoke)) = command.command else {
+            continue;
+        };
+        let envelope_tenant = invoke
+            .seal_envelope
+            .as_ref()
+            .map(|envelope| envelope.tenant_id.clone())
+            .unwrap_or_default();
+        let id = invoke.command_id;
+        parts.world.note(format!(
+            "e{index} runs {} for {envelope_tenant}",
+            short(&id)
+        ));
+        let mut state = parts.world.lock();
+        for _ in 0..copies {
+            state.runs.push(Run {
+                edge: index,
+                command_id: id.clone(),
+                envelope_tenant: envelope_tenant.clone(),
+                at: now(),
+            });
+        }
+    }
+}
+
+/// The first 8 characters of an id, for the trace.
+pub fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}

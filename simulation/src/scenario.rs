@@ -1,0 +1,142 @@
+//! What one run is: a seed and its parameters, and the plan the seed draws
+//! (where each edge dials first, which replica restarts when).
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// A scenario: everything a run depends on. The same scenario replays the
+/// same run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scenario {
+    /// Chooses every random decision of the run.
+    pub seed: u64,
+    /// Relay replicas (`r0`, `r1`, ...).
+    pub replicas: usize,
+    /// Simulated edge daemons; edge `i` belongs to tenant `i % tenants`.
+    pub edges: usize,
+    /// Tenants (`tenant-0`, ...).
+    pub tenants: usize,
+    /// Callers per tenant.
+    pub callers_per_tenant: usize,
+    /// Simulated time the workload runs.
+    pub duration: Duration,
+    /// Replica restarts.
+    pub restarts: Restarts,
+    /// Test hook: this edge records every command it runs twice, as if it
+    /// had run it twice (proves the checks can fail).
+    pub double_run_edge: Option<usize>,
+}
+
+/// Which replicas restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restarts {
+    /// The seed chooses: none, or one restart in the run's middle half.
+    Seeded,
+    /// None.
+    Never,
+    /// Exactly these.
+    Exactly(Vec<Restart>),
+}
+
+/// One replica crash and its restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restart {
+    /// Replica index.
+    pub replica: usize,
+    /// When it crashes (simulated time since the start).
+    pub at: Duration,
+    /// How long it stays down before it starts again.
+    pub down_for: Duration,
+}
+
+impl Scenario {
+    /// The default scenario for `seed`: 5 replicas, 100 edges, 10 tenants,
+    /// one caller per tenant, 60 s.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            replicas: 5,
+            edges: 100,
+            tenants: 10,
+            callers_per_tenant: 1,
+            duration: Duration::from_secs(60),
+            restarts: Restarts::Seeded,
+            double_run_edge: None,
+        }
+    }
+
+    /// Tenant of edge `edge`.
+    pub fn tenant_of(&self, edge: usize) -> usize {
+        edge % self.tenants.max(1)
+    }
+
+    /// The plan the seed draws.
+    pub fn plan(&self) -> Plan {
+        let mut rng = StdRng::seed_from_u64(mix(self.seed, PLAN_STREAM, 0));
+        let replicas = self.replicas.max(1);
+        let first_dial = (0..self.edges)
+            .map(|_| rng.random_range(0..replicas))
+            .collect();
+        let restarts = match &self.restarts {
+            Restarts::Never => Vec::new(),
+            Restarts::Exactly(restarts) => restarts.clone(),
+            Restarts::Seeded => {
+                let quarter = self.duration.as_millis() as u64 / 4;
+                if rng.random_bool(0.5) && quarter > 0 {
+                    vec![Restart {
+                        replica: rng.random_range(0..replicas),
+                        at: Duration::from_millis(rng.random_range(quarter..2 * quarter)),
+                        down_for: Duration::from_millis(rng.random_range(1000..5000)),
+                    }]
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        Plan {
+            first_dial,
+            restarts,
+        }
+    }
+}
+
+/// What the seed chose before the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Replica each edge dials first.
+    pub first_dial: Vec<usize>,
+    /// Restarts, in any order.
+    pub restarts: Vec<Restart>,
+}
+
+const PLAN_STREAM: u64 = 0x706c_616e;
+
+/// A per-purpose seed derived from the scenario's (splitmix64 steps), so
+/// each random stream is independent of how much the others draw.
+pub fn mix(seed: u64, stream: u64, index: u64) -> u64 {
+    let mut x = seed ^ stream.rotate_left(17) ^ index.rotate_left(41);
+    for _ in 0..2 {
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+    }
+    x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_fixes_the_plan() {
+        let a = Scenario::new(3).plan();
+        assert_eq!(a, Scenario::new(3).plan());
+        assert_eq!(a.first_dial.len(), 100);
+        assert!(a.first_dial.iter().all(|&r| r < 5));
+        let differs = (0..20).any(|s| Scenario::new(s).plan() != a);
+        assert!(differs);
+    }
+}
