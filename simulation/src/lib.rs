@@ -16,11 +16,13 @@ pub mod harness;
 mod http;
 mod net;
 pub mod replica;
+pub mod runner;
 mod runtime;
 pub mod scenario;
 pub mod world;
 
 pub use harness::{run, HarnessError, Report, Stats};
 pub use net::{grpc_channel, TurmoilNetwork};
+pub use runner::{run_many, run_on_fresh_thread, SeedResult};
 pub use runtime::{sim_runtime, SeededEntropy, SimClock, SIM_EPOCH};
 pub use scenario::{Restart, Restarts, Scenario};
