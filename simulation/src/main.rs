@@ -2,13 +2,16 @@
 //! core with a progress line, prints each failing seed with its trace tail
 //! and exits non-zero if any failed; `--seed S --trace` replays one seed and
 //! prints its whole trace (nothing time-dependent: identical for identical
-//! seeds).
+//! seeds). The binary interposes libc's randomness (`interpose.rs`), so a
+//! seed also fixes what dependencies draw from the OS.
 
 use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+mod interpose;
 
 use aegis_relay_simulation::{run_many, run_on_fresh_thread, Scenario};
 use anyhow::{bail, Result};
@@ -70,7 +73,8 @@ fn main() -> Result<ExitCode> {
 
 /// One seed; with `--trace` its whole trace.
 fn one(args: &Args, seed: u64) -> Result<ExitCode> {
-    let report = run_on_fresh_thread(args.scenario(seed)).map_err(anyhow::Error::msg)?;
+    let report = run_on_fresh_thread(args.scenario(seed), interpose::seed_this_thread)
+        .map_err(anyhow::Error::msg)?;
     let mut out = std::io::stdout().lock();
     if args.trace {
         for line in &report.trace {
@@ -132,7 +136,7 @@ fn many(args: &Args, count: u64) -> Result<ExitCode> {
             failures.len()
         );
     };
-    run_many(scenarios, jobs, &report);
+    run_many(scenarios, jobs, interpose::seed_this_thread, &report);
     let wall = started.elapsed();
     let simulated = *simulated
         .lock()

@@ -11,12 +11,19 @@ use crate::scenario::Scenario;
 /// A seed's result: its report, or why it could not run.
 pub type SeedResult = Result<Report, String>;
 
+/// Called first on each seed's fresh thread with the seed (the binary seeds
+/// its randomness interposer there).
+pub type ThreadStart = fn(u64);
+
 /// Runs one scenario on a fresh thread.
-pub fn run_on_fresh_thread(scenario: Scenario) -> SeedResult {
+pub fn run_on_fresh_thread(scenario: Scenario, start: ThreadStart) -> SeedResult {
     let seed = scenario.seed;
     std::thread::Builder::new()
         .name(format!("seed-{seed}"))
-        .spawn(move || run(&scenario).map_err(|err| err.to_string()))
+        .spawn(move || {
+            start(seed);
+            run(&scenario).map_err(|err| err.to_string())
+        })
         .map_err(|err| format!("seed {seed}: cannot start a thread: {err}"))?
         .join()
         .map_err(|_| format!("seed {seed}: the simulation panicked"))?
@@ -27,6 +34,7 @@ pub fn run_on_fresh_thread(scenario: Scenario) -> SeedResult {
 pub fn run_many(
     scenarios: Vec<Scenario>,
     workers: usize,
+    start: ThreadStart,
     done: &(dyn Fn(&Scenario, &SeedResult) + Sync),
 ) -> Vec<SeedResult> {
     let next = AtomicUsize::new(0);
@@ -39,7 +47,7 @@ pub fn run_many(
                 let Some(scenario) = scenarios.get(index) else {
                     return;
                 };
-                let result = run_on_fresh_thread(scenario.clone());
+                let result = run_on_fresh_thread(scenario.clone(), start);
                 done(scenario, &result);
                 results.lock().unwrap_or_else(PoisonError::into_inner)[index] = Some(result);
             });

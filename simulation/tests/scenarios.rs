@@ -36,7 +36,7 @@ fn the_fixed_seeds_hold_every_check() -> Result<(), Error> {
         .iter()
         .map(|&seed| Scenario::new(seed))
         .collect();
-    let results = run_many(scenarios, FIXED_SEEDS.len(), &|_, _| {});
+    let results = run_many(scenarios, FIXED_SEEDS.len(), |_| {}, &|_, _| {});
     for result in results {
         let report = result?;
         passed(&report)?;
