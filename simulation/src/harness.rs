@@ -78,10 +78,10 @@ impl Report {
         }
         let skip = self.trace.len().saturating_sub(TRACE_TAIL);
         text.push_str(&format!(
-            "last {} of {} trace events (replay: --seed {} --trace):\n",
+            "last {} of {} trace events; replay with {}:\n",
             self.trace.len() - skip,
             self.trace.len(),
-            self.scenario.seed
+            self.scenario.replay_command()
         ));
         for line in &self.trace[skip..] {
             text.push_str(&format!("  {line}\n"));

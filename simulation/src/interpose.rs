@@ -7,7 +7,8 @@
 //!
 //! Each thread draws from its own stream once [`seed_this_thread`] set it
 //! (a seed's thread and everything it runs); other threads share one
-//! stream. Production binaries never link this module.
+//! stream. Production binaries never link this module; the seed runner
+//! and `tests/scenarios.rs` do.
 //!
 //! `unsafe` is allowed here and nowhere else: exporting C symbols and
 //! writing through the raw pointer libc's contract hands us cannot be done

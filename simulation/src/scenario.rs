@@ -67,6 +67,26 @@ impl Scenario {
         }
     }
 
+    /// The seed runner's command that replays this scenario, or why none
+    /// does (what only a test can set).
+    pub fn replay_command(&self) -> String {
+        let command = format!(
+            "cargo run -p aegis-relay-simulation --release -- --seed {} --replicas {} --edges {} --tenants {} --duration {} --trace",
+            self.seed,
+            self.replicas,
+            self.edges,
+            self.tenants,
+            self.duration.as_secs()
+        );
+        if self.restarts != Restarts::Seeded
+            || self.double_run_edge.is_some()
+            || self.callers_per_tenant != 1
+        {
+            return format!("the test that set its restarts, callers or hooks (the runner's nearest: {command})");
+        }
+        command
+    }
+
     /// Tenant of edge `edge`.
     pub fn tenant_of(&self, edge: usize) -> usize {
         edge % self.tenants.max(1)

@@ -7,8 +7,13 @@
 
 use std::time::Duration;
 
+// The seed runner's randomness interposer, so these seeds replay exactly as
+// `--seed S --trace` does.
+#[path = "../src/interpose.rs"]
+mod interpose;
+
 use aegis_relay_simulation::checks::RUN_ONCE;
-use aegis_relay_simulation::{run, run_many, Report, Restart, Restarts, Scenario};
+use aegis_relay_simulation::{run_many, run_on_fresh_thread, Report, Restart, Restarts, Scenario};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -36,7 +41,12 @@ fn the_fixed_seeds_hold_every_check() -> Result<(), Error> {
         .iter()
         .map(|&seed| Scenario::new(seed))
         .collect();
-    let results = run_many(scenarios, FIXED_SEEDS.len(), |_| {}, &|_, _| {});
+    let results = run_many(
+        scenarios,
+        FIXED_SEEDS.len(),
+        interpose::seed_this_thread,
+        &|_, _| {},
+    );
     for result in results {
         let report = result?;
         passed(&report)?;
@@ -47,15 +57,18 @@ fn the_fixed_seeds_hold_every_check() -> Result<(), Error> {
 
 #[test]
 fn a_replica_restarting_mid_run_leaves_every_check_holding() -> Result<(), Error> {
-    let report = run(&Scenario {
-        duration: Duration::from_secs(45),
-        restarts: Restarts::Exactly(vec![Restart {
-            replica: 2,
-            at: Duration::from_secs(15),
-            down_for: Duration::from_secs(3),
-        }]),
-        ..Scenario::new(2)
-    })?;
+    let report = run_on_fresh_thread(
+        Scenario {
+            duration: Duration::from_secs(45),
+            restarts: Restarts::Exactly(vec![Restart {
+                replica: 2,
+                at: Duration::from_secs(15),
+                down_for: Duration::from_secs(3),
+            }]),
+            ..Scenario::new(2)
+        },
+        interpose::seed_this_thread,
+    )?;
     passed(&report)?;
     assert_eq!(report.stats.starts, 6, "{:?}", report.stats);
     let restarted = report
@@ -68,14 +81,17 @@ fn a_replica_restarting_mid_run_leaves_every_check_holding() -> Result<(), Error
 
 #[test]
 fn an_edge_running_a_command_twice_is_caught() -> Result<(), Error> {
-    let report = run(&Scenario {
-        edges: 4,
-        tenants: 2,
-        duration: Duration::from_secs(30),
-        restarts: Restarts::Never,
-        double_run_edge: Some(1),
-        ..Scenario::new(3)
-    })?;
+    let report = run_on_fresh_thread(
+        Scenario {
+            edges: 4,
+            tenants: 2,
+            duration: Duration::from_secs(30),
+            restarts: Restarts::Never,
+            double_run_edge: Some(1),
+            ..Scenario::new(3)
+        },
+        interpose::seed_this_thread,
+    )?;
     let described = report.describe();
     eprintln!("{described}");
     let violation = report
