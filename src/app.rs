@@ -18,6 +18,7 @@ use crate::admission::{self, AdmissionSettings, ConnectionGate};
 use crate::auth::{
     CachedCallerAuth, CallerAuth, CommandTokens, LocalCallerAuth, Signer, TokenIssuer,
 };
+use crate::change_feed::{self, FeedParts, FeedSettings, Follower};
 use crate::config::{Config, LimitsConfig, RateLimitConfig};
 use crate::enroll::{EnrollmentService, RpcRateLimits};
 use crate::fleet::{FleetRuns, RunRetention};
@@ -67,6 +68,8 @@ pub struct RelaySettings {
     pub limits: LimitsConfig,
     /// The bearer `/metrics` requires, if any (`relay.metrics_token_file`).
     pub metrics_token: Option<crate::config::Secret>,
+    /// Following the store's change feed (`relay.change_feed`).
+    pub change_feed: FeedSettings,
 }
 
 /// The parts a replica is built from that are chosen outside it.
@@ -104,6 +107,7 @@ impl RelaySettings {
             fleet_runs: config.relay.fleet_runs,
             limits: config.relay.limits,
             metrics_token: config.relay.metrics_token.clone(),
+            change_feed: config.relay.change_feed,
         }
     }
 
@@ -130,6 +134,7 @@ impl RelaySettings {
             fleet_runs: RunRetention::default(),
             limits: LimitsConfig::default(),
             metrics_token: None,
+            change_feed: FeedSettings::default(),
         }
     }
 }
@@ -316,8 +321,25 @@ pub async fn start(
         fleets: Arc::clone(&fleets),
     };
 
+    // Where the feed stands, read before anything serves.
+    let feed = Arc::new(FeedParts {
+        store: Arc::clone(&store),
+        owner: Arc::clone(&owner),
+        clock: Arc::clone(&runtime.clock),
+        metrics: metrics.clone(),
+    });
+    let follower = Follower::start(&feed).await;
+
     let span = tracing::info_span!("replica", replica = %settings.name);
     let mut tasks = JoinSet::new();
+    tasks.spawn({
+        let follow = change_feed::run(settings.change_feed, follower, feed, stop.clone());
+        async move {
+            follow.await;
+            ("change feed", Ok(()))
+        }
+        .instrument(span.clone())
+    });
     tasks.spawn({
         let (owner, ingress, stop) = (Arc::clone(&owner), Arc::clone(&ingress), stop.clone());
         let fleets = Arc::clone(&fleets);

@@ -5,6 +5,7 @@
 //! key path and the reason; nothing is checked later at run time. The binary
 //! exits with code 2 on any config error.
 
+mod change_feed;
 mod edges;
 mod error;
 mod expand;

@@ -18,7 +18,9 @@ use uuid::Uuid;
 
 use super::hello::{accepted_keys, from_wire, variant_name, HelloChecker, HelloError};
 use super::ledger::{Admission, Ledger, LedgerLimits};
-use super::link::{failure, CloseReason, CommandOutcome, Down, Opened, Progress, SessionKey, Up};
+use super::link::{
+    failure, CloseReason, CommandOutcome, Down, Opened, Progress, Reloaded, SessionKey, Up,
+};
 use super::outbound::{Outbound, OutboundCommands};
 pub use super::settings::SessionSettings;
 use crate::edge::{EventError, EventKind, Inner, StreamAuth};
@@ -111,7 +113,9 @@ impl Ingress {
         self: &Arc<Self>,
         mut inbound: Streaming<EdgeEvent>,
     ) -> Result<OutboundCommands, Status> {
-        let read_at = tokio::time::Instant::now();
+        // Taken before the Hello reads the store: a change applied after it
+        // makes the session reload once registered.
+        let epoch = self.owner.registry().epoch();
         let first = match tokio::time::timeout(self.settings.hello_timeout, inbound.message()).await
         {
             Err(_elapsed) => Err(HelloError::Timeout(self.settings.hello_timeout)),
@@ -141,7 +145,9 @@ impl Ingress {
             capabilities: hello.capabilities,
             tags: hello.edge.tags.clone(),
             commands: commands_tx,
-            read_at,
+            seq: hello.edge.seq,
+            public_key: hello.edge.public_key.clone(),
+            epoch,
             hello_ms: hello.auth.last_timestamp_ms(),
             replay_window: self.settings.clock_skew.saturating_mul(2),
         };
@@ -417,20 +423,50 @@ impl Session {
                 reason,
                 status: Some(Status::new(code, message)),
             }),
-            Down::KeysChanged => {
-                let now = ingress.now();
-                let store = Arc::clone(&ingress.hello.store);
-                match store.get_edge(self.key.node_id).await {
-                    Ok(Some(edge)) => match accepted_keys(store.as_ref(), &edge, now).await {
-                        Ok(keys) => self.auth.set_keys(keys),
-                        Err(err) => tracing::warn!(error = %err, "cannot reload rotated keys"),
-                    },
-                    Ok(None) => {}
-                    Err(err) => tracing::warn!(error = %err, "cannot reload rotated keys"),
+            Down::Reload => self.reload().await,
+        }
+    }
+
+    /// Reloads the node's keys and tags from the store (and tells the owner
+    /// the tags); a node whose row is gone ends the stream as revoked. A
+    /// store failure keeps what the session holds (the next change, resync
+    /// or shared-mode check tries again).
+    async fn reload(&mut self) -> Result<(), End> {
+        let ingress = Arc::clone(&self.ingress);
+        let now = ingress.now();
+        let store = Arc::clone(&ingress.hello.store);
+        let edge =
+            match store.get_edge(self.key.node_id).await {
+                Ok(Some(edge)) => edge,
+                Ok(None) => return Err(End {
+                    reason: CloseReason::Revoked,
+                    status: Some(Status::permission_denied(
+                        "this edge was revoked (its enrollment is gone); enroll a new node with \
+                         a fresh token",
+                    )),
+                }),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot reload the edge's keys and tags");
+                    return Ok(());
                 }
-                Ok(())
+            };
+        match accepted_keys(store.as_ref(), &edge, now).await {
+            Ok(keys) => self.auth.set_keys(keys),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot reload the edge's keys");
+                return Ok(());
             }
         }
+        let reloaded = Reloaded {
+            tags: edge.tags,
+            public_key: edge.public_key,
+            seq: edge.seq,
+        };
+        ingress
+            .owner
+            .deliver(&self.key, Up::Reloaded(Box::new(reloaded)))
+            .await;
+        Ok(())
     }
 
     /// Handles one event; `Ok(true)` when it was verified (liveness).
