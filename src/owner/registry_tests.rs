@@ -284,3 +284,31 @@ async fn the_shared_check_ends_deleted_rows_and_reloads_changed_keys() {
         .iter()
         .any(|a| matches!(a, Applied::Reload(e) if e.key.node_id == rekeyed)));
 }
+
+#[tokio::test]
+async fn a_hello_that_read_before_a_tag_write_or_rotation_ends_with_the_newer_state() {
+    let registry = Registry::default();
+    let node = crate::runtime::test_id();
+    // The Hello read tags [] and seq 3 (epoch taken before that read)...
+    let before = registry.epoch();
+    // ...then a tag write (here) and a rotation (from the feed) commit and
+    // are applied while it is not registered yet.
+    registry.set_tags(&record(node, 4, &["new"], 1));
+    assert!(registry
+        .apply(&change(node, 5, ChangeKind::KeyRotated))
+        .is_none());
+    let (hello, mut rx) = entry(key(node, "s-1", 1));
+    let hello = SessionEntry { seq: 3, ..hello };
+    let registered = registry.register(hello, before, WINDOW);
+    assert!(matches!(registered, Ok(Registered { reload: true, .. })));
+    // Its first command is to reload; the reload reads seq 5 and the new
+    // tags and key, which the registry takes.
+    assert!(matches!(rx.try_recv(), Ok(Down::Reload)));
+    assert_eq!(tags_of(&registry, node), Some(Vec::new()));
+    registry.reloaded(&key(node, "s-1", 1), &["new".to_owned()], &[2; 32], 5);
+    assert_eq!(tags_of(&registry, node), Some(vec!["new".to_owned()]));
+    assert_eq!(
+        registry.get(node).map(|e| e.public_key.to_vec()),
+        Some(vec![2; 32])
+    );
+}
