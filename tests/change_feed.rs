@@ -216,7 +216,8 @@ async fn a_key_rotated_through_a_is_accepted_on_bs_live_stream_and_the_old_one_e
     assert!(b.owner().is_connected(node));
     // After it, an event signed with the old key ends the stream. (Time
     // itself must pass here: nothing to wait for but the clock.)
-    let overlap_end = u64::try_from(overlap_until * 1000 - now_ms()).unwrap_or(0);
+    // `overlap_until` is in whole seconds; the stored deadline has milliseconds.
+    let overlap_end = u64::try_from((overlap_until + 1) * 1000 - now_ms()).unwrap_or(0);
     tokio::time::sleep(Duration::from_millis(overlap_end + 200)).await;
     stream.send(stream.signer.heartbeat(now_ms())).await?;
     let status = stream.ended().await?;

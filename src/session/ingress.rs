@@ -3,6 +3,8 @@
 //! loop over the edge's events, the owner's commands, the heartbeat timer
 //! and the replica's shutdown, until one of them ends the stream.
 
+mod reload;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,11 +18,9 @@ use tonic::{Status, Streaming};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::hello::{accepted_keys, from_wire, variant_name, HelloChecker, HelloError};
+use super::hello::{from_wire, variant_name, HelloChecker, HelloError};
 use super::ledger::{Admission, Ledger, LedgerLimits};
-use super::link::{
-    failure, CloseReason, CommandOutcome, Down, Opened, Progress, Reloaded, SessionKey, Up,
-};
+use super::link::{failure, CloseReason, CommandOutcome, Down, Opened, Progress, SessionKey, Up};
 use super::outbound::{Outbound, OutboundCommands};
 pub use super::settings::SessionSettings;
 use crate::edge::{EventError, EventKind, Inner, StreamAuth};
@@ -425,48 +425,6 @@ impl Session {
             }),
             Down::Reload => self.reload().await,
         }
-    }
-
-    /// Reloads the node's keys and tags from the store (and tells the owner
-    /// the tags); a node whose row is gone ends the stream as revoked. A
-    /// store failure keeps what the session holds (the next change, resync
-    /// or shared-mode check tries again).
-    async fn reload(&mut self) -> Result<(), End> {
-        let ingress = Arc::clone(&self.ingress);
-        let now = ingress.now();
-        let store = Arc::clone(&ingress.hello.store);
-        let edge =
-            match store.get_edge(self.key.node_id).await {
-                Ok(Some(edge)) => edge,
-                Ok(None) => return Err(End {
-                    reason: CloseReason::Revoked,
-                    status: Some(Status::permission_denied(
-                        "this edge was revoked (its enrollment is gone); enroll a new node with \
-                         a fresh token",
-                    )),
-                }),
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot reload the edge's keys and tags");
-                    return Ok(());
-                }
-            };
-        match accepted_keys(store.as_ref(), &edge, now).await {
-            Ok(keys) => self.auth.set_keys(keys),
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot reload the edge's keys");
-                return Ok(());
-            }
-        }
-        let reloaded = Reloaded {
-            tags: edge.tags,
-            public_key: edge.public_key,
-            seq: edge.seq,
-        };
-        ingress
-            .owner
-            .deliver(&self.key, Up::Reloaded(Box::new(reloaded)))
-            .await;
-        Ok(())
     }
 
     /// Handles one event; `Ok(true)` when it was verified (liveness).
