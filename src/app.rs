@@ -18,6 +18,7 @@ use crate::admission::{self, AdmissionSettings, ConnectionGate};
 use crate::auth::{
     CachedCallerAuth, CallerAuth, CommandTokens, LocalCallerAuth, Signer, TokenIssuer,
 };
+use crate::change_feed::{self, FeedParts, FeedSettings, Follower};
 use crate::config::{Config, LimitsConfig, RateLimitConfig};
 use crate::enroll::{EnrollmentService, RpcRateLimits};
 use crate::fleet::{FleetRuns, RunRetention};
@@ -72,6 +73,8 @@ pub struct RelaySettings {
     pub gossip: Option<GossipSettings>,
     /// URL other replicas reach this one's peer service at (gossiped).
     pub peer_url: String,
+    /// Following the store's change feed (`relay.change_feed`).
+    pub change_feed: FeedSettings,
 }
 
 /// The parts a replica is built from that are chosen outside it.
@@ -112,6 +115,7 @@ impl RelaySettings {
             // Set by `run` once the secret file is read (`cli::run`).
             gossip: None,
             peer_url: config.relay.membership.peer_url.clone(),
+            change_feed: config.relay.change_feed,
         }
     }
 
@@ -143,6 +147,7 @@ impl RelaySettings {
                 "http://{}",
                 SocketAddr::new(ip, crate::config::DEFAULT_PEER_PORT)
             ),
+            change_feed: FeedSettings::default(),
         }
     }
 }
@@ -350,8 +355,25 @@ pub async fn start(
         membership: membership.clone(),
     };
 
+    // Where the feed stands, read before anything serves.
+    let feed = Arc::new(FeedParts {
+        store: Arc::clone(&store),
+        owner: Arc::clone(&owner),
+        clock: Arc::clone(&runtime.clock),
+        metrics: metrics.clone(),
+    });
+    let follower = Follower::start(&feed).await;
+
     let span = tracing::info_span!("replica", replica = %settings.name);
     let mut tasks = JoinSet::new();
+    tasks.spawn({
+        let follow = change_feed::run(settings.change_feed, follower, feed, stop.clone());
+        async move {
+            follow.await;
+            ("change feed", Ok(()))
+        }
+        .instrument(span.clone())
+    });
     tasks.spawn({
         let (owner, ingress, stop) = (Arc::clone(&owner), Arc::clone(&ingress), stop.clone());
         let fleets = Arc::clone(&fleets);

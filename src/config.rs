@@ -6,6 +6,7 @@
 //! exits with code 2 on any config error.
 
 mod cluster;
+mod change_feed;
 mod edges;
 mod error;
 mod expand;

@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod app;
 pub mod auth;
+pub mod change_feed;
 pub mod cli;
 pub mod config;
 pub mod edge;

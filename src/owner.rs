@@ -6,7 +6,7 @@
 
 mod calls;
 mod command;
-mod recent;
+mod feed;
 mod registry;
 mod updates;
 
@@ -21,13 +21,13 @@ use uuid::Uuid;
 
 pub use calls::{CallEvent, CallHandle, Joined};
 pub use command::{cancel_command, invoke_command, json_object, Addressed, Control, ToolCall};
-pub use registry::{Refusal, Registered, Registry, SessionEntry};
+pub use registry::{Applied, Refusal, Registered, Registry, SessionEntry};
 pub use updates::UpdateBuffer;
 
 use crate::auth::CommandTokens;
 use crate::runtime::Clock;
 use crate::session::{CloseReason, Down, SessionKey, Up};
-use crate::store::{EdgeRecord, EdgeStatus, Store, StoreResult, TagChange};
+use crate::store::{EdgeStatus, Store};
 use crate::telemetry::Metrics;
 
 /// What a revoked edge is told.
@@ -71,12 +71,7 @@ pub struct Owner {
     /// Mints the user token of an InvokeTool whose caller sent none.
     command_tokens: CommandTokens,
     draining: AtomicBool,
-    /// Tag writes per node, striped: see `change_tags`.
-    tag_writes: Box<[tokio::sync::Mutex<()>]>,
 }
-
-/// Stripes of `Owner::tag_writes`.
-const TAG_WRITE_STRIPES: usize = 64;
 
 impl std::fmt::Debug for Owner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -101,9 +96,6 @@ impl Owner {
             metrics,
             command_tokens,
             draining: AtomicBool::new(false),
-            tag_writes: (0..TAG_WRITE_STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
         })
     }
 
@@ -139,7 +131,6 @@ impl Owner {
                 self.updates.heartbeat(key.node_id, now);
                 self.updates
                     .capabilities(key.node_id, opened.capabilities.clone());
-                let commands = opened.commands.clone();
                 let entry = SessionEntry {
                     key: key.clone(),
                     tenant_id: opened.tenant_id,
@@ -148,24 +139,16 @@ impl Owner {
                     commands: opened.commands,
                     connected_at: now,
                     hello_ms: opened.hello_ms,
+                    seq: opened.seq,
+                    public_key: opened.public_key.into(),
                 };
                 let registered = match self.registry.register(
                     entry,
-                    opened.read_at,
+                    opened.epoch,
                     opened.replay_window,
                 ) {
                     Ok(registered) => registered,
-                    Err((Refusal::Revoked, refused)) => {
-                        close(
-                            &refused.commands,
-                            CloseReason::Revoked,
-                            tonic::Code::PermissionDenied,
-                            REVOKED_MESSAGE,
-                        )
-                        .await;
-                        return;
-                    }
-                    Err((refusal @ (Refusal::Replayed | Refusal::Older), refused)) => {
+                    Err((refusal, refused)) => {
                         let message = if refusal == Refusal::Replayed {
                             "this node already opened a stream with this stream id; a Hello is \
                              never replayed: open every connection with a fresh stream id"
@@ -176,7 +159,7 @@ impl Owner {
                         tracing::warn!(node_id = %key.node_id, stream_id = %key.stream_id, ?refusal, "refused a replayed or older Hello");
                         self.metrics.handshake_failure("replayed");
                         close(
-                            &refused.commands,
+                            &refused,
                             CloseReason::Rejected,
                             tonic::Code::AlreadyExists,
                             message,
@@ -185,10 +168,8 @@ impl Owner {
                         return;
                     }
                 };
-                // The Hello loaded keys before a rotation that came in
-                // before registration; the queue is new, so there is room.
-                if registered.keys_rotated && commands.try_send(Down::KeysChanged).is_err() {
-                    tracing::warn!(node_id = %key.node_id, "could not tell a new session about its rotated key");
+                if registered.reload {
+                    tracing::debug!(node_id = %key.node_id, "a change landed while the Hello was checked; the session reloads");
                 }
                 if let Some(older) = registered.replaced {
                     let older_key = older.key.clone();
@@ -216,6 +197,10 @@ impl Owner {
                         .capabilities(key.node_id, (*capabilities).clone());
                     self.registry.set_capabilities(key, *capabilities);
                 }
+            }
+            Up::Reloaded(reloaded) => {
+                self.registry
+                    .reloaded(key, &reloaded.tags, &reloaded.public_key, reloaded.seq);
             }
             Up::Progress(progress) => self.calls.progress(key, *progress).await,
             Up::Result(outcome) => {
@@ -330,86 +315,6 @@ impl Owner {
             Ok(Err(_closed)) => Err(DispatchError::NotConnected(node_id)),
             Err(_elapsed) => Err(DispatchError::Busy(node_id)),
         }
-    }
-
-    /// Ends `node_id`'s stream with PERMISSION_DENIED (it was revoked): the
-    /// node is unregistered at once, so no further command reaches it, and
-    /// a Hello already past its checks cannot register it afterwards.
-    pub async fn revoke(&self, node_id: Uuid) {
-        let Some(session) = self.registry.revoke(node_id) else {
-            return;
-        };
-        self.metrics.edges_connected(self.registry.len());
-        close(
-            &session.commands,
-            CloseReason::Revoked,
-            tonic::Code::PermissionDenied,
-            REVOKED_MESSAGE,
-        )
-        .await;
-        let key = session.key.clone();
-        self.calls
-            .fail_session(&key, "edge_disconnected", "the edge was revoked")
-            .await;
-    }
-
-    /// Ends `node_id`'s stream with UNAUTHENTICATED because the node was
-    /// re-enrolled with a new key (`replace_node`): the stream proved the old
-    /// key, so no further command reaches it. A Hello that loaded the old key
-    /// just before registers but reloads its keys, and its next event with
-    /// the old key ends it.
-    pub async fn key_replaced(&self, node_id: Uuid) {
-        let Some(session) = self.registry.key_replaced(node_id) else {
-            return;
-        };
-        self.metrics.edges_connected(self.registry.len());
-        close(
-            &session.commands,
-            CloseReason::Rejected,
-            tonic::Code::Unauthenticated,
-            KEY_REPLACED_MESSAGE,
-        )
-        .await;
-        self.calls
-            .fail_session(
-                &session.key,
-                "edge_disconnected",
-                "the edge was re-enrolled with a new key before answering",
-            )
-            .await;
-    }
-
-    /// Tells `node_id`'s stream that its keys changed (waits for room in a
-    /// busy session's queue rather than dropping the notice).
-    pub async fn keys_changed(&self, node_id: Uuid) {
-        if let Some(session) = self.registry.keys_rotated(node_id) {
-            let sent =
-                tokio::time::timeout(SEND_TIMEOUT, session.commands.send(Down::KeysChanged)).await;
-            if !matches!(sent, Ok(Ok(()))) {
-                tracing::warn!(node_id = %node_id, "could not tell a stuck session about its rotated key");
-            }
-        }
-    }
-
-    /// Applies `change` to a node's stored tags and to the registry's copy
-    /// (which fleet selectors match); `None` when the node is not in scope.
-    /// Writes of one node are serialized here, waiting on an async mutex
-    /// across the store write on purpose: otherwise two concurrent changes
-    /// could reach the registry in the opposite order of their commits.
-    pub async fn change_tags(
-        &self,
-        store: &dyn Store,
-        tenant: Option<&str>,
-        node_id: Uuid,
-        change: &TagChange,
-    ) -> StoreResult<Option<EdgeRecord>> {
-        let stripe = node_id.as_u64_pair().1 as usize % self.tag_writes.len();
-        let _in_commit_order = self.tag_writes[stripe].lock().await;
-        let updated = store.change_edge_tags(tenant, node_id, change).await?;
-        if let Some(edge) = &updated {
-            self.registry.set_tags(node_id, &edge.tags);
-        }
-        Ok(updated)
     }
 
     /// Whether `node_id` is connected.

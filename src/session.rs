@@ -14,5 +14,7 @@ mod settings;
 pub use hello::{accepted_keys, from_wire, HelloChecker, HelloError};
 pub use ingress::{Ingress, IngressParts, SessionSettings};
 pub use ledger::{Admission, Ledger, LedgerLimits};
-pub use link::{failure, CloseReason, CommandOutcome, Down, Opened, Progress, SessionKey, Up};
+pub use link::{
+    failure, CloseReason, CommandOutcome, Down, Opened, Progress, Reloaded, SessionKey, Up,
+};
 pub use outbound::OutboundCommands;

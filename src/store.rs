@@ -1,6 +1,7 @@
 //! Persistent state shared by all replicas (and, in shared mode, with the
 //! AEGIS controller): enrolled edges, enrollment-token redemptions, groups,
-//! challenges, key history and revocation tombstones.
+//! challenges, key history and revocation tombstones, and the change feed
+//! every replica follows.
 //!
 //! One [`Store`] trait, two sqlx backends: PostgreSQL (production, every
 //! multi-host cluster; AEGIS-compatible tables) and SQLite (the embedded
@@ -15,6 +16,7 @@
 
 mod batch;
 mod error;
+mod feed;
 mod memory;
 mod open;
 mod postgres;
@@ -27,6 +29,7 @@ use uuid::Uuid;
 
 pub use batch::coalesce_updates;
 pub use error::StoreError;
+pub use feed::{ChangeKind, EdgeChange, EdgeKey, FeedPage};
 pub use memory::MemoryStore;
 pub use open::{open, Migrations, StoreSettings};
 pub use postgres::{PostgresMode, PostgresStore};
@@ -42,6 +45,12 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait Store: Send + Sync + 'static {
     /// "postgres", "sqlite" or "memory".
     fn backend(&self) -> &'static str;
+
+    /// Whether the AEGIS controller writes `edge_daemons` too (bypassing
+    /// the change feed), so replicas must also check the rows they hold.
+    fn shared_with_aegis(&self) -> bool {
+        false
+    }
 
     /// Checks the database answers (readiness).
     async fn ping(&self) -> StoreResult<()>;
@@ -75,7 +84,7 @@ pub trait Store: Send + Sync + 'static {
     /// (checked in the same transaction). Prunes expired bindings.
     async fn bind_enrollment_token(&self, binding: &TokenBinding) -> StoreResult<BindOutcome>;
 
-    /// One edge.
+    /// One edge, with the `seq` of its latest change.
     async fn get_edge(&self, node_id: Uuid) -> StoreResult<Option<EdgeRecord>>;
 
     /// Edges of one tenant (or all), ordered by node id.
@@ -88,21 +97,23 @@ pub trait Store: Send + Sync + 'static {
     /// Applies a [`TagChange`] to an edge's server-side tags atomically: the
     /// change is computed from the tags current when it is written, so
     /// concurrent changes all land. `None` when the edge is not found in
-    /// scope.
+    /// scope. Writes a `tags` change; the record carries its `seq`.
     async fn change_edge_tags(
         &self,
         tenant: Option<&str>,
         node_id: Uuid,
         change: &TagChange,
+        now: DateTime<Utc>,
     ) -> StoreResult<Option<EdgeRecord>>;
 
     /// Renames an edge (its display name); `None` when the edge is not found
-    /// in scope.
+    /// in scope. Writes a `renamed` change; the record carries its `seq`.
     async fn set_edge_name(
         &self,
         tenant: Option<&str>,
         node_id: Uuid,
         name: &str,
+        now: DateTime<Utc>,
     ) -> StoreResult<Option<EdgeRecord>>;
 
     /// Installs a new key if the current one is still `current_key`, keeping
@@ -149,4 +160,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes a group; false when not found in scope.
     async fn delete_group(&self, tenant: Option<&str>, id: Uuid) -> StoreResult<bool>;
+
+    /// Up to `limit` changes with `seq > after`, in `seq` order, with the
+    /// feed's head and oldest kept `seq`, in one read (`limit` 0 reads only
+    /// those two). Enrollments (`enrolled`, also on re-enrollment), key
+    /// rotations, revocations, tag changes and renames each write one change
+    /// in their own transaction; refusals write none.
+    async fn changes_since(&self, after: i64, limit: u32) -> StoreResult<FeedPage>;
+
+    /// Deletes changes written before `before` (retention); returns how many.
+    async fn purge_changes(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// The current keys of those of `node_ids` that exist, in one read.
+    async fn edge_keys(&self, node_ids: &[Uuid]) -> StoreResult<Vec<EdgeKey>>;
 }

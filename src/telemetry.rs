@@ -2,6 +2,7 @@
 //! Prometheus registry behind `/metrics`.
 
 mod edges;
+mod feed;
 mod fleet;
 mod limits;
 mod logging;
@@ -9,6 +10,9 @@ mod membership;
 mod metrics;
 
 pub use self::edges::*;
+pub use self::feed::{
+    FEED_APPLIED, FEED_FAILURES, FEED_LAG_SECONDS, FEED_LAG_SEQS, FEED_RESYNCS, FEED_SHARED_CHECKS,
+};
 pub use self::fleet::{
     SseMeters, FLEET_SSE_BUFFERED, FLEET_SSE_GIVEN_UP, FLEET_SSE_PROGRESS_DROPPED,
 };

@@ -430,6 +430,7 @@ async fn capability_updates_apply_but_tags_stay_server_side() -> TestResult {
                 replace: Some(vec!["prod".to_owned()]),
                 ..TagChange::default()
             },
+            aegis_relay::runtime::SystemClock.utc_now(),
         )
         .await?;
     let stream = open_stream(&relay, &edge.state).await?;

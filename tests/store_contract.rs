@@ -5,6 +5,8 @@
 mod common;
 #[path = "store_contract/expiry.rs"]
 mod expiry;
+#[path = "store_contract/feed.rs"]
+mod feed;
 #[path = "store_contract/groups.rs"]
 mod groups;
 #[path = "store_contract/shared_file.rs"]
@@ -26,6 +28,12 @@ use common::TestResult;
 use expiry::{
     challenges_are_swept_at_their_ttl,
     previous_keys_are_newest_first_and_forgotten_on_re_enrollment,
+};
+use feed::{
+    a_reader_following_concurrent_writers_never_sees_a_gap,
+    edge_keys_reads_the_asked_nodes_that_exist,
+    every_change_is_in_the_feed_once_and_refusals_in_none,
+    retention_purges_old_changes_and_readers_learn_what_they_missed,
 };
 use groups::{
     group_ids_are_unique_and_a_rename_to_the_same_name_is_no_clash,
@@ -247,7 +255,7 @@ async fn batched_updates_of_a_thousand_edges(store: &dyn Store) -> TestResult {
         nodes.push(node_id);
     }
     store
-        .change_edge_tags(Some("t-fleet"), nodes[0], &replace(&["gpu"]))
+        .change_edge_tags(Some("t-fleet"), nodes[0], &replace(&["gpu"]), at(0))
         .await?;
     let capabilities = EdgeCapabilities {
         os: "linux".into(),
@@ -306,22 +314,24 @@ async fn tags_are_tenant_scoped(store: &dyn Store) -> TestResult {
     let node_id = enroll(store, "t-left", 1, at(0)).await?;
     assert_eq!(
         store
-            .change_edge_tags(Some("t-right"), node_id, &replace(&["x"]))
+            .change_edge_tags(Some("t-right"), node_id, &replace(&["x"]), at(0))
             .await?,
         None
     );
     let updated = store
-        .change_edge_tags(Some("t-left"), node_id, &replace(&["a", "b"]))
+        .change_edge_tags(Some("t-left"), node_id, &replace(&["a", "b"]), at(0))
         .await?
         .ok_or("not updated")?;
     assert_eq!(updated.tags, vec!["a".to_owned(), "b".to_owned()]);
     assert!(store.list_edges(Some("t-right")).await?.is_empty());
     assert_eq!(
-        store.set_edge_name(Some("t-right"), node_id, "x").await?,
+        store
+            .set_edge_name(Some("t-right"), node_id, "x", at(0))
+            .await?,
         None
     );
     let renamed = store
-        .set_edge_name(Some("t-left"), node_id, "db-1")
+        .set_edge_name(Some("t-left"), node_id, "db-1", at(0))
         .await?
         .ok_or("not renamed")?;
     assert_eq!(renamed.display_name, "db-1");
@@ -529,6 +539,10 @@ macro_rules! contract {
             case!(challenges_are_swept_at_their_ttl);
             case!(previous_keys_are_newest_first_and_forgotten_on_re_enrollment);
             case!(list_edges_is_ordered_and_scoped);
+            case!(every_change_is_in_the_feed_once_and_refusals_in_none);
+            case!(retention_purges_old_changes_and_readers_learn_what_they_missed);
+            case!(a_reader_following_concurrent_writers_never_sees_a_gap, arc);
+            case!(edge_keys_reads_the_asked_nodes_that_exist);
         }
     };
 }

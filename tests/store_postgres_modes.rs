@@ -13,8 +13,10 @@ use sqlx::PgPool;
 use common::TestResult;
 
 const AEGIS_TABLES: [&str; 3] = ["edge_daemons", "enrollment_tokens", "edge_groups"];
-const RELAY_TABLES: [&str; 4] = [
+const RELAY_TABLES: [&str; 6] = [
     "edge_challenges",
+    "edge_changes",
+    "edge_feed_head",
     "edge_key_history",
     "edge_tombstones",
     "enrollment_token_bindings",
@@ -134,7 +136,7 @@ async fn standalone_migrates_idempotently_and_keeps_its_history_in_its_schema() 
     );
     assert_eq!(
         applied_versions(pool, "aegis_relay._sqlx_migrations").await?,
-        vec![1, 1001, 1002]
+        vec![1, 1001, 1002, 1003]
     );
     store.ping().await?;
     store.close().await;
@@ -190,7 +192,7 @@ async fn shared_mode_adds_only_relay_tables_and_leaves_aegis_history_alone() -> 
     );
     assert_eq!(
         applied_versions(pool, "aegis_relay._sqlx_migrations").await?,
-        vec![1001, 1002]
+        vec![1001, 1002, 1003]
     );
 
     let node_id = aegis_relay::runtime::OsEntropy.uuid();
@@ -235,7 +237,12 @@ async fn shared_mode_adds_only_relay_tables_and_leaves_aegis_history_alone() -> 
         ..TagChange::default()
     };
     let changed = store
-        .change_edge_tags(Some("acme"), node_id, &change)
+        .change_edge_tags(
+            Some("acme"),
+            node_id,
+            &change,
+            aegis_relay::runtime::SystemClock.utc_now(),
+        )
         .await?;
     assert_eq!(changed.map(|edge| edge.tags), Some(vec!["gpu".to_owned()]));
     let (column, json): (Vec<String>, serde_json::Value) = sqlx::query_as(

@@ -128,6 +128,7 @@ pub struct FileRelay {
     pub rotation_overlap: Option<ConfigDuration>,
     pub edges: Option<super::edges::FileEdges>,
     pub fleet_runs: Option<super::edges::FileFleetRuns>,
+    pub change_feed: Option<super::change_feed::FileChangeFeed>,
     pub limits: Option<super::limits::FileLimits>,
     pub metrics_token_file: Option<PathBuf>,
 }

@@ -130,6 +130,8 @@ pub struct RelayConfig {
     pub max_message_bytes: usize,
     /// Fleet history kept (`relay.fleet_runs`).
     pub fleet_runs: crate::fleet::RunRetention,
+    /// Following the store's change feed (`relay.change_feed`).
+    pub change_feed: crate::change_feed::FeedSettings,
     /// Connection caps and timeouts (`relay.limits`).
     pub limits: LimitsConfig,
     /// The bearer `/metrics` requires, read from `relay.metrics_token_file`.

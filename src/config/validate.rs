@@ -239,6 +239,7 @@ fn validate_relay(
         .map_or(Duration::from_secs(60), |d| d.0);
     let (sessions, max_message_bytes) = super::edges::sessions(relay.edges, heartbeat_timeout)?;
     let fleet_runs = super::edges::fleet_runs(relay.fleet_runs)?;
+    let change_feed = super::change_feed::change_feed(relay.change_feed)?;
     let limits = super::limits::limits(relay.limits)?;
     let metrics_token = super::limits::metrics_token(relay.metrics_token_file.as_deref())?;
     Ok(RelayConfig {
@@ -247,6 +248,7 @@ fn validate_relay(
         sessions,
         max_message_bytes,
         fleet_runs,
+        change_feed,
         name,
         data_dir,
         issuer,

@@ -254,7 +254,7 @@ pub async fn patch_host(
         edge = state
             .api
             .store
-            .set_edge_name(scope.as_deref(), node_id, &name)
+            .set_edge_name(scope.as_deref(), node_id, &name, state.api.now())
             .await?
             .ok_or_else(|| ApiError::not_found(format!("host {node_id} not found")))?;
         tracing::info!(node_id = %node_id, name = %name, by = %caller.subject, "host renamed");
@@ -265,7 +265,13 @@ pub async fn patch_host(
     let api = &state.api;
     let updated = api
         .owner
-        .change_tags(api.store.as_ref(), scope.as_deref(), node_id, &tag_change)
+        .change_tags(
+            api.store.as_ref(),
+            scope.as_deref(),
+            node_id,
+            &tag_change,
+            api.now(),
+        )
         .await?
         .ok_or_else(|| ApiError::not_found(format!("host {node_id} not found")))?;
     tracing::info!(node_id = %node_id, tags = ?updated.tags, by = %caller.subject, "host tags changed");
@@ -293,6 +299,7 @@ mod tests {
             display_name: display_name.to_owned(),
             enrolled_at: at(1_000),
             last_heartbeat_at: last_heartbeat_secs.map(at),
+            seq: 0,
         }
     }
 

@@ -6,6 +6,12 @@
 //! refuses one whose stream id it registered lately for that node, or whose
 //! signed timestamp is older than the live stream's Hello: a replay never
 //! takes over a node's live stream.
+//!
+//! Changes from the feed (and this replica's own writes) reach sessions
+//! here, ordered by `seq`: each entry remembers the `seq` it reflects and
+//! ignores older changes. A Hello reads the store before it registers, so
+//! the registry counts every change it applies (`epoch`): a Hello that
+//! began before the last one reloads from the store first thing.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,9 +22,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::recent::Recent;
 use crate::session::{Down, SessionKey};
-use crate::store::EdgeCapabilities;
+use crate::store::{ChangeKind, EdgeCapabilities, EdgeChange, EdgeKey, EdgeRecord};
 
 /// One connected edge as the owner sees it.
 #[derive(Debug, Clone)]
@@ -37,22 +42,19 @@ pub struct SessionEntry {
     pub connected_at: DateTime<Utc>,
     /// The Hello's signed timestamp (Unix ms).
     pub hello_ms: i64,
+    /// `seq` of the node's latest change this session reflects.
+    pub seq: i64,
+    /// The node's current key, as this session loaded it.
+    pub public_key: Arc<[u8]>,
 }
 
 struct Inner {
     sessions: HashMap<Uuid, SessionEntry>,
     by_tenant: HashMap<Arc<str>, HashSet<Uuid>>,
-    /// Nodes revoked lately: a Hello checked against the store just before
-    /// the revocation must not register after it.
-    revoked: Recent<()>,
-    /// Nodes whose key was rotated lately: a Hello that loaded the old key
-    /// must reload once registered.
-    rotated: Recent<()>,
-    /// The latest server-side tags written lately: a Hello that read older
-    /// ones registers with these.
-    tags: Recent<Arc<[String]>>,
     /// Stream ids registered lately, per node.
     seen: SeenStreams,
+    /// Changes applied so far (from the feed or this replica's writes).
+    epoch: u64,
 }
 
 /// Stream ids each node registered, each until its replay window ends.
@@ -96,18 +98,9 @@ impl SeenStreams {
     }
 }
 
-/// How long a revoked node id is remembered here (the store's tombstone
-/// refuses it at Hello from then on).
-const REVOKED_MEMORY: Duration = Duration::from_secs(600);
-/// How long key rotations and tag changes are remembered: well beyond the
-/// longest time between a Hello's store read and its registration.
-const CHANGE_MEMORY: Duration = Duration::from_secs(60);
-
 /// Why a session may not register.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// The node was revoked.
-    Revoked,
     /// The node registered a stream with this id within the replay window
     /// (a replayed Hello): the live one stays.
     Replayed,
@@ -120,8 +113,20 @@ pub enum Refusal {
 pub struct Registered {
     /// The older stream of the node it replaced, which the caller closes.
     pub replaced: Option<SessionEntry>,
-    /// The node's key changed lately: the new session must reload its keys.
-    pub keys_rotated: bool,
+    /// A change was applied after the Hello read the store: the session
+    /// was told to reload (its first command).
+    pub reload: bool,
+}
+
+/// What applying a change asks of the owner.
+#[derive(Debug)]
+pub enum Applied {
+    /// The node is gone (revoked, or its row deleted): end this session.
+    Revoked(SessionEntry),
+    /// The node was re-enrolled with a new key: end this session.
+    KeyReplaced(SessionEntry),
+    /// The node's keys or tags changed: tell this session to reload.
+    Reload(SessionEntry),
 }
 
 /// Connected edges by node and by tenant.
@@ -135,10 +140,8 @@ impl Default for Registry {
             inner: Mutex::new(Inner {
                 sessions: HashMap::new(),
                 by_tenant: HashMap::new(),
-                revoked: Recent::new(REVOKED_MEMORY),
-                rotated: Recent::new(CHANGE_MEMORY),
-                tags: Recent::new(CHANGE_MEMORY),
                 seen: SeenStreams::default(),
+                epoch: 0,
             }),
         }
     }
@@ -159,42 +162,45 @@ impl Registry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Registers `entry` for `node_id`, with tags written since its Hello
-    /// read the store at `read_at`, and refuses its stream id for the node
-    /// for `replay_window`; gives `entry` back with the reason when it may
-    /// not register.
+    /// Changes applied so far; a Hello takes this before it reads the store.
+    pub fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    /// Registers `entry` for `node_id`, whose Hello read the store after
+    /// [`Self::epoch`] was `epoch`, and refuses its stream id for the node
+    /// for `replay_window`; gives its command queue back with the reason when it may
+    /// not register. If a change was applied since `epoch`, the session may
+    /// hold older keys, tags or a revoked node: its queue gets
+    /// [`Down::Reload`] before any command can be queued.
     pub fn register(
         &self,
-        mut entry: SessionEntry,
-        read_at: Instant,
+        entry: SessionEntry,
+        epoch: u64,
         replay_window: Duration,
-    ) -> Result<Registered, (Refusal, SessionEntry)> {
+    ) -> Result<Registered, (Refusal, mpsc::Sender<Down>)> {
         let node_id = entry.key.node_id;
         let now = Instant::now();
         let mut inner = self.lock();
-        if inner.revoked.get(node_id, now).is_some() {
-            return Err((Refusal::Revoked, entry));
-        }
         inner.seen.expire(now);
         if inner.seen.contains(node_id, &entry.key.stream_id, now) {
-            return Err((Refusal::Replayed, entry));
+            return Err((Refusal::Replayed, entry.commands));
         }
         if let Some(live) = inner.sessions.get(&node_id) {
             if live.key.stream_id == entry.key.stream_id {
-                return Err((Refusal::Replayed, entry));
+                return Err((Refusal::Replayed, entry.commands));
             }
             if entry.hello_ms < live.hello_ms {
-                return Err((Refusal::Older, entry));
+                return Err((Refusal::Older, entry.commands));
             }
         }
         let until = now.checked_add(replay_window).unwrap_or(now);
         inner
             .seen
             .insert(node_id, Arc::clone(&entry.key.stream_id), until);
-        if let Some(tags) = inner.tags.written_since(node_id, read_at, now) {
-            entry.tags = Arc::clone(tags);
-        }
-        let keys_rotated = inner.rotated.written_since(node_id, read_at, now).is_some();
+        // The queue is new, so there is room; a full one would mean a closed
+        // session, which never runs a command.
+        let reload = inner.epoch != epoch && entry.commands.try_send(Down::Reload).is_ok();
         let tenant = Arc::clone(&entry.tenant_id);
         let previous = inner.sessions.insert(node_id, entry);
         if let Some(previous) = &previous {
@@ -205,19 +211,101 @@ impl Registry {
         inner.by_tenant.entry(tenant).or_default().insert(node_id);
         Ok(Registered {
             replaced: previous,
-            keys_rotated,
+            reload,
         })
     }
 
-    /// Records that `node_id` was revoked (no stream of it registers from
-    /// now on) and removes its session, which it returns for closing.
-    pub fn revoke(&self, node_id: Uuid) -> Option<SessionEntry> {
-        let now = Instant::now();
+    /// Applies one change of the feed (or of this replica's own write) to
+    /// the node's session, unless the session already reflects it.
+    pub fn apply(&self, change: &EdgeChange) -> Option<Applied> {
         let mut inner = self.lock();
-        inner.revoked.insert(node_id, (), now);
-        let entry = inner.sessions.remove(&node_id)?;
-        remove_from_tenant(&mut inner, &entry.tenant_id, node_id);
-        Some(entry)
+        inner.epoch += 1;
+        let entry = inner.sessions.get_mut(&change.node_id)?;
+        if entry.seq >= change.seq {
+            return None;
+        }
+        entry.seq = change.seq;
+        match change.kind {
+            ChangeKind::Revoked => remove(&mut inner, change.node_id).map(Applied::Revoked),
+            ChangeKind::Enrolled => remove(&mut inner, change.node_id).map(Applied::KeyReplaced),
+            ChangeKind::KeyRotated | ChangeKind::Tags => Some(Applied::Reload(entry.clone())),
+            ChangeKind::Renamed => None,
+        }
+    }
+
+    /// Removes `node_id`'s session (it was revoked here), which it returns
+    /// for closing; a Hello already past its store read reloads and ends.
+    pub fn revoke(&self, node_id: Uuid) -> Option<SessionEntry> {
+        let mut inner = self.lock();
+        inner.epoch += 1;
+        remove(&mut inner, node_id)
+    }
+
+    /// Brings every session up to date with `edges`, the stored rows read
+    /// after the feed's changes were lost (a resync): a node without a row
+    /// is gone, new tags are taken, a session whose key differs reloads.
+    pub fn resync(&self, edges: &[EdgeRecord]) -> Vec<Applied> {
+        let rows: HashMap<Uuid, &EdgeRecord> =
+            edges.iter().map(|edge| (edge.node_id, edge)).collect();
+        let mut inner = self.lock();
+        inner.epoch += 1;
+        let held: Vec<Uuid> = inner.sessions.keys().copied().collect();
+        let mut applied = Vec::new();
+        for node_id in held {
+            let Some(edge) = rows.get(&node_id) else {
+                applied.extend(remove(&mut inner, node_id).map(Applied::Revoked));
+                continue;
+            };
+            let Some(entry) = inner.sessions.get_mut(&node_id) else {
+                continue;
+            };
+            entry.seq = entry.seq.max(edge.seq);
+            if *entry.tags != *edge.tags {
+                entry.tags = edge.tags.as_slice().into();
+            }
+            if *entry.public_key != *edge.public_key {
+                applied.push(Applied::Reload(entry.clone()));
+            }
+        }
+        applied
+    }
+
+    /// The shared-mode check: `keys` are the stored keys of the nodes of
+    /// `asked`, read in one query. A session asked about whose row is gone
+    /// ends; one whose key changed reloads.
+    pub fn check_keys(&self, asked: &[SessionKey], keys: &[EdgeKey]) -> Vec<Applied> {
+        let keys: HashMap<Uuid, &[u8]> = keys
+            .iter()
+            .map(|key| (key.node_id, key.public_key.as_slice()))
+            .collect();
+        let mut inner = self.lock();
+        let mut applied = Vec::new();
+        for key in asked {
+            let Some(entry) = inner.sessions.get(&key.node_id).filter(|e| e.key == *key) else {
+                continue;
+            };
+            match keys.get(&key.node_id) {
+                Some(stored) if **stored == *entry.public_key => {}
+                Some(_) => {
+                    applied.push(Applied::Reload(entry.clone()));
+                    inner.epoch += 1;
+                }
+                None => {
+                    inner.epoch += 1;
+                    applied.extend(remove(&mut inner, key.node_id).map(Applied::Revoked));
+                }
+            }
+        }
+        applied
+    }
+
+    /// The sessions held now.
+    pub fn keys(&self) -> Vec<SessionKey> {
+        self.lock()
+            .sessions
+            .values()
+            .map(|entry| entry.key.clone())
+            .collect()
     }
 
     /// Removes the registration of `key`'s stream; false when the node is
@@ -284,38 +372,47 @@ impl Registry {
         }
     }
 
-    /// Replaces the server-side tags of a node, connected or about to be
-    /// (callers apply store writes in commit order).
-    pub fn set_tags(&self, node_id: Uuid, tags: &[String]) {
-        let tags: Arc<[String]> = tags.into();
+    /// Takes the tags of `edge`, a write of this replica committed as
+    /// `edge.seq`, unless the node's session reflects a later change.
+    pub fn set_tags(&self, edge: &EdgeRecord) {
         let mut inner = self.lock();
-        inner
-            .tags
-            .insert(node_id, Arc::clone(&tags), Instant::now());
-        if let Some(entry) = inner.sessions.get_mut(&node_id) {
-            entry.tags = tags;
+        inner.epoch += 1;
+        if let Some(entry) = inner.sessions.get_mut(&edge.node_id) {
+            if edge.seq >= entry.seq {
+                entry.tags = edge.tags.as_slice().into();
+                entry.seq = edge.seq;
+            }
         }
     }
 
-    /// Records that `node_id`'s key was rotated; returns its session, which
-    /// the caller tells to reload (a session registering later learns it
-    /// from `register`).
+    /// What `key`'s session reloaded from the store (tags and key as of
+    /// `seq`), unless it reflects a later change by now.
+    pub fn reloaded(&self, key: &SessionKey, tags: &[String], public_key: &[u8], seq: i64) {
+        let mut inner = self.lock();
+        if let Some(entry) = inner.sessions.get_mut(&key.node_id) {
+            if entry.key == *key && seq >= entry.seq {
+                entry.tags = tags.into();
+                entry.public_key = public_key.into();
+                entry.seq = seq;
+            }
+        }
+    }
+
+    /// Counts a key rotation written here; returns the node's session, which
+    /// the caller tells to reload.
     pub fn keys_rotated(&self, node_id: Uuid) -> Option<SessionEntry> {
         let mut inner = self.lock();
-        inner.rotated.insert(node_id, (), Instant::now());
+        inner.epoch += 1;
         inner.sessions.get(&node_id).cloned()
     }
 
-    /// Records that `node_id` was re-enrolled with a new key (a session
-    /// registering later reloads its keys, as after a rotation) and removes
-    /// its session, which it returns for closing: that stream proved the old
-    /// key.
+    /// Removes `node_id`'s session, which it returns for closing: the node
+    /// was re-enrolled here with a new key, and that stream proved the old
+    /// one.
     pub fn key_replaced(&self, node_id: Uuid) -> Option<SessionEntry> {
         let mut inner = self.lock();
-        inner.rotated.insert(node_id, (), Instant::now());
-        let entry = inner.sessions.remove(&node_id)?;
-        remove_from_tenant(&mut inner, &entry.tenant_id, node_id);
-        Some(entry)
+        inner.epoch += 1;
+        remove(&mut inner, node_id)
     }
 
     /// Connected edges.
@@ -329,6 +426,12 @@ impl Registry {
     }
 }
 
+fn remove(inner: &mut Inner, node_id: Uuid) -> Option<SessionEntry> {
+    let entry = inner.sessions.remove(&node_id)?;
+    remove_from_tenant(inner, &entry.tenant_id, node_id);
+    Some(entry)
+}
+
 fn remove_from_tenant(inner: &mut Inner, tenant: &Arc<str>, node_id: Uuid) {
     if let Some(nodes) = inner.by_tenant.get_mut(tenant) {
         nodes.remove(&node_id);
@@ -339,162 +442,5 @@ fn remove_from_tenant(inner: &mut Inner, tenant: &Arc<str>, node_id: Uuid) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(node_id: Uuid, stream: &str, connection: u64) -> SessionKey {
-        SessionKey {
-            node_id,
-            stream_id: stream.into(),
-            connection,
-        }
-    }
-
-    fn entry(key: SessionKey) -> (SessionEntry, mpsc::Receiver<Down>) {
-        let (commands, rx) = mpsc::channel(1);
-        let entry = SessionEntry {
-            key,
-            tenant_id: "t-a".into(),
-            capabilities: Arc::default(),
-            tags: Arc::from(Vec::<String>::new()),
-            commands,
-            connected_at: DateTime::<Utc>::UNIX_EPOCH,
-            hello_ms: 0,
-        };
-        (entry, rx)
-    }
-
-    const WINDOW: Duration = Duration::from_secs(600);
-
-    fn register(
-        registry: &Registry,
-        key: SessionKey,
-    ) -> (Result<Registered, Refusal>, mpsc::Receiver<Down>) {
-        let (entry, rx) = entry(key);
-        let result = registry.register(entry, Instant::now(), WINDOW);
-        (result.map_err(|(refusal, _)| refusal), rx)
-    }
-
-    #[tokio::test]
-    async fn a_replaced_key_removes_the_session_and_makes_late_hellos_reload() {
-        let registry = Registry::default();
-        let node = crate::runtime::test_id();
-        let read_at = Instant::now();
-        let (first, _rx) = register(&registry, key(node, "s1", 1));
-        assert!(first.is_ok());
-        let removed = registry.key_replaced(node);
-        assert_eq!(removed.map(|entry| entry.key), Some(key(node, "s1", 1)));
-        assert!(!registry.contains(node));
-        assert!(registry.sessions(None).is_empty());
-        // A Hello that read the old key before the replacement registers, but
-        // must reload its keys.
-        let (entry, _rx) = entry(key(node, "s2", 2));
-        let late = registry.register(entry, read_at, WINDOW);
-        assert!(matches!(&late, Ok(r) if r.keys_rotated && r.replaced.is_none()));
-        assert!(registry.key_replaced(crate::runtime::test_id()).is_none());
-    }
-
-    #[tokio::test]
-    async fn a_revoked_node_cannot_register_even_after_its_hello_passed() {
-        let registry = Registry::default();
-        let node = crate::runtime::test_id();
-        let (first, _rx1) = register(&registry, key(node, "s-1", 1));
-        assert!(matches!(first, Ok(Registered { replaced: None, .. })));
-        let revoked = registry.revoke(node);
-        assert_eq!(revoked.map(|e| e.key), Some(key(node, "s-1", 1)));
-        assert!(!registry.contains(node));
-        assert!(registry.sessions(Some("t-a")).is_empty());
-        // A Hello checked against the store before the revocation.
-        let (late, _rx2) = register(&registry, key(node, "s-2", 2));
-        assert!(matches!(late, Err(Refusal::Revoked)));
-        assert!(!registry.contains(node));
-    }
-
-    #[tokio::test]
-    async fn only_the_current_stream_unregisters() {
-        let registry = Registry::default();
-        let node = crate::runtime::test_id();
-        let old_key = key(node, "old", 1);
-        let (old, _rx1) = register(&registry, old_key.clone());
-        assert!(matches!(old, Ok(Registered { replaced: None, .. })));
-        let (new, _rx2) = register(&registry, key(node, "new", 2));
-        assert!(matches!(new, Ok(Registered { replaced: Some(e), .. }) if e.key == old_key));
-        assert!(!registry.unregister(&old_key));
-        assert!(registry.contains(node));
-        // A Hello replaying the live stream's id is refused, and its end
-        // does not touch the live registration.
-        let replayed = key(node, "new", 3);
-        let (copy, _rx3) = register(&registry, replayed.clone());
-        assert!(matches!(copy, Err(Refusal::Replayed)));
-        assert!(!registry.unregister(&replayed));
-        assert!(registry.is_current(&key(node, "new", 2)));
-    }
-
-    #[tokio::test]
-    async fn an_older_or_replayed_hello_never_takes_over() {
-        let registry = Registry::default();
-        let node = crate::runtime::test_id();
-        let with_ts = |stream: &str, connection: u64, hello_ms: i64| {
-            let (mut entry, rx) = entry(key(node, stream, connection));
-            entry.hello_ms = hello_ms;
-            (entry, rx)
-        };
-        let (a, _rx_a) = with_ts("a", 1, 1_000);
-        assert!(registry.register(a, Instant::now(), WINDOW).is_ok());
-        let (b, _rx_b) = with_ts("b", 2, 2_000);
-        assert!(registry.register(b, Instant::now(), WINDOW).is_ok());
-        // A's Hello again: its stream id was seen, and it is older than B's.
-        let (replay, _rx) = with_ts("a", 3, 1_000);
-        let refused = registry.register(replay, Instant::now(), WINDOW);
-        assert!(matches!(refused, Err((Refusal::Replayed, _))));
-        // A new stream id with an older signed timestamp.
-        let (older, _rx) = with_ts("c", 4, 1_500);
-        let refused = registry.register(older, Instant::now(), WINDOW);
-        assert!(matches!(refused, Err((Refusal::Older, _))));
-        assert!(registry.is_current(&key(node, "b", 2)));
-        // Once the window is over, an old stream id is forgotten (a Hello
-        // that old fails the clock-skew check anyway).
-        let (short, _rx) = with_ts("d", 5, 3_000);
-        assert!(registry
-            .register(short, Instant::now(), Duration::ZERO)
-            .is_ok());
-        let (again, _rx) = with_ts("d", 6, 3_000);
-        let refused = registry.register(again, Instant::now(), WINDOW);
-        assert!(
-            matches!(refused, Err((Refusal::Replayed, _))),
-            "the live stream's own id stays refused"
-        );
-    }
-
-    #[tokio::test]
-    async fn changes_after_a_hellos_store_read_reach_its_session() {
-        let registry = Registry::default();
-        let node = crate::runtime::test_id();
-        // The Hello read tags ["old"] and the old key at `read_at`; then
-        // these landed.
-        let read_at = Instant::now();
-        registry.set_tags(node, &["new".to_owned()]);
-        assert!(
-            registry.keys_rotated(node).is_none(),
-            "nothing connected yet"
-        );
-        let (mut hello, _rx) = entry(key(node, "s-1", 1));
-        hello.tags = Arc::from(vec!["old".to_owned()]);
-        let registered = registry.register(hello, read_at, WINDOW);
-        assert!(matches!(&registered, Ok(r) if r.keys_rotated && r.replaced.is_none()));
-        let tags = registry.get(node).map(|entry| entry.tags.to_vec());
-        assert_eq!(tags, Some(vec!["new".to_owned()]));
-        // Once connected, a rotation is told to the session itself.
-        assert!(registry.keys_rotated(node).is_some());
-
-        // A Hello that read the store after the last write keeps what it read
-        // (the store may have changed without this registry, e.g. re-enrollment).
-        let read_later = Instant::now() + Duration::from_millis(1);
-        let (mut later, _rx2) = entry(key(node, "s-2", 2));
-        later.tags = Arc::from(Vec::<String>::new());
-        let registered = registry.register(later, read_later, WINDOW);
-        assert!(matches!(&registered, Ok(r) if !r.keys_rotated && r.replaced.is_some()));
-        let tags = registry.get(node).map(|entry| entry.tags.to_vec());
-        assert_eq!(tags, Some(Vec::new()));
-    }
-}
+#[path = "registry_tests.rs"]
+mod tests;

@@ -3,6 +3,8 @@
 //! loop over the edge's events, the owner's commands, the heartbeat timer
 //! and the replica's shutdown, until one of them ends the stream.
 
+mod reload;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use tonic::{Status, Streaming};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::hello::{accepted_keys, from_wire, variant_name, HelloChecker, HelloError};
+use super::hello::{from_wire, variant_name, HelloChecker, HelloError};
 use super::ledger::{Admission, Ledger, LedgerLimits};
 use super::link::{failure, CloseReason, CommandOutcome, Down, Opened, Progress, SessionKey, Up};
 use super::outbound::{Outbound, OutboundCommands};
@@ -116,7 +118,9 @@ impl Ingress {
         self: &Arc<Self>,
         mut inbound: Streaming<EdgeEvent>,
     ) -> Result<OutboundCommands, Status> {
-        let read_at = tokio::time::Instant::now();
+        // Taken before the Hello reads the store: a change applied after it
+        // makes the session reload once registered.
+        let epoch = self.owner.registry().epoch();
         let first = match tokio::time::timeout(self.settings.hello_timeout, inbound.message()).await
         {
             Err(_elapsed) => Err(HelloError::Timeout(self.settings.hello_timeout)),
@@ -146,7 +150,9 @@ impl Ingress {
             capabilities: hello.capabilities,
             tags: hello.edge.tags.clone(),
             commands: commands_tx,
-            read_at,
+            seq: hello.edge.seq,
+            public_key: hello.edge.public_key.clone(),
+            epoch,
             hello_ms: hello.auth.last_timestamp_ms(),
             replay_window: self.settings.clock_skew.saturating_mul(2),
         };
@@ -422,19 +428,7 @@ impl Session {
                 reason,
                 status: Some(Status::new(code, message)),
             }),
-            Down::KeysChanged => {
-                let now = ingress.now();
-                let store = Arc::clone(&ingress.hello.store);
-                match store.get_edge(self.key.node_id).await {
-                    Ok(Some(edge)) => match accepted_keys(store.as_ref(), &edge, now).await {
-                        Ok(keys) => self.auth.set_keys(keys),
-                        Err(err) => tracing::warn!(error = %err, "cannot reload rotated keys"),
-                    },
-                    Ok(None) => {}
-                    Err(err) => tracing::warn!(error = %err, "cannot reload rotated keys"),
-                }
-                Ok(())
-            }
+            Down::Reload => self.reload().await,
         }
     }
 

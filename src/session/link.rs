@@ -40,6 +40,8 @@ pub enum Up {
     Heartbeat,
     /// Capabilities reported mid-stream.
     Capabilities(Box<EdgeCapabilities>),
+    /// The session reloaded the node's keys and tags from the store.
+    Reloaded(Box<Reloaded>),
     /// One chunk of a command's output.
     Progress(Box<Progress>),
     /// A command's final outcome (from the edge, or made by the ingress when
@@ -60,16 +62,30 @@ pub struct Opened {
     pub tags: Vec<String>,
     /// Where the owner sends this session's commands.
     pub commands: mpsc::Sender<Down>,
-    /// When the stream arrived, no later than the Hello's store read: tag
-    /// writes and key rotations after it may be newer than `tags` and the
-    /// keys the session holds.
-    pub read_at: tokio::time::Instant,
+    /// `seq` of the node's latest change in what the Hello read.
+    pub seq: i64,
+    /// The node's key the Hello was checked with.
+    pub public_key: Vec<u8>,
+    /// The owner's count of applied changes taken before the Hello read the
+    /// store: if it moved by registration, the session reloads first.
+    pub epoch: u64,
     /// The Hello's signed timestamp (Unix ms): an older Hello never takes
     /// over from a newer one.
     pub hello_ms: i64,
     /// How long this stream id stays refused for the node once registered:
     /// as long as a copy of its Hello could still pass the clock-skew check.
     pub replay_window: std::time::Duration,
+}
+
+/// What a session read when it reloaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The node's server-side tags.
+    pub tags: Vec<String>,
+    /// Its current key.
+    pub public_key: Vec<u8>,
+    /// `seq` of its latest change at that read.
+    pub seq: i64,
 }
 
 /// A CommandProgress chunk.
@@ -125,8 +141,10 @@ pub enum Down {
         /// Message sent to the edge.
         message: String,
     },
-    /// The edge's keys changed (rotation): reload them.
-    KeysChanged,
+    /// The node changed (key rotation, tags, or a change landed while the
+    /// Hello was checked): reload its keys and tags from the store; a node
+    /// whose row is gone ends the stream as revoked.
+    Reload,
 }
 
 /// Builds a failure outcome the relay decides on its own.

@@ -10,6 +10,7 @@
 
 mod edges;
 mod enrollment;
+mod feed;
 mod groups;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -20,6 +21,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::feed::{EdgeChange, EdgeKey, FeedPage};
 use super::types::{
     BindOutcome, EdgeGroup, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome, GroupUpdate,
     KeyRotation, NodeChallenge, PreviousKey, RotationOutcome, TagChange, TokenBinding, Tombstone,
@@ -53,6 +55,10 @@ struct Tables {
     groups: HashMap<Uuid, EdgeGroup>,
     /// The unique (tenant, name) index of `edge_groups`, in listing order.
     group_names: BTreeMap<(String, String), Uuid>,
+    /// `edge_changes` by seq.
+    changes: BTreeMap<i64, EdgeChange>,
+    /// `edge_feed_head`: the latest seq given out.
+    head: i64,
 }
 
 /// An `enrollment_token_bindings` row.
@@ -139,7 +145,12 @@ impl Store for MemoryStore {
     }
 
     async fn get_edge(&self, node_id: Uuid) -> StoreResult<Option<EdgeRecord>> {
-        Ok(self.tables()?.edges.get(&node_id).cloned())
+        let tables = self.tables()?;
+        Ok(tables
+            .edges
+            .get(&node_id)
+            .cloned()
+            .map(|edge| tables.with_seq(edge)))
     }
 
     async fn list_edges(&self, tenant: Option<&str>) -> StoreResult<Vec<EdgeRecord>> {
@@ -155,8 +166,11 @@ impl Store for MemoryStore {
         tenant: Option<&str>,
         node_id: Uuid,
         change: &TagChange,
+        now: DateTime<Utc>,
     ) -> StoreResult<Option<EdgeRecord>> {
-        Ok(self.tables()?.change_edge_tags(tenant, node_id, change))
+        Ok(self
+            .tables()?
+            .change_edge_tags(tenant, node_id, change, now))
     }
 
     async fn set_edge_name(
@@ -164,8 +178,9 @@ impl Store for MemoryStore {
         tenant: Option<&str>,
         node_id: Uuid,
         name: &str,
+        now: DateTime<Utc>,
     ) -> StoreResult<Option<EdgeRecord>> {
-        Ok(self.tables()?.set_edge_name(tenant, node_id, name))
+        Ok(self.tables()?.set_edge_name(tenant, node_id, name, now))
     }
 
     async fn rotate_edge_key(&self, rotation: &KeyRotation) -> StoreResult<RotationOutcome> {
@@ -217,6 +232,18 @@ impl Store for MemoryStore {
 
     async fn delete_group(&self, tenant: Option<&str>, id: Uuid) -> StoreResult<bool> {
         Ok(self.tables()?.delete_group(tenant, id))
+    }
+
+    async fn changes_since(&self, after: i64, limit: u32) -> StoreResult<FeedPage> {
+        Ok(self.tables()?.changes_since(after, limit))
+    }
+
+    async fn purge_changes(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        Ok(self.tables()?.purge_changes(before))
+    }
+
+    async fn edge_keys(&self, node_ids: &[Uuid]) -> StoreResult<Vec<EdgeKey>> {
+        Ok(self.tables()?.edge_keys(node_ids))
     }
 }
 

@@ -4,6 +4,7 @@
 //! submodules (schema, edges, keys, groups, row decoding).
 
 mod edges;
+mod feed;
 mod groups;
 mod keys;
 mod rows;
@@ -20,9 +21,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{
-    BindOutcome, EdgeGroup, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome, GroupUpdate,
-    KeyRotation, NodeChallenge, PreviousKey, RotationOutcome, Store, StoreError, StoreResult,
-    TagChange, TokenBinding, Tombstone,
+    BindOutcome, EdgeGroup, EdgeKey, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome,
+    FeedPage, GroupUpdate, KeyRotation, NodeChallenge, PreviousKey, RotationOutcome, Store,
+    StoreError, StoreResult, TagChange, TokenBinding, Tombstone,
 };
 
 /// Schema holding the relay's own tables (and its `_sqlx_migrations`).
@@ -138,6 +139,10 @@ impl Store for PostgresStore {
         "postgres"
     }
 
+    fn shared_with_aegis(&self) -> bool {
+        self.mode == PostgresMode::SharedWithAegis
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         let mut slot = self.ping.lock().await;
         let mut connection = match slot.take() {
@@ -191,8 +196,9 @@ impl Store for PostgresStore {
         tenant: Option<&str>,
         node_id: Uuid,
         change: &TagChange,
+        now: DateTime<Utc>,
     ) -> StoreResult<Option<EdgeRecord>> {
-        edges::change_edge_tags(&self.pool, tenant, node_id, change).await
+        edges::change_edge_tags(&self.pool, tenant, node_id, change, now).await
     }
 
     async fn set_edge_name(
@@ -200,8 +206,9 @@ impl Store for PostgresStore {
         tenant: Option<&str>,
         node_id: Uuid,
         name: &str,
+        now: DateTime<Utc>,
     ) -> StoreResult<Option<EdgeRecord>> {
-        edges::set_edge_name(&self.pool, tenant, node_id, name).await
+        edges::set_edge_name(&self.pool, tenant, node_id, name, now).await
     }
 
     async fn rotate_edge_key(&self, rotation: &KeyRotation) -> StoreResult<RotationOutcome> {
@@ -253,6 +260,18 @@ impl Store for PostgresStore {
 
     async fn delete_group(&self, tenant: Option<&str>, id: Uuid) -> StoreResult<bool> {
         groups::delete_group(&self.pool, tenant, id).await
+    }
+
+    async fn changes_since(&self, after: i64, limit: u32) -> StoreResult<FeedPage> {
+        feed::changes_since(&self.pool, after, limit).await
+    }
+
+    async fn purge_changes(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        feed::purge_changes(&self.pool, before).await
+    }
+
+    async fn edge_keys(&self, node_ids: &[Uuid]) -> StoreResult<Vec<EdgeKey>> {
+        feed::edge_keys(&self.pool, node_ids).await
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod codec;
 mod edges;
+mod feed;
 mod groups;
 
 use std::path::Path;
@@ -17,6 +18,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 use uuid::Uuid;
 
+use super::feed::{EdgeKey, FeedPage};
 use super::types::{
     BindOutcome, EdgeGroup, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome, GroupUpdate,
     KeyRotation, NodeChallenge, PreviousKey, RotationOutcome, TagChange, TokenBinding, Tombstone,
@@ -182,8 +184,9 @@ impl Store for SqliteStore {
         tenant: Option<&str>,
         node_id: Uuid,
         change: &TagChange,
+        now: DateTime<Utc>,
     ) -> StoreResult<Option<EdgeRecord>> {
-        edges::change_edge_tags(&self.pool, tenant, node_id, change).await
+        edges::change_edge_tags(&self.pool, tenant, node_id, change, now).await
     }
 
     async fn set_edge_name(
@@ -191,8 +194,9 @@ impl Store for SqliteStore {
         tenant: Option<&str>,
         node_id: Uuid,
         name: &str,
+        now: DateTime<Utc>,
     ) -> StoreResult<Option<EdgeRecord>> {
-        edges::set_edge_name(&self.pool, tenant, node_id, name).await
+        edges::set_edge_name(&self.pool, tenant, node_id, name, now).await
     }
 
     async fn rotate_edge_key(&self, rotation: &KeyRotation) -> StoreResult<RotationOutcome> {
@@ -247,5 +251,17 @@ impl Store for SqliteStore {
 
     async fn delete_group(&self, tenant: Option<&str>, id: Uuid) -> StoreResult<bool> {
         groups::delete_group(&self.pool, tenant, id).await
+    }
+
+    async fn changes_since(&self, after: i64, limit: u32) -> StoreResult<FeedPage> {
+        feed::changes_since(&self.pool, after, limit).await
+    }
+
+    async fn purge_changes(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        feed::purge_changes(&self.pool, before).await
+    }
+
+    async fn edge_keys(&self, node_ids: &[Uuid]) -> StoreResult<Vec<EdgeKey>> {
+        feed::edge_keys(&self.pool, node_ids).await
     }
 }

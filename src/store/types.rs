@@ -109,6 +109,9 @@ pub struct EdgeRecord {
     pub enrolled_at: DateTime<Utc>,
     /// Last heartbeat written, if any.
     pub last_heartbeat_at: Option<DateTime<Utc>>,
+    /// `seq` of the node's latest change still in the feed (0 when none
+    /// is kept): what a session holding this record has seen.
+    pub seq: i64,
 }
 
 /// A pending AttestNode challenge (the relay's `edge_challenges`).

@@ -229,4 +229,5 @@ pub mod idp;
 pub mod pg_server;
 pub mod postgres;
 pub mod raw;
+pub mod replicas;
 pub mod rest;

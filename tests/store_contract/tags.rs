@@ -27,7 +27,7 @@ async fn change(
     change: TagChange,
 ) -> Result<Vec<String>, Box<dyn std::error::Error>> {
     let updated = store
-        .change_edge_tags(Some("t-tags"), node_id, &change)
+        .change_edge_tags(Some("t-tags"), node_id, &change, at(0))
         .await?
         .ok_or("edge not found")?;
     let stored = store.get_edge(node_id).await?.ok_or("edge missing")?;
@@ -82,13 +82,13 @@ pub async fn tag_changes_replace_then_add_then_remove(store: &dyn Store) -> Test
     };
     assert_eq!(
         store
-            .change_edge_tags(Some("t-other"), node_id, &add_x)
+            .change_edge_tags(Some("t-other"), node_id, &add_x, at(0))
             .await?,
         None
     );
     assert_eq!(
         store
-            .change_edge_tags(None, aegis_relay::runtime::OsEntropy.uuid(), &add_x)
+            .change_edge_tags(None, aegis_relay::runtime::OsEntropy.uuid(), &add_x, at(0))
             .await?,
         None
     );
@@ -114,7 +114,9 @@ pub async fn concurrent_tag_changes_all_land(store: Arc<dyn Store>) -> TestResul
                 ..TagChange::default()
             };
             start.wait().await;
-            store.change_edge_tags(Some("t-tags"), node_id, &add).await
+            store
+                .change_edge_tags(Some("t-tags"), node_id, &add, at(0))
+                .await
         });
     }
     let mut seen_lengths = Vec::new();

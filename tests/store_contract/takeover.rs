@@ -67,7 +67,7 @@ pub async fn re_enrollment_needs_a_token_bound_to_the_node(store: &dyn Store) ->
         ))
         .await?;
     store
-        .change_edge_tags(None, node_id, &replace(&["prod"]))
+        .change_edge_tags(None, node_id, &replace(&["prod"]), at(0))
         .await?;
     let before = identity(store, node_id).await?;
     assert_eq!(before, ("t-one".into(), vec![1; 32], vec!["prod".into()]));

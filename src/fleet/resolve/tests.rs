@@ -101,8 +101,10 @@ impl Fixture {
                     commands,
                     connected_at: at(),
                     hello_ms: 0,
+                    seq: 0,
+                    public_key: Arc::from(vec![7u8; 32]),
                 },
-                tokio::time::Instant::now(),
+                self.owner.registry().epoch(),
                 std::time::Duration::from_secs(600),
             )
             .map_err(|_| "node refused as revoked")?;
@@ -238,13 +240,13 @@ async fn tags_come_from_the_registry_and_follow_tag_changes() -> TestResult {
     };
     let changed = fx
         .owner
-        .change_tags(&fx.store, Some(TENANT_A), node, &change)
+        .change_tags(&fx.store, Some(TENANT_A), node, &change, at())
         .await?;
     assert_eq!(changed.map(|edge| edge.tags), Some(vec!["x".to_owned()]));
     assert_eq!(fx.resolve(&has_tag("x"), Some(TENANT_A)).await?, vec![node]);
     let foreign = fx
         .owner
-        .change_tags(&fx.store, Some("t-b"), node, &change)
+        .change_tags(&fx.store, Some("t-b"), node, &change, at())
         .await?;
     assert!(foreign.is_none(), "another tenant's scope changed the tags");
     Ok(())

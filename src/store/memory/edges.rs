@@ -9,6 +9,7 @@ use crate::store::batch::coalesce_updates;
 use crate::store::types::{
     EdgeRecord, EdgeUpdate, KeyRotation, PreviousKey, RotationOutcome, TagChange, Tombstone,
 };
+use crate::store::ChangeKind;
 
 impl Tables {
     /// Edges of one tenant (or all), ordered by node id.
@@ -16,7 +17,7 @@ impl Tables {
         self.edges
             .values()
             .filter(|edge| in_scope(tenant, &edge.tenant_id))
-            .cloned()
+            .map(|edge| self.with_seq(edge.clone()))
             .collect()
     }
 
@@ -54,11 +55,14 @@ impl Tables {
         tenant: Option<&str>,
         node_id: Uuid,
         change: &TagChange,
+        now: DateTime<Utc>,
     ) -> Option<EdgeRecord> {
         let edge = self.edge_in_scope(tenant, node_id)?;
         edge.tags = change.apply(&edge.tags);
         edge.capabilities.tags.clone_from(&edge.tags);
-        Some(edge.clone())
+        let mut updated = edge.clone();
+        updated.seq = self.record(node_id, &updated.tenant_id, ChangeKind::Tags, now);
+        Some(updated)
     }
 
     pub(super) fn set_edge_name(
@@ -66,10 +70,13 @@ impl Tables {
         tenant: Option<&str>,
         node_id: Uuid,
         name: &str,
+        now: DateTime<Utc>,
     ) -> Option<EdgeRecord> {
         let edge = self.edge_in_scope(tenant, node_id)?;
         name.clone_into(&mut edge.display_name);
-        Some(edge.clone())
+        let mut updated = edge.clone();
+        updated.seq = self.record(node_id, &updated.tenant_id, ChangeKind::Renamed, now);
+        Some(updated)
     }
 
     /// Checks in this order: the edge exists, the nonce is new for it, the
@@ -93,6 +100,13 @@ impl Tables {
             nonce: rotation.nonce.clone(),
         });
         edge.public_key.clone_from(&rotation.new_key);
+        let tenant_id = edge.tenant_id.clone();
+        self.record(
+            rotation.node_id,
+            &tenant_id,
+            ChangeKind::KeyRotated,
+            rotation.now,
+        );
         RotationOutcome::Rotated
     }
 
@@ -134,6 +148,7 @@ impl Tables {
         };
         self.tombstones.insert(node_id, tombstone.clone());
         self.key_history.remove(&node_id);
+        self.record(node_id, &tombstone.tenant_id, ChangeKind::Revoked, now);
         Some(tombstone)
     }
 }

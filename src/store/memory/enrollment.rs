@@ -10,7 +10,7 @@ use crate::store::types::{
     enrollment_decision, BindOutcome, EdgeCapabilities, EdgeRecord, EdgeStatus, Enrollment,
     EnrollmentOutcome, NodeChallenge, TokenBinding, CHALLENGE_TTL,
 };
-use crate::store::{StoreError, StoreResult};
+use crate::store::{ChangeKind, StoreError, StoreResult};
 
 /// Challenges created at or before this are expired at `now`.
 fn challenge_cutoff(now: DateTime<Utc>) -> DateTime<Utc> {
@@ -94,6 +94,7 @@ impl Tables {
                         display_name: enrollment.issued_to.clone(),
                         enrolled_at: enrollment.now,
                         last_heartbeat_at: None,
+                        seq: 0,
                     },
                 );
             }
@@ -118,6 +119,12 @@ impl Tables {
         self.key_history.remove(&enrollment.node_id);
         self.challenges.remove(&enrollment.challenge_id);
         self.bindings.remove(&enrollment.jti);
+        self.record(
+            enrollment.node_id,
+            &enrollment.tenant_id,
+            ChangeKind::Enrolled,
+            enrollment.now,
+        );
         Ok(outcome)
     }
 

@@ -8,15 +8,17 @@ use crate::store::coalesce_updates;
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::postgres::PgArguments;
 use sqlx::query::QueryAs;
-use sqlx::{PgPool, Postgres};
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
-use super::rows::{self, ChallengeRow, EdgeRow, CHALLENGE_COLUMNS, EDGE_COLUMNS};
+use super::feed::record;
+use super::rows::{self, ChallengeRow, EdgeRow, CHALLENGE_COLUMNS, EDGE_COLUMNS, EDGE_RETURNING};
 use super::tenant_clause;
 use crate::store::types::enrollment_decision;
 use crate::store::{
-    BindOutcome, EdgeCapabilities, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome,
-    NodeChallenge, StoreError, StoreResult, TagChange, TokenBinding, CHALLENGE_TTL,
+    BindOutcome, ChangeKind, EdgeCapabilities, EdgeRecord, EdgeUpdate, Enrollment,
+    EnrollmentOutcome, NodeChallenge, StoreError, StoreResult, TagChange, TokenBinding,
+    CHALLENGE_TTL,
 };
 
 pub(super) async fn put_challenge(pool: &PgPool, challenge: &NodeChallenge) -> StoreResult<()> {
@@ -193,6 +195,14 @@ pub(super) async fn complete_enrollment(
         .bind(enrollment.jti)
         .execute(&mut *tx)
         .await?;
+    record(
+        &mut tx,
+        enrollment.node_id,
+        &enrollment.tenant_id,
+        ChangeKind::Enrolled,
+        enrollment.now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(outcome)
 }
@@ -324,6 +334,7 @@ pub(super) async fn change_edge_tags(
     tenant: Option<&str>,
     node_id: Uuid,
     change: &TagChange,
+    now: DateTime<Utc>,
 ) -> StoreResult<Option<EdgeRecord>> {
     let sql = format!(
         "UPDATE edge_daemons e SET (tags, capabilities_json) = (\
@@ -335,7 +346,7 @@ pub(super) async fn change_edge_tags(
            WITH ORDINALITY AS t(tag, n) \
            WHERE t.tag <> ALL($4::text[]) \
            GROUP BY t.tag ORDER BY min(t.n)) AS tags) AS next) \
-         WHERE e.node_id = $1{} RETURNING {EDGE_COLUMNS}",
+         WHERE e.node_id = $1{} RETURNING {EDGE_RETURNING}",
         tenant_clause(tenant, 5)
     );
     let query = sqlx::query_as::<_, EdgeRow>(&sql)
@@ -343,7 +354,7 @@ pub(super) async fn change_edge_tags(
         .bind(change.replace.as_deref())
         .bind(&change.add)
         .bind(&change.remove);
-    edge_in_scope(query, tenant, pool).await
+    change_in_scope(query, tenant, pool, ChangeKind::Tags, now).await
 }
 
 pub(super) async fn set_edge_name(
@@ -351,29 +362,52 @@ pub(super) async fn set_edge_name(
     tenant: Option<&str>,
     node_id: Uuid,
     name: &str,
+    now: DateTime<Utc>,
 ) -> StoreResult<Option<EdgeRecord>> {
     let sql = format!(
-        "UPDATE edge_daemons SET display_name = $2 WHERE node_id = $1{} RETURNING {EDGE_COLUMNS}",
+        "UPDATE edge_daemons SET display_name = $2 WHERE node_id = $1{} \
+         RETURNING {EDGE_RETURNING}",
         tenant_clause(tenant, 3)
     );
     let query = sqlx::query_as::<_, EdgeRow>(&sql).bind(node_id).bind(name);
-    edge_in_scope(query, tenant, pool).await
+    change_in_scope(query, tenant, pool, ChangeKind::Renamed, now).await
 }
 
-/// Runs a statement returning at most one edge whose last parameter is the
-/// tenant of [`tenant_clause`] (bound only when there is one).
-async fn edge_in_scope<'q>(
+/// Runs an UPDATE returning at most one edge, whose last parameter is the
+/// tenant of [`tenant_clause`] (bound only when there is one), and records
+/// `kind` in the same transaction.
+async fn change_in_scope<'q>(
     query: QueryAs<'q, Postgres, EdgeRow, PgArguments>,
     tenant: Option<&'q str>,
     pool: &PgPool,
+    kind: ChangeKind,
+    now: DateTime<Utc>,
 ) -> StoreResult<Option<EdgeRecord>> {
     let query = match tenant {
         Some(tenant) => query.bind(tenant),
         None => query,
     };
-    query
-        .fetch_optional(pool)
-        .await?
-        .map(EdgeRecord::try_from)
-        .transpose()
+    let mut conn = pool.acquire().await?;
+    let mut tx = Connection::begin(&mut *conn).await?;
+    let updated = write_change(&mut tx, query, kind, now).await?;
+    if updated.is_some() {
+        tx.commit().await?;
+    } else {
+        tx.rollback().await?;
+    }
+    Ok(updated)
+}
+
+async fn write_change<'q>(
+    conn: &mut PgConnection,
+    query: QueryAs<'q, Postgres, EdgeRow, PgArguments>,
+    kind: ChangeKind,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<EdgeRecord>> {
+    let Some(row) = query.fetch_optional(&mut *conn).await? else {
+        return Ok(None);
+    };
+    let mut edge = EdgeRecord::try_from(row)?;
+    edge.seq = record(conn, edge.node_id, &edge.tenant_id, kind, now).await?;
+    Ok(Some(edge))
 }

@@ -6,9 +6,10 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::feed::record;
 use super::rows::{TombstoneRow, TOMBSTONE_COLUMNS};
 use super::tenant_clause;
-use crate::store::{KeyRotation, PreviousKey, RotationOutcome, StoreResult, Tombstone};
+use crate::store::{ChangeKind, KeyRotation, PreviousKey, RotationOutcome, StoreResult, Tombstone};
 
 /// Checks in this order: the edge exists, the nonce is new for it, the key
 /// is still the one the request was verified with. Any refusal rolls back,
@@ -19,15 +20,15 @@ pub(super) async fn rotate_edge_key(
 ) -> StoreResult<RotationOutcome> {
     let mut tx = pool.begin().await?;
     // Locking the row serializes rotation against rotation and revocation.
-    let exists: Option<Uuid> =
-        sqlx::query_scalar("SELECT node_id FROM edge_daemons WHERE node_id = $1 FOR UPDATE")
+    let tenant: Option<String> =
+        sqlx::query_scalar("SELECT tenant_id FROM edge_daemons WHERE node_id = $1 FOR UPDATE")
             .bind(rotation.node_id)
             .fetch_optional(&mut *tx)
             .await?;
-    if exists.is_none() {
+    let Some(tenant_id) = tenant else {
         tx.rollback().await?;
         return Ok(RotationOutcome::UnknownEdge);
-    }
+    };
     let recorded: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO edge_key_history (node_id, public_key, replaced_at, valid_until, \
          rotation_nonce) VALUES ($1, $2, $3, $4, $5) \
@@ -57,6 +58,14 @@ pub(super) async fn rotate_edge_key(
         tx.rollback().await?;
         return Ok(RotationOutcome::KeyChanged);
     }
+    record(
+        &mut tx,
+        rotation.node_id,
+        &tenant_id,
+        ChangeKind::KeyRotated,
+        rotation.now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(RotationOutcome::Rotated)
 }
@@ -124,6 +133,7 @@ pub(super) async fn revoke_edge(
         .bind(node_id)
         .execute(&mut *tx)
         .await?;
+    record(&mut tx, node_id, &tenant_id, ChangeKind::Revoked, now).await?;
     tx.commit().await?;
     Ok(Some(row.into()))
 }

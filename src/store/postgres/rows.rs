@@ -10,9 +10,17 @@ use crate::store::{
     StoreError, StoreResult, Tombstone,
 };
 
-/// Columns selected for an [`EdgeRow`].
+/// Columns selected for an [`EdgeRow`] from `edge_daemons` (unaliased),
+/// with the `seq` of the node's latest change.
 pub(super) const EDGE_COLUMNS: &str = "node_id, tenant_id, public_key, capabilities_json, tags, \
-     status, display_name, enrolled_at, last_heartbeat_at";
+     status, display_name, enrolled_at, last_heartbeat_at, \
+     COALESCE((SELECT max(c.seq) FROM edge_changes c \
+     WHERE c.node_id = edge_daemons.node_id), 0) AS seq";
+
+/// Columns an UPDATE returns for an [`EdgeRow`]; the caller sets `seq`
+/// from the change it writes.
+pub(super) const EDGE_RETURNING: &str = "node_id, tenant_id, public_key, capabilities_json, \
+     tags, status, display_name, enrolled_at, last_heartbeat_at, 0::bigint AS seq";
 
 /// Columns selected for a [`ChallengeRow`].
 pub(super) const CHALLENGE_COLUMNS: &str =
@@ -38,6 +46,7 @@ pub(super) struct EdgeRow {
     // Nullable in AEGIS's DDL (a default, no NOT NULL).
     enrolled_at: Option<DateTime<Utc>>,
     last_heartbeat_at: Option<DateTime<Utc>>,
+    seq: i64,
 }
 
 impl TryFrom<EdgeRow> for EdgeRecord {
@@ -64,6 +73,7 @@ impl TryFrom<EdgeRow> for EdgeRecord {
             display_name: row.display_name,
             enrolled_at,
             last_heartbeat_at: row.last_heartbeat_at,
+            seq: row.seq,
         })
     }
 }

@@ -50,6 +50,12 @@ pub fn edge(row: &SqliteRow) -> Result<EdgeRecord, StoreError> {
         StoreError::Corrupt(format!("edge {node_id} has unknown status {status_text:?}"))
     })?;
     let last_heartbeat_at: Option<i64> = row.try_get("last_heartbeat_at")?;
+    // Rows from `RETURNING *` carry no seq; the caller sets it.
+    let seq = match row.try_get("seq") {
+        Ok(seq) => seq,
+        Err(sqlx::Error::ColumnNotFound(_)) => 0,
+        Err(err) => return Err(err.into()),
+    };
     Ok(EdgeRecord {
         node_id,
         tenant_id: row.try_get("tenant_id")?,
@@ -62,6 +68,7 @@ pub fn edge(row: &SqliteRow) -> Result<EdgeRecord, StoreError> {
         last_heartbeat_at: last_heartbeat_at
             .map(|value| time("edge_daemons.last_heartbeat_at", value))
             .transpose()?,
+        seq,
     })
 }
 

@@ -5,12 +5,14 @@ use sqlx::{Connection, SqliteConnection, SqlitePool};
 use uuid::Uuid;
 
 use super::codec::{self, id, json, millis};
+use super::feed::{record, NODE_SEQ};
 use crate::store::batch::coalesce_updates;
 use crate::store::types::{
     enrollment_decision, BindOutcome, EdgeCapabilities, EdgeRecord, EdgeUpdate, Enrollment,
     EnrollmentOutcome, KeyRotation, NodeChallenge, PreviousKey, RotationOutcome, TagChange,
     TokenBinding, Tombstone, CHALLENGE_TTL,
 };
+use crate::store::ChangeKind;
 use crate::store::{StoreError, StoreResult};
 
 /// Write transactions take the write lock up front: a deferred transaction
@@ -176,6 +178,14 @@ pub async fn complete_enrollment(
         .bind(&jti)
         .execute(&mut *tx)
         .await?;
+    record(
+        &mut tx,
+        enrollment.node_id,
+        &enrollment.tenant_id,
+        ChangeKind::Enrolled,
+        enrollment.now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(outcome)
 }
@@ -223,17 +233,20 @@ pub async fn bind_enrollment_token(
 }
 
 pub async fn get_edge(pool: &SqlitePool, node_id: Uuid) -> StoreResult<Option<EdgeRecord>> {
-    let row = sqlx::query("SELECT * FROM edge_daemons WHERE node_id = ?")
-        .bind(id(node_id))
-        .fetch_optional(pool)
-        .await?;
+    let row = sqlx::query(&format!(
+        "SELECT e.*, {NODE_SEQ} FROM edge_daemons e WHERE node_id = ?"
+    ))
+    .bind(id(node_id))
+    .fetch_optional(pool)
+    .await?;
     row.as_ref().map(codec::edge).transpose()
 }
 
 pub async fn list_edges(pool: &SqlitePool, tenant: Option<&str>) -> StoreResult<Vec<EdgeRecord>> {
-    let rows = sqlx::query(
-        "SELECT * FROM edge_daemons WHERE (?1 IS NULL OR tenant_id = ?1) ORDER BY node_id",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT e.*, {NODE_SEQ} FROM edge_daemons e \
+         WHERE (?1 IS NULL OR tenant_id = ?1) ORDER BY node_id"
+    ))
     .bind(tenant)
     .fetch_all(pool)
     .await?;
@@ -283,6 +296,7 @@ pub async fn change_edge_tags(
     tenant: Option<&str>,
     node_id: Uuid,
     change: &TagChange,
+    now: DateTime<Utc>,
 ) -> StoreResult<Option<EdgeRecord>> {
     let node = id(node_id);
     let mut tx = pool.begin_with(BEGIN_WRITE).await?;
@@ -303,7 +317,8 @@ pub async fn change_edge_tags(
         .bind(&node)
         .fetch_one(&mut *tx)
         .await?;
-    let updated = codec::edge(&row)?;
+    let mut updated = codec::edge(&row)?;
+    updated.seq = record(&mut tx, node_id, &updated.tenant_id, ChangeKind::Tags, now).await?;
     tx.commit().await?;
     Ok(Some(updated))
 }
@@ -313,7 +328,9 @@ pub async fn set_edge_name(
     tenant: Option<&str>,
     node_id: Uuid,
     name: &str,
+    now: DateTime<Utc>,
 ) -> StoreResult<Option<EdgeRecord>> {
+    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
     let row = sqlx::query(
         "UPDATE edge_daemons SET display_name = ?1 WHERE node_id = ?2 \
          AND (?3 IS NULL OR tenant_id = ?3) RETURNING *",
@@ -321,9 +338,22 @@ pub async fn set_edge_name(
     .bind(name)
     .bind(id(node_id))
     .bind(tenant)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
-    row.as_ref().map(codec::edge).transpose()
+    let Some(mut updated) = row.as_ref().map(codec::edge).transpose()? else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    updated.seq = record(
+        &mut tx,
+        node_id,
+        &updated.tenant_id,
+        ChangeKind::Renamed,
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Some(updated))
 }
 
 pub async fn rotate_edge_key(
@@ -346,15 +376,23 @@ pub async fn rotate_edge_key(
     let outcome = if recorded.is_none() {
         RotationOutcome::NonceReused
     } else {
-        let swapped = sqlx::query(
-            "UPDATE edge_daemons SET public_key = ? WHERE node_id = ? AND public_key = ? RETURNING node_id",
+        let swapped: Option<String> = sqlx::query_scalar(
+            "UPDATE edge_daemons SET public_key = ? WHERE node_id = ? AND public_key = ? RETURNING tenant_id",
         )
         .bind(&rotation.new_key)
         .bind(&node)
         .bind(&rotation.current_key)
         .fetch_optional(&mut *tx)
         .await?;
-        if swapped.is_some() {
+        if let Some(tenant_id) = swapped {
+            record(
+                &mut tx,
+                rotation.node_id,
+                &tenant_id,
+                ChangeKind::KeyRotated,
+                rotation.now,
+            )
+            .await?;
             tx.commit().await?;
             return Ok(RotationOutcome::Rotated);
         }
@@ -431,6 +469,7 @@ pub async fn revoke_edge(
         .bind(&node)
         .execute(&mut *tx)
         .await?;
+    record(&mut tx, node_id, &tenant_id, ChangeKind::Revoked, now).await?;
     tx.commit().await?;
     Ok(Some(Tombstone {
         node_id,
