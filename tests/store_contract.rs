@@ -5,6 +5,8 @@
 mod common;
 #[path = "store_contract/expiry.rs"]
 mod expiry;
+#[path = "store_contract/fleet_runs.rs"]
+mod fleet_runs;
 #[path = "store_contract/groups.rs"]
 mod groups;
 #[path = "store_contract/shared_file.rs"]
@@ -26,6 +28,10 @@ use common::TestResult;
 use expiry::{
     challenges_are_swept_at_their_ttl,
     previous_keys_are_newest_first_and_forgotten_on_re_enrollment,
+};
+use fleet_runs::{
+    fleet_runs_are_purged_by_count_and_age, fleet_runs_of_a_gone_replica_are_marked_lost,
+    fleet_runs_record_batches_and_read_back_in_scope,
 };
 use groups::{
     group_ids_are_unique_and_a_rename_to_the_same_name_is_no_clash,
@@ -529,6 +535,9 @@ macro_rules! contract {
             case!(challenges_are_swept_at_their_ttl);
             case!(previous_keys_are_newest_first_and_forgotten_on_re_enrollment);
             case!(list_edges_is_ordered_and_scoped);
+            case!(fleet_runs_record_batches_and_read_back_in_scope);
+            case!(fleet_runs_of_a_gone_replica_are_marked_lost);
+            case!(fleet_runs_are_purged_by_count_and_age);
         }
     };
 }

@@ -10,6 +10,7 @@
 
 mod edges;
 mod enrollment;
+mod fleet_runs;
 mod groups;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -19,6 +20,10 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
+
+use super::{
+    FleetRunDetail, FleetRunFlush, FleetRunRecord, FleetRunStart, FleetRunsPurge, RunningFleetRun,
+};
 
 use super::types::{
     BindOutcome, EdgeGroup, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome, GroupUpdate,
@@ -53,6 +58,8 @@ struct Tables {
     groups: HashMap<Uuid, EdgeGroup>,
     /// The unique (tenant, name) index of `edge_groups`, in listing order.
     group_names: BTreeMap<(String, String), Uuid>,
+    /// `fleet_runs` and `fleet_run_targets`.
+    fleet_runs: fleet_runs::FleetRunTables,
 }
 
 /// An `enrollment_token_bindings` row.
@@ -217,6 +224,47 @@ impl Store for MemoryStore {
 
     async fn delete_group(&self, tenant: Option<&str>, id: Uuid) -> StoreResult<bool> {
         Ok(self.tables()?.delete_group(tenant, id))
+    }
+
+    async fn start_fleet_run(&self, run: &FleetRunStart) -> StoreResult<()> {
+        self.tables()?.start_fleet_run(run)
+    }
+
+    async fn record_fleet_runs(&self, flushes: &[FleetRunFlush]) -> StoreResult<()> {
+        self.tables()?.record_fleet_runs(flushes);
+        Ok(())
+    }
+
+    async fn list_fleet_runs(
+        &self,
+        tenant: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<FleetRunRecord>> {
+        Ok(self.tables()?.list_fleet_runs(tenant, limit))
+    }
+
+    async fn get_fleet_run(
+        &self,
+        tenant: Option<&str>,
+        id: Uuid,
+    ) -> StoreResult<Option<FleetRunDetail>> {
+        Ok(self.tables()?.get_fleet_run(tenant, id))
+    }
+
+    async fn running_fleet_runs(&self) -> StoreResult<Vec<RunningFleetRun>> {
+        Ok(self.tables()?.running_fleet_runs())
+    }
+
+    async fn mark_fleet_runs_lost(&self, ids: &[Uuid], now: DateTime<Utc>) -> StoreResult<u64> {
+        Ok(self.tables()?.mark_fleet_runs_lost(ids, now))
+    }
+
+    async fn purge_fleet_runs(
+        &self,
+        purge: &FleetRunsPurge,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        Ok(self.tables()?.purge_fleet_runs(purge, now))
     }
 }
 
