@@ -340,7 +340,7 @@ pub async fn start(
         stop: stop.clone(),
     });
     // Fleet runs get the drain timeout to finish; the kill switch ends them.
-    let fleets = FleetRuns::new(settings.fleet_runs, kill.clone());
+    let fleets = FleetRuns::new(settings.fleet_runs, &kill, &store, &runtime, &membership);
     let api = Api {
         enrollment,
         callers,
@@ -384,6 +384,7 @@ pub async fn start(
             settings.sessions.store_flush_interval,
             writer_stop.clone(),
         );
+        let records = fleets.write_records(writer_stop.clone());
         async move {
             // Sessions end on `stop` once their commands are answered.
             let sessions = async {
@@ -392,7 +393,7 @@ pub async fn start(
                 tokio::join!(ingress.wait_sessions(), fleets.wait());
                 writer_stop.cancel();
             };
-            tokio::join!(sessions, writer);
+            tokio::join!(sessions, writer, records);
             ("edge sessions", Ok(()))
         }
         .instrument(span.clone())

@@ -5,8 +5,8 @@
 //! key path and the reason; nothing is checked later at run time. The binary
 //! exits with code 2 on any config error.
 
-mod cluster;
 mod change_feed;
+mod cluster;
 mod edges;
 mod error;
 mod expand;

@@ -17,6 +17,7 @@
 mod batch;
 mod error;
 mod feed;
+mod fleet_runs;
 mod memory;
 mod open;
 mod postgres;
@@ -30,6 +31,11 @@ use uuid::Uuid;
 pub use batch::coalesce_updates;
 pub use error::StoreError;
 pub use feed::{ChangeKind, EdgeChange, EdgeKey, FeedPage};
+pub use fleet_runs::{
+    coalesce_flushes, FleetRunCounts, FleetRunDetail, FleetRunEnd, FleetRunFlush, FleetRunRecord,
+    FleetRunStart, FleetRunState, FleetRunsPurge, FleetTargetOutcome, RunningFleetRun,
+    FLEET_RUNS_LIST_LIMIT,
+};
 pub use memory::MemoryStore;
 pub use open::{open, Migrations, StoreSettings};
 pub use postgres::{PostgresMode, PostgresStore};
@@ -173,4 +179,44 @@ pub trait Store: Send + Sync + 'static {
 
     /// The current keys of those of `node_ids` that exist, in one read.
     async fn edge_keys(&self, node_ids: &[Uuid]) -> StoreResult<Vec<EdgeKey>>;
+
+    /// Records a fleet run's start as `running` (one statement);
+    /// [`StoreError::Conflict`] if its id exists.
+    async fn start_fleet_run(&self, run: &FleetRunStart) -> StoreResult<()>;
+
+    /// Writes one flush of many runs' target outcomes, cancel reasons and
+    /// ends in one transaction (a fixed number of statements, whatever its
+    /// size; see [`FleetRunFlush`] for the rules). Unknown runs are skipped.
+    async fn record_fleet_runs(&self, flushes: &[FleetRunFlush]) -> StoreResult<()>;
+
+    /// Fleet runs of one tenant (or all), newest first (ties by id), at
+    /// most `limit`, without targets.
+    async fn list_fleet_runs(
+        &self,
+        tenant: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<FleetRunRecord>>;
+
+    /// One fleet run in scope, with its targets ordered by node id.
+    async fn get_fleet_run(
+        &self,
+        tenant: Option<&str>,
+        id: Uuid,
+    ) -> StoreResult<Option<FleetRunDetail>>;
+
+    /// Every `running` fleet run with the replica start running it, by id.
+    async fn running_fleet_runs(&self) -> StoreResult<Vec<RunningFleetRun>>;
+
+    /// Marks those of `ids` still `running` as `lost`, finished at `now`;
+    /// returns how many.
+    async fn mark_fleet_runs_lost(&self, ids: &[Uuid], now: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// Deletes ended runs (with their targets) finished `max_age` before
+    /// `now` or beyond the newest `per_tenant` of their tenant; running
+    /// runs stay. Returns how many runs went.
+    async fn purge_fleet_runs(
+        &self,
+        purge: &FleetRunsPurge,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
 }

@@ -7,6 +7,8 @@ mod common;
 mod expiry;
 #[path = "store_contract/feed.rs"]
 mod feed;
+#[path = "store_contract/fleet_runs.rs"]
+mod fleet_runs;
 #[path = "store_contract/groups.rs"]
 mod groups;
 #[path = "store_contract/shared_file.rs"]
@@ -34,6 +36,10 @@ use feed::{
     edge_keys_reads_the_asked_nodes_that_exist,
     every_change_is_in_the_feed_once_and_refusals_in_none,
     retention_purges_old_changes_and_readers_learn_what_they_missed,
+};
+use fleet_runs::{
+    fleet_runs_are_purged_by_count_and_age, fleet_runs_of_a_gone_replica_are_marked_lost,
+    fleet_runs_record_batches_and_read_back_in_scope,
 };
 use groups::{
     group_ids_are_unique_and_a_rename_to_the_same_name_is_no_clash,
@@ -543,6 +549,9 @@ macro_rules! contract {
             case!(retention_purges_old_changes_and_readers_learn_what_they_missed);
             case!(a_reader_following_concurrent_writers_never_sees_a_gap, arc);
             case!(edge_keys_reads_the_asked_nodes_that_exist);
+            case!(fleet_runs_record_batches_and_read_back_in_scope);
+            case!(fleet_runs_of_a_gone_replica_are_marked_lost);
+            case!(fleet_runs_are_purged_by_count_and_age);
         }
     };
 }

@@ -31,6 +31,8 @@ pub struct FileFleetRuns {
     pub max_age: Option<ConfigDuration>,
     pub running_per_tenant: Option<usize>,
     pub sse_buffer_bytes: Option<u64>,
+    pub flush_interval: Option<ConfigDuration>,
+    pub lost_after: Option<ConfigDuration>,
 }
 
 /// Largest accepted `relay.edges.max_message_bytes` (tonic's own ceiling is
@@ -165,10 +167,27 @@ pub fn fleet_runs(block: Option<FileFleetRuns>) -> Result<RunRetention, ConfigEr
             format!("must be between 65536 and 268435456 (256 MiB), got {sse_buffer_bytes}"),
         ));
     }
+    let flush_interval = block
+        .flush_interval
+        .map_or(defaults.flush_interval, |d| d.0);
+    if !(Duration::from_millis(10)..=Duration::from_secs(10)).contains(&flush_interval) {
+        return Err(ConfigError::invalid(
+            "relay.fleet_runs.flush_interval",
+            format!("must be between 10ms and 10s, got {flush_interval:?}"),
+        ));
+    }
+    let lost_after = at_least(
+        "relay.fleet_runs.lost_after",
+        block.lost_after.map_or(defaults.lost_after, |d| d.0),
+        Duration::from_secs(1),
+        "a replica that just started must first hear from the others",
+    )?;
     Ok(RunRetention {
         per_tenant,
         max_age,
         running_per_tenant,
         sse_buffer_bytes: usize::try_from(sse_buffer_bytes).unwrap_or(usize::MAX),
+        flush_interval,
+        lost_after,
     })
 }

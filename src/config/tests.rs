@@ -253,7 +253,8 @@ fn edge_session_and_fleet_history_settings_are_read() -> Result<(), ConfigError>
     let config = parse_str(
         &format!(
             "{MINIMAL}relay:\n  edges:\n    clock_skew: 2m\n    max_message_bytes: 1048576\n    \
-             idempotency_retention: 30m\n  fleet_runs:\n    per_tenant: 5\n    max_age: 1h\n"
+             idempotency_retention: 30m\n  fleet_runs:\n    per_tenant: 5\n    max_age: 1h\n    \
+             flush_interval: 100ms\n    lost_after: 30s\n"
         ),
         &env(&[]),
     )?;
@@ -265,6 +266,11 @@ fn edge_session_and_fleet_history_settings_are_read() -> Result<(), ConfigError>
     assert_eq!(config.relay.max_message_bytes, 1_048_576);
     assert_eq!(config.relay.fleet_runs.per_tenant, 5);
     assert_eq!(config.relay.fleet_runs.max_age, Duration::from_secs(3600));
+    assert_eq!(
+        config.relay.fleet_runs.flush_interval,
+        Duration::from_millis(100)
+    );
+    assert_eq!(config.relay.fleet_runs.lost_after, Duration::from_secs(30));
     Ok(())
 }
 
@@ -295,6 +301,14 @@ fn bad_relay_values_name_their_keys() {
         (
             "relay:\n  fleet_runs:\n    per_tenant: 0\n",
             "relay.fleet_runs.per_tenant:",
+        ),
+        (
+            "relay:\n  fleet_runs:\n    flush_interval: 1m\n",
+            "relay.fleet_runs.flush_interval:",
+        ),
+        (
+            "relay:\n  fleet_runs:\n    lost_after: 100ms\n",
+            "relay.fleet_runs.lost_after:",
         ),
     ] {
         let text = error_text(&format!("{MINIMAL}{snippet}"), &env(&[]));

@@ -94,6 +94,32 @@ impl FailurePolicy {
     }
 }
 
+impl FleetPolicy {
+    /// The policy as stored with a run and shown in its view, in the
+    /// request's words.
+    pub fn describe(&self) -> serde_json::Value {
+        let (mode, batch) = match self.mode {
+            FleetMode::Sequential => ("sequential", None),
+            FleetMode::Parallel => ("parallel", None),
+            FleetMode::Rolling { batch } => ("rolling", Some(batch)),
+        };
+        let (failure_policy, stop_after) = match self.failure_policy {
+            FailurePolicy::FailFast => ("fail-fast", None),
+            FailurePolicy::ContinueOnError => ("continue-on-error", None),
+            FailurePolicy::StopAfter(limit) => ("stop-after", Some(limit)),
+        };
+        serde_json::json!({
+            "mode": mode,
+            "batch": batch,
+            "max_concurrency": self.max_concurrency,
+            "failure_policy": failure_policy,
+            "stop_after": stop_after,
+            "require_min_targets": self.require_min_targets,
+            "deadline_secs": self.per_target_deadline.as_secs(),
+        })
+    }
+}
+
 impl Default for FleetPolicy {
     fn default() -> Self {
         Self {

@@ -1,9 +1,11 @@
 //! Fleet calls on the REST surface (protocol.md §8.5): `POST
 //! /v1/edge/fleet/invoke` answers with server-sent events (one JSON
 //! `FleetEvent` per `data:` line, keep-alive every 15 s), `POST
-//! /v1/edge/fleet/{id}/cancel` stops a run everywhere, and
-//! `GET /v1/edge/fleet/runs[/{id}]` answers from the bounded history.
-//! A run continues when its caller disconnects; only cancel stops it.
+//! /v1/edge/fleet/{id}/cancel` stops a run everywhere (sent to the replica
+//! running it; another answers 409 naming that replica), and
+//! `GET /v1/edge/fleet/runs[/{id}]` answers from the history in the store,
+//! whichever replica ran the run. A run continues when its caller
+//! disconnects; only cancel stops it.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use super::invoke::{caller_token, idempotency_key};
 use super::HttpState;
 use crate::fleet::{
     resolve, run_fleet, CancelError, FleetCall, FleetInvokeBody, NewRun, RecordingSink, RunView,
+    StartError,
 };
 use crate::owner::ToolCall;
 
@@ -67,6 +70,9 @@ pub async fn invoke(
     .await?;
     let fleet_command_id = api.entropy.uuid_v4();
     let (target, body) = body.into_parts();
+    let target_json = serde_json::to_value(&target)
+        .map_err(|err| ApiError::internal("encoding the fleet target", &err))?;
+    let policy_json = policy.describe();
     let fleet = FleetCall {
         fleet_command_id,
         scope: scope.clone(),
@@ -82,6 +88,8 @@ pub async fn invoke(
         policy,
         idempotency_key,
     };
+    // Committed before the first event: any replica can read the run as
+    // soon as the caller learns its id.
     let cancel = api
         .fleets
         .start(NewRun {
@@ -89,10 +97,18 @@ pub async fn invoke(
             tenant_id: acting_for.clone(),
             created_by: caller.subject.clone(),
             tool_name: body.tool_name,
+            target: target_json,
+            policy: policy_json,
+            resolved: fleet.targets.clone(),
             started_at: api.now(),
         })
-        .map_err(|err| {
-            ApiError::new(429, "too_many_runs", err.to_string()).retry_after(RUNNING_RETRY_AFTER)
+        .await
+        .map_err(|err| match err {
+            StartError::TooManyRunning { .. } => {
+                ApiError::new(429, "too_many_runs", err.to_string())
+                    .retry_after(RUNNING_RETRY_AFTER)
+            }
+            StartError::Store(err) => ApiError::from(err),
         })?;
     let (events, receiver) = sse_buffer(
         api.fleets.retention().sse_buffer_bytes,
@@ -127,7 +143,8 @@ pub async fn invoke(
 }
 
 /// `POST /v1/edge/fleet/{id}/cancel`: 204; 404 if unknown or another
-/// tenant's; 403 for read-only operators; 409 when already finished.
+/// tenant's; 403 for read-only operators; 409 when already over or run by
+/// another replica (named; forwarding comes with the peer service).
 pub async fn cancel(
     State(state): State<HttpState>,
     Path(id): Path<String>,
@@ -136,13 +153,16 @@ pub async fn cancel(
     let (caller, scope) = scoped_caller(&state, &headers).await?;
     require_manager(&caller, "cancel fleet calls")?;
     let id = parse_run_id(&id)?;
-    match state.api.fleets.cancel(scope.as_deref(), id) {
+    match state.api.fleets.cancel(scope.as_deref(), id).await {
         Ok(()) => {
             tracing::info!(fleet_command_id = %id, by = %caller.subject, "fleet call cancelled");
             Ok(StatusCode::NO_CONTENT)
         }
         Err(err @ CancelError::NotFound(_)) => Err(ApiError::not_found(err.to_string())),
-        Err(err @ CancelError::Finished(_)) => Err(ApiError::conflict(err.to_string())),
+        Err(err @ (CancelError::Finished { .. } | CancelError::Elsewhere { .. })) => {
+            Err(ApiError::conflict(err.to_string()))
+        }
+        Err(CancelError::Store(err)) => Err(ApiError::from(err)),
     }
 }
 
@@ -152,7 +172,7 @@ pub async fn runs(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (_caller, scope) = scoped_caller(&state, &headers).await?;
-    let runs = state.api.fleets.list(scope.as_deref());
+    let runs = state.api.fleets.list(scope.as_deref()).await?;
     Ok(Json(serde_json::json!({ "runs": runs })))
 }
 
@@ -168,6 +188,7 @@ pub async fn run(
         .api
         .fleets
         .get(scope.as_deref(), id)
+        .await?
         .map(Json)
         .ok_or_else(|| {
             ApiError::not_found(format!(

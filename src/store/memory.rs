@@ -11,6 +11,7 @@
 mod edges;
 mod enrollment;
 mod feed;
+mod fleet_runs;
 mod groups;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -22,6 +23,10 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::feed::{EdgeChange, EdgeKey, FeedPage};
+use super::{
+    FleetRunDetail, FleetRunFlush, FleetRunRecord, FleetRunStart, FleetRunsPurge, RunningFleetRun,
+};
+
 use super::types::{
     BindOutcome, EdgeGroup, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome, GroupUpdate,
     KeyRotation, NodeChallenge, PreviousKey, RotationOutcome, TagChange, TokenBinding, Tombstone,
@@ -59,6 +64,8 @@ struct Tables {
     changes: BTreeMap<i64, EdgeChange>,
     /// `edge_feed_head`: the latest seq given out.
     head: i64,
+    /// `fleet_runs` and `fleet_run_targets`.
+    fleet_runs: fleet_runs::FleetRunTables,
 }
 
 /// An `enrollment_token_bindings` row.
@@ -244,6 +251,47 @@ impl Store for MemoryStore {
 
     async fn edge_keys(&self, node_ids: &[Uuid]) -> StoreResult<Vec<EdgeKey>> {
         Ok(self.tables()?.edge_keys(node_ids))
+    }
+
+    async fn start_fleet_run(&self, run: &FleetRunStart) -> StoreResult<()> {
+        self.tables()?.start_fleet_run(run)
+    }
+
+    async fn record_fleet_runs(&self, flushes: &[FleetRunFlush]) -> StoreResult<()> {
+        self.tables()?.record_fleet_runs(flushes);
+        Ok(())
+    }
+
+    async fn list_fleet_runs(
+        &self,
+        tenant: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<FleetRunRecord>> {
+        Ok(self.tables()?.list_fleet_runs(tenant, limit))
+    }
+
+    async fn get_fleet_run(
+        &self,
+        tenant: Option<&str>,
+        id: Uuid,
+    ) -> StoreResult<Option<FleetRunDetail>> {
+        Ok(self.tables()?.get_fleet_run(tenant, id))
+    }
+
+    async fn running_fleet_runs(&self) -> StoreResult<Vec<RunningFleetRun>> {
+        Ok(self.tables()?.running_fleet_runs())
+    }
+
+    async fn mark_fleet_runs_lost(&self, ids: &[Uuid], now: DateTime<Utc>) -> StoreResult<u64> {
+        Ok(self.tables()?.mark_fleet_runs_lost(ids, now))
+    }
+
+    async fn purge_fleet_runs(
+        &self,
+        purge: &FleetRunsPurge,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        Ok(self.tables()?.purge_fleet_runs(purge, now))
     }
 }
 

@@ -7,6 +7,7 @@
 mod codec;
 mod edges;
 mod feed;
+mod fleet_runs;
 mod groups;
 
 use std::path::Path;
@@ -19,6 +20,10 @@ use sqlx::SqlitePool;
 use uuid::Uuid;
 
 use super::feed::{EdgeKey, FeedPage};
+use super::{
+    FleetRunDetail, FleetRunFlush, FleetRunRecord, FleetRunStart, FleetRunsPurge, RunningFleetRun,
+};
+
 use super::types::{
     BindOutcome, EdgeGroup, EdgeRecord, EdgeUpdate, Enrollment, EnrollmentOutcome, GroupUpdate,
     KeyRotation, NodeChallenge, PreviousKey, RotationOutcome, TagChange, TokenBinding, Tombstone,
@@ -263,5 +268,45 @@ impl Store for SqliteStore {
 
     async fn edge_keys(&self, node_ids: &[Uuid]) -> StoreResult<Vec<EdgeKey>> {
         feed::edge_keys(&self.pool, node_ids).await
+    }
+
+    async fn start_fleet_run(&self, run: &FleetRunStart) -> StoreResult<()> {
+        fleet_runs::start_fleet_run(&self.pool, run).await
+    }
+
+    async fn record_fleet_runs(&self, flushes: &[FleetRunFlush]) -> StoreResult<()> {
+        fleet_runs::record_fleet_runs(&self.pool, flushes).await
+    }
+
+    async fn list_fleet_runs(
+        &self,
+        tenant: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<FleetRunRecord>> {
+        fleet_runs::list_fleet_runs(&self.pool, tenant, limit).await
+    }
+
+    async fn get_fleet_run(
+        &self,
+        tenant: Option<&str>,
+        id: Uuid,
+    ) -> StoreResult<Option<FleetRunDetail>> {
+        fleet_runs::get_fleet_run(&self.pool, tenant, id).await
+    }
+
+    async fn running_fleet_runs(&self) -> StoreResult<Vec<RunningFleetRun>> {
+        fleet_runs::running_fleet_runs(&self.pool).await
+    }
+
+    async fn mark_fleet_runs_lost(&self, ids: &[Uuid], now: DateTime<Utc>) -> StoreResult<u64> {
+        fleet_runs::mark_fleet_runs_lost(&self.pool, ids, now).await
+    }
+
+    async fn purge_fleet_runs(
+        &self,
+        purge: &FleetRunsPurge,
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        fleet_runs::purge_fleet_runs(&self.pool, purge, now).await
     }
 }
