@@ -13,13 +13,15 @@ use sqlx::PgPool;
 use common::TestResult;
 
 const AEGIS_TABLES: [&str; 3] = ["edge_daemons", "enrollment_tokens", "edge_groups"];
-const RELAY_TABLES: [&str; 6] = [
+const RELAY_TABLES: [&str; 8] = [
     "edge_challenges",
     "edge_changes",
     "edge_feed_head",
     "edge_key_history",
     "edge_tombstones",
     "enrollment_token_bindings",
+    "fleet_run_targets",
+    "fleet_runs",
 ];
 
 /// The AEGIS controller's own DDL, as described in protocol §10 (written
@@ -136,7 +138,7 @@ async fn standalone_migrates_idempotently_and_keeps_its_history_in_its_schema() 
     );
     assert_eq!(
         applied_versions(pool, "aegis_relay._sqlx_migrations").await?,
-        vec![1, 1001, 1002, 1003]
+        vec![1, 1001, 1002, 1003, 1004]
     );
     store.ping().await?;
     store.close().await;
@@ -192,7 +194,7 @@ async fn shared_mode_adds_only_relay_tables_and_leaves_aegis_history_alone() -> 
     );
     assert_eq!(
         applied_versions(pool, "aegis_relay._sqlx_migrations").await?,
-        vec![1001, 1002, 1003]
+        vec![1001, 1002, 1003, 1004]
     );
 
     let node_id = aegis_relay::runtime::OsEntropy.uuid();
