@@ -12,19 +12,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aegis_relay::edge_client::EventSigner;
-use aegis_relay::enroll::rotation_challenge;
 use aegis_relay::proto::cluster::node_cluster_service_client::NodeClusterServiceClient;
-use aegis_relay::proto::cluster::{RotateEdgeKeyInner, RotateEdgeKeyRequest, SealNodeEnvelope};
 use aegis_relay::store::{PostgresMode, PostgresStore, SqliteStore, Store};
-use common::edges::{capabilities, enroll_edge, now_ms, open_with, signer, tenant_bearer};
+use common::edges::{
+    capabilities, enroll_edge, now_ms, open_with, rotate_request, signer, tenant_bearer,
+};
 use common::enroll::admin_bearer;
 use common::replicas::start_replicas;
 use common::rest::{live_edge, resolved, sorted_ids, Rest};
 use common::{counter_value, eventually, TestRelay, TestResult};
-use ed25519_dalek::{Signer as _, SigningKey};
-use prost::Message;
+use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 /// The replicas' poll interval: short, so the tests are quick, and long
 /// enough that "within one poll" is a real bound.
@@ -130,34 +128,6 @@ async fn revoke_through_a_ends_the_stream_b_holds_within_one_poll_on_postgres() 
     common::postgres::drop_database(&url).await
 }
 
-/// RotateEdgeKey as the daemon builds it.
-fn rotate_request(node: Uuid, old: &SigningKey, new: &SigningKey) -> RotateEdgeKeyRequest {
-    let nonce: [u8; 32] = rand::random();
-    let new_pub = new.verifying_key().to_bytes().to_vec();
-    let inner = RotateEdgeKeyInner {
-        node_id: node.to_string(),
-        new_public_key: new_pub.clone(),
-        nonce: nonce.to_vec(),
-    }
-    .encode_to_vec();
-    RotateEdgeKeyRequest {
-        current_envelope: Some(SealNodeEnvelope {
-            node_security_token: String::new(),
-            signature: old.sign(&inner).to_bytes().to_vec(),
-            payload: inner,
-        }),
-        new_public_key: new_pub,
-        signature_with_new_key: new
-            .sign(&rotation_challenge(
-                node,
-                &new.verifying_key().to_bytes(),
-                &nonce,
-            ))
-            .to_bytes()
-            .to_vec(),
-    }
-}
-
 fn heartbeats(relay: &TestRelay) -> f64 {
     counter_value(
         &relay.metrics().render(),
@@ -186,7 +156,12 @@ async fn a_key_rotated_through_a_is_accepted_on_bs_live_stream_and_the_old_one_e
     let new_key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
     let mut grpc = NodeClusterServiceClient::new(common::grpc_channel(a).await?);
     let rotated = grpc
-        .rotate_edge_key(rotate_request(node, &edge.state.key, &new_key))
+        .rotate_edge_key(rotate_request(
+            node,
+            &edge.state.key,
+            &new_key,
+            rand::random(),
+        ))
         .await?
         .into_inner();
     let overlap_until = rotated.overlap_until.ok_or("no overlap_until")?.seconds;

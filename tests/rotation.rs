@@ -5,46 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use aegis_relay::enroll::rotation_challenge;
-use aegis_relay::proto::cluster::{RotateEdgeKeyInner, RotateEdgeKeyRequest, SealNodeEnvelope};
+use aegis_relay::proto::cluster::RotateEdgeKeyRequest;
+use common::edges::rotate_request;
 use common::enroll::{admin_bearer, assert_refused, client, mint, Client, Node};
 use common::{start_relay, start_relay_configured, TestResult};
 use ed25519_dalek::{Signer, SigningKey};
-use prost::Message;
-use uuid::Uuid;
-
-/// A RotateEdgeKey request as the daemon builds it: the inner message signed
-/// by `old`, the digest signed by `new`.
-fn rotate_request(
-    node: Uuid,
-    old: &SigningKey,
-    new: &SigningKey,
-    nonce: [u8; 32],
-) -> RotateEdgeKeyRequest {
-    let new_pub = new.verifying_key().to_bytes().to_vec();
-    let inner = RotateEdgeKeyInner {
-        node_id: node.to_string(),
-        new_public_key: new_pub.clone(),
-        nonce: nonce.to_vec(),
-    }
-    .encode_to_vec();
-    RotateEdgeKeyRequest {
-        current_envelope: Some(SealNodeEnvelope {
-            node_security_token: String::new(),
-            signature: old.sign(&inner).to_bytes().to_vec(),
-            payload: inner,
-        }),
-        new_public_key: new_pub,
-        signature_with_new_key: new
-            .sign(&rotation_challenge(
-                node,
-                &new.verifying_key().to_bytes(),
-                &nonce,
-            ))
-            .to_bytes()
-            .to_vec(),
-    }
-}
 
 fn fresh_key() -> SigningKey {
     SigningKey::from_bytes(&rand::random::<[u8; 32]>())

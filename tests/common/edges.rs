@@ -7,9 +7,15 @@ use std::time::Duration;
 use aegis_relay::app::RunningRelay;
 use aegis_relay::edge::EventKind;
 use aegis_relay::edge_client::{self, EdgeOptions, EdgeState, EnrollOptions, EventSigner};
+use aegis_relay::enroll::rotation_challenge;
 use aegis_relay::proto::cluster::node_cluster_service_client::NodeClusterServiceClient;
-use aegis_relay::proto::cluster::{edge_command, EdgeCapabilities, EdgeCommand, EdgeEvent};
+use aegis_relay::proto::cluster::{
+    edge_command, EdgeCapabilities, EdgeCommand, EdgeEvent, RotateEdgeKeyInner,
+    RotateEdgeKeyRequest, SealNodeEnvelope,
+};
 use aegis_relay::runtime::Runtime;
+use ed25519_dalek::{Signer as _, SigningKey};
+use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -267,5 +273,38 @@ pub async fn commands_before_marker(
             Some(other) => before.push(other),
             None => {}
         }
+    }
+}
+
+/// A RotateEdgeKey request as the daemon builds it: the inner message signed
+/// by `old`, the digest signed by `new`.
+pub fn rotate_request(
+    node: Uuid,
+    old: &SigningKey,
+    new: &SigningKey,
+    nonce: [u8; 32],
+) -> RotateEdgeKeyRequest {
+    let new_pub = new.verifying_key().to_bytes().to_vec();
+    let inner = RotateEdgeKeyInner {
+        node_id: node.to_string(),
+        new_public_key: new_pub.clone(),
+        nonce: nonce.to_vec(),
+    }
+    .encode_to_vec();
+    RotateEdgeKeyRequest {
+        current_envelope: Some(SealNodeEnvelope {
+            node_security_token: String::new(),
+            signature: old.sign(&inner).to_bytes().to_vec(),
+            payload: inner,
+        }),
+        new_public_key: new_pub,
+        signature_with_new_key: new
+            .sign(&rotation_challenge(
+                node,
+                &new.verifying_key().to_bytes(),
+                &nonce,
+            ))
+            .to_bytes()
+            .to_vec(),
     }
 }
