@@ -273,3 +273,7 @@ impl RunRecorder {
 fn lost_check_interval(lost_after: Duration) -> Duration {
     (lost_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
 }
+
+#[cfg(test)]
+#[path = "records_tests.rs"]
+mod tests;
