@@ -2,7 +2,7 @@
 //! one store, in process. A revoke through A ends the stream B holds within
 //! one poll interval (SQLite file shared by two pools, and PostgreSQL); a
 //! key rotated through A is accepted on B's live stream and the old key is
-//! refused after the overlap; tags written through A reach A's selectors at
+//! refused after the overlap (on both stores too); tags written through A reach A's selectors at
 //! once and B's within a poll; in shared mode, the AEGIS controller's
 //! writes to `edge_daemons` (which bypass the feed) reach the sessions too.
 
@@ -144,11 +144,8 @@ async fn heartbeats_reach(relay: &TestRelay, count: f64) -> Result<(), String> {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_rotated_through_a_is_accepted_on_bs_live_stream_and_the_old_one_expires(
-) -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let replicas = start_replicas(sqlite_pair(&dir).await?, fast_feed).await?;
+async fn rotation_through_a_reaches_bs_live_stream(stores: Vec<Arc<dyn Store>>) -> TestResult {
+    let replicas = start_replicas(stores, fast_feed).await?;
     let (a, b) = (&replicas[0], &replicas[1]);
     let edge = enroll_edge(a, "t-a").await?;
     let node = edge.state.node_id;
@@ -201,6 +198,22 @@ async fn a_key_rotated_through_a_is_accepted_on_bs_live_stream_and_the_old_one_e
         common::assert_graceful(relay.shutdown().await);
     }
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotated_through_a_is_accepted_on_bs_live_stream_and_the_old_one_expires(
+) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    rotation_through_a_reaches_bs_live_stream(sqlite_pair(&dir).await?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotated_through_a_reaches_bs_live_stream_on_postgres() -> TestResult {
+    let Some((url, stores)) = postgres_pair("feed_rotate", PostgresMode::Standalone).await? else {
+        return Ok(());
+    };
+    rotation_through_a_reaches_bs_live_stream(stores).await?;
+    common::postgres::drop_database(&url).await
 }
 
 fn has_tag(tag: &str) -> Value {

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,81 +11,42 @@ use aegis_relay::auth::{LocalSigner, TokenIssuer};
 use aegis_relay::edge_client::{self, EnrollOptions};
 use aegis_relay::proto::cluster::node_cluster_service_client::NodeClusterServiceClient;
 use aegis_relay::runtime::{OsEntropy, Runtime, SystemClock};
-use common::binary::{free_port, Process, BIN};
 use common::edges::{capabilities, now_ms, signer};
-use common::{eventually, http_request, TestResult};
+use common::replica_processes::{write_configs, Layout};
+use common::{http_request, TestResult};
 use tokio_stream::wrappers::ReceiverStream;
 
 const POLL: Duration = Duration::from_millis(500);
 const SLACK: Duration = Duration::from_millis(700);
 
-struct Replica {
-    _process: Process,
-    grpc_port: u16,
-    http_port: u16,
-}
-
-/// Starts replica `name` on `data_dir` (and `postgres`, a DSN, if given).
-async fn replica(
-    dir: &Path,
-    name: &str,
-    data_dir: &Path,
-    postgres: Option<&str>,
-) -> Result<Replica, Box<dyn std::error::Error>> {
-    let (grpc_port, http_port) = (free_port()?, free_port()?);
-    let store = postgres.map_or(String::new(), |dsn| format!("postgres:\n  dsn: {dsn}\n"));
-    let config = dir.join(format!("{name}.yaml"));
-    std::fs::write(
-        &config,
-        format!(
-            "cluster:\n  role: relay-coordinator\n  cluster_grpc_port: {grpc_port}\n  \
-             ingress:\n    public_endpoint: http://127.0.0.1:{grpc_port}\n{store}\
-             relay:\n  name: {name}\n  bind_address: 127.0.0.1\n  http_port: {http_port}\n  \
-             drain_timeout: 5s\n  accept_local_admin_tokens: true\n  data_dir: {}\n  \
-             change_feed:\n    poll_interval: {}ms\n",
-            data_dir.display(),
-            POLL.as_millis()
-        ),
-    )?;
-    let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
-    let process = Process(
-        Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&config)
-            .env_remove("POSTGRES_DSN")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?,
-    );
-    let readyz = format!("http://127.0.0.1:{http_port}/readyz");
-    let ready = eventually(Duration::from_secs(30), name, || async {
-        let (status, _) = common::http_get_url(&readyz).await.ok()?;
-        (status == 200).then_some(())
-    })
-    .await;
-    if let Err(err) = ready {
-        let log = std::fs::read_to_string(dir.join(format!("{name}.log")))?;
-        return Err(format!("{err}; its log:\n{log}").into());
-    }
-    Ok(Replica {
-        _process: process,
-        grpc_port,
-        http_port,
-    })
-}
-
 async fn revoke_through_a_ends_bs_stream(postgres: Option<&str>) -> TestResult {
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().join("state");
-    let a = replica(dir.path(), "relay-a", &data_dir, postgres).await?;
-    let b = replica(dir.path(), "relay-b", &data_dir, postgres).await?;
+    let poll = format!(
+        "  change_feed:\n    poll_interval: {}ms\n",
+        POLL.as_millis()
+    );
+    let replicas = write_configs(
+        dir.path(),
+        &Layout {
+            names: &["relay-a", "relay-b"],
+            postgres,
+            gossip: false,
+            relay_extra: &poll,
+        },
+    )?;
+    let [a, b] = &replicas[..] else {
+        return Err("two replicas".into());
+    };
+    let _a_process = a.start().await?;
+    let _b_process = b.start().await?;
     // Tokens signed with the key both replicas loaded from the data dir.
     let key = LocalSigner::load_or_create(&data_dir.join("signing-key.pem"))?;
     let tokens = TokenIssuer::new(
         Arc::new(key),
         aegis_relay::config::DEFAULT_ISSUER.to_owned(),
         Vec::new(),
-        format!("http://127.0.0.1:{}", a.grpc_port),
+        a.grpc(),
     );
     let now = SystemClock.utc_now();
     let enrollment = tokens
@@ -109,8 +68,7 @@ async fn revoke_through_a_ends_bs_stream(postgres: Option<&str>) -> TestResult {
     events
         .send(edge_signer.hello(now_ms(), capabilities()))
         .await?;
-    let mut client =
-        NodeClusterServiceClient::connect(format!("http://127.0.0.1:{}", b.grpc_port)).await?;
+    let mut client = NodeClusterServiceClient::connect(b.grpc()).await?;
     let mut commands = client
         .connect_edge(ReceiverStream::new(rx))
         .await?
@@ -119,10 +77,7 @@ async fn revoke_through_a_ends_bs_stream(postgres: Option<&str>) -> TestResult {
     let admin = tokens
         .mint_admin_token("ops", now, Duration::from_secs(600))
         .await?;
-    let url = format!(
-        "http://127.0.0.1:{}/v1/edge/hosts/{}",
-        a.http_port, state.node_id
-    );
+    let url = format!("{}/v1/edge/hosts/{}", a.http(), state.node_id);
     let bearer = format!("Bearer {}", admin.token);
     let revoked_at = tokio::time::Instant::now();
     let (status, text) = http_request("DELETE", &url, &[("authorization", &bearer)], "").await?;

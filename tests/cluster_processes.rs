@@ -11,160 +11,22 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::replica_processes::{members, write_configs, Layout, ReplicaProcess};
 use common::{counter_value, eventually, http_get_url};
-use serde_json::Value;
 
 type Error = Box<dyn std::error::Error>;
 
-const BIN: &str = env!("CARGO_BIN_EXE_aegis-relay");
 /// The detection target on real processes.
 const DETECTION_LIMIT: Duration = Duration::from_secs(3);
 
-/// Kills the child if a test fails before it stops it.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_tcp_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn free_udp_port() -> std::io::Result<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-struct Replica {
-    name: String,
-    config: PathBuf,
-    http: String,
-    gossip_port: u16,
-}
-
-/// Writes the config of `count` replicas sharing `dir`'s data dir and
-/// secret file; the first two are the seeds.
-fn configs(dir: &Path, count: usize) -> Result<Vec<Replica>, Error> {
-    let secret = dir.join("cluster.secret");
-    std::fs::write(&secret, "process-test-secret-0123456789abcdef0123456789\n")?;
-    let data_dir = dir.join("shared-state");
-    let gossip_ports = (0..count)
-        .map(|_| free_udp_port())
-        .collect::<Result<Vec<_>, _>>()?;
-    let seeds = gossip_ports[..2]
-        .iter()
-        .map(|port| format!("\"127.0.0.1:{port}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut replicas = Vec::new();
-    for (index, gossip_port) in gossip_ports.into_iter().enumerate() {
-        let (grpc, http, peer) = (free_tcp_port()?, free_tcp_port()?, free_tcp_port()?);
-        let name = format!("relay-{index}");
-        let config = dir.join(format!("{name}.yaml"));
-        std::fs::write(
-            &config,
-            format!(
-                "cluster:\n  enabled: true\n  role: relay-coordinator\n  cluster_grpc_port: {grpc}\n  \
-                 ingress:\n    public_endpoint: http://127.0.0.1:{grpc}\n\
-                 relay:\n  name: {name}\n  bind_address: 127.0.0.1\n  http_port: {http}\n  \
-                 peer_port: {peer}\n  gossip_port: {gossip_port}\n  gossip_seeds: [{seeds}]\n  \
-                 cluster_secret_file: {}\n  data_dir: {}\n  accept_local_admin_tokens: true\n  \
-                 drain_timeout: 5s\n",
-                secret.display(),
-                data_dir.display()
-            ),
-        )?;
-        replicas.push(Replica {
-            name,
-            config,
-            http: format!("http://127.0.0.1:{http}"),
-            gossip_port,
-        });
-    }
-    Ok(replicas)
-}
-
-fn cli(args: &[&str], config: &Path, extra: &[&Path]) -> Result<(), Error> {
-    let output = Command::new(BIN)
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .args(extra)
-        .output()?;
-    if !output.status.success() {
-        return Err(format!(
-            "{args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-        .into());
-    }
-    Ok(())
-}
-
-/// Prepares the shared data dir before any replica starts (replicas
-/// starting together would race to migrate one SQLite file and to create
-/// one signing key) and returns an operator token from `admin-token`.
-fn prepare(replica: &Replica, dir: &Path) -> Result<String, Error> {
-    cli(&["migrate"], &replica.config, &[])?;
-    let out = dir.join("admin.token");
-    cli(
-        &["admin-token"],
-        &replica.config,
-        &[Path::new("--out"), &out],
-    )?;
-    Ok(format!("Bearer {}", std::fs::read_to_string(out)?.trim()))
-}
-
-fn start(replica: &Replica, dir: &Path) -> Result<Process, Error> {
-    let log = std::fs::File::create(dir.join(format!("{}.log", replica.name)))?;
-    Ok(Process(
-        Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&replica.config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?,
-    ))
-}
-
-async fn status(replica: &Replica, bearer: &str) -> Option<Value> {
-    let (code, body) = common::http_request(
-        "GET",
-        &format!("{}/v1/relay/status", replica.http),
-        &[("authorization", bearer)],
-        "",
-    )
-    .await
-    .ok()?;
-    (code == 200).then(|| serde_json::from_str(&body).ok())?
-}
-
-fn members(status: &Value) -> BTreeSet<String> {
-    status["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m["name"].as_str().map(str::to_owned))
-        .collect()
-}
-
 /// Every replica sees every name serving, with one epoch.
-async fn converged(replicas: &[Replica], bearer: &str) -> Option<String> {
+async fn converged(replicas: &[ReplicaProcess], bearer: &str) -> Option<String> {
     let all: BTreeSet<String> = replicas.iter().map(|r| r.name.clone()).collect();
     let mut epochs = BTreeSet::new();
     for replica in replicas {
-        let status = status(replica, bearer).await?;
+        let status = replica.status(bearer).await?;
         let serving: BTreeSet<String> = status["ring"]["shares"]
             .as_object()?
             .keys()
@@ -176,19 +38,31 @@ async fn converged(replicas: &[Replica], bearer: &str) -> Option<String> {
     (epochs.len() == 1).then(|| epochs.into_iter().next())?
 }
 
-async fn sent_bytes(replica: &Replica) -> Result<f64, Error> {
-    let (_, body) = http_get_url(&format!("{}/metrics", replica.http)).await?;
+async fn sent_bytes(replica: &ReplicaProcess) -> Result<f64, Error> {
+    let (_, body) = http_get_url(&format!("{}/metrics", replica.http())).await?;
     Ok(counter_value(&body, "aegis_relay_gossip_sent_bytes_total"))
 }
 
 async fn cluster_of(count: usize) -> Result<(), Error> {
     let dir = tempfile::tempdir()?;
-    let replicas = configs(dir.path(), count)?;
-    let bearer = prepare(&replicas[0], dir.path())?;
+    let names: Vec<String> = (0..count).map(|index| format!("relay-{index}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let replicas = write_configs(
+        dir.path(),
+        &Layout {
+            names: &names,
+            gossip: true,
+            ..Layout::default()
+        },
+    )?;
+    // Migrated before any replica starts: replicas starting together would
+    // race to migrate one SQLite file and to create one signing key.
+    replicas[0].migrate()?;
+    let bearer = replicas[0].bearer(None)?;
     let started = tokio::time::Instant::now();
     let mut processes = Vec::new();
     for replica in &replicas {
-        processes.push(start(replica, dir.path())?);
+        processes.push(replica.spawn()?);
     }
     let epoch = eventually(Duration::from_secs(60), "the replicas to converge", || {
         let exited = processes
@@ -205,13 +79,7 @@ async fn cluster_of(count: usize) -> Result<(), Error> {
     .await
     .and_then(|result| result)
     .map_err(|err| {
-        let logs: String = replicas
-            .iter()
-            .map(|r| {
-                std::fs::read_to_string(dir.path().join(format!("{}.log", r.name)))
-                    .unwrap_or_default()
-            })
-            .collect();
+        let logs: String = replicas.iter().map(|r| r.with_log("")).collect();
         format!("{err}\n{logs}")
     })?;
     eprintln!(
@@ -239,7 +107,7 @@ async fn cluster_of(count: usize) -> Result<(), Error> {
         "the survivors to drop the killed replica",
         || async {
             for replica in survivors {
-                let status = status(replica, &bearer).await?;
+                let status = replica.status(&bearer).await?;
                 members(&status)
                     .contains(&victim.name)
                     .then_some(())
@@ -252,14 +120,15 @@ async fn cluster_of(count: usize) -> Result<(), Error> {
     let detected = killed_at.elapsed();
     eprintln!(
         "{} (gossip port {}) killed with SIGKILL: gone from every survivor's members after {detected:?}",
-        victim.name, victim.gossip_port
+        victim.name,
+        victim.gossip_port.unwrap_or_default()
     );
     assert!(
         detected <= DETECTION_LIMIT,
         "detection took {detected:?}, over {DETECTION_LIMIT:?}"
     );
     for survivor in survivors {
-        let status = status(survivor, &bearer).await.ok_or("no status")?;
+        let status = survivor.status(&bearer).await.ok_or("no status")?;
         assert_eq!(
             status["ring"]["shares"].as_object().map(|s| s.len()),
             Some(count - 1)

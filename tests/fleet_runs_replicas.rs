@@ -16,8 +16,8 @@ use aegis_relay::membership::{ClusterSecrets, FailureDetectorSettings, GossipSet
 use aegis_relay::store::{SqliteStore, Store};
 use common::edges::{enroll_edge, run_edge, tenant_bearer};
 use common::enroll::BoxError;
+use common::fleet_calls::{fleet_body, get_json, listed_ids, start_streaming};
 use common::{eventually, http_request, TestRelay};
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
 const SECRET: &str = "fleet-runs-replicas-test-secret-0123456789";
@@ -55,63 +55,8 @@ async fn replica(
     Ok(relay)
 }
 
-fn fleet_body(command: &str, args: &[&str]) -> String {
-    json!({
-        "target": "All",
-        "mode": "parallel",
-        "tool_name": "cmd.run",
-        "args": {"command": command, "args": args},
-        "security_context_name": "zaru-free",
-    })
-    .to_string()
-}
-
 async fn get(relay: &TestRelay, path: &str, bearer: &str) -> Result<(u16, Value), BoxError> {
-    let url = format!("http://{}{path}", relay.http_addr());
-    let (status, text) = http_request("GET", &url, &[("authorization", bearer)], "")
-        .await
-        .map_err(|err| err.to_string())?;
-    Ok((status, serde_json::from_str(&text)?))
-}
-
-/// Starts a fleet call on `relay` and reads its stream up to the `Started`
-/// event; returns the run id and the response still streaming.
-async fn start_streaming(
-    relay: &TestRelay,
-    bearer: &str,
-    body: String,
-) -> Result<(String, hyper::Response<hyper::body::Incoming>), BoxError> {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Full<bytes::Bytes>>();
-    let request =
-        hyper::Request::post(format!("http://{}/v1/edge/fleet/invoke", relay.http_addr()))
-            .header("content-type", "application/json")
-            .header("authorization", bearer)
-            .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
-    let mut response =
-        tokio::time::timeout(Duration::from_secs(10), client.request(request)).await??;
-    assert_eq!(response.status(), 200);
-    let mut text = String::new();
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), response.body_mut().frame())
-            .await?
-            .ok_or("the stream ended before Started")??;
-        if let Some(data) = frame.data_ref() {
-            text.push_str(&String::from_utf8_lossy(data));
-        }
-        let started = text
-            .lines()
-            .filter_map(|line| line.strip_prefix("data:"))
-            .filter_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
-            .find_map(|event| {
-                event["Started"]["fleet_command_id"]
-                    .as_str()
-                    .map(str::to_owned)
-            });
-        if let Some(id) = started {
-            return Ok((id, response));
-        }
-    }
+    get_json(&format!("http://{}{path}", relay.http_addr()), bearer).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -187,7 +132,12 @@ async fn a_run_started_on_a_is_read_on_b_and_lost_with_a() -> Result<(), BoxErro
     );
 
     // A long run: on B the moment its Started arrives.
-    let (id, _stream) = start_streaming(&a, &bearer, fleet_body("sleep", &["10"])).await?;
+    let (id, _stream) = start_streaming(
+        &format!("http://{}", a.http_addr()),
+        &bearer,
+        fleet_body("sleep", &["10"]),
+    )
+    .await?;
     let (status, running) = get(&b, &format!("/v1/edge/fleet/runs/{id}"), &bearer).await?;
     assert_eq!(status, 200, "{running}");
     assert_eq!(
@@ -195,13 +145,7 @@ async fn a_run_started_on_a_is_read_on_b_and_lost_with_a() -> Result<(), BoxErro
         (&json!("running"), &json!("relay-a"))
     );
     let (_, runs) = get(&b, "/v1/edge/fleet/runs", &bearer).await?;
-    let listed: Vec<&str> = runs["runs"]
-        .as_array()
-        .ok_or("no runs")?
-        .iter()
-        .filter_map(|run| run["fleet_command_id"].as_str())
-        .collect();
-    assert_eq!(listed, vec![id.as_str(), done_id.as_str()]);
+    assert_eq!(listed_ids(&runs), vec![id.clone(), done_id.clone()]);
 
     // B does not run it: its cancel names A.
     let cancel = format!("http://{}/v1/edge/fleet/{id}/cancel", b.http_addr());

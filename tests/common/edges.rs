@@ -83,11 +83,29 @@ impl Drop for RunningEdge {
 pub async fn run_edge(
     relay: &RunningRelay,
     state: &EdgeState,
+    options: EdgeOptions,
+) -> Result<RunningEdge, BoxError> {
+    let edge = spawn_edge(&format!("http://{}", relay.grpc_addr()), state, options).await?;
+    let node_id = state.node_id;
+    let owner = Arc::clone(relay.owner());
+    eventually(Duration::from_secs(10), "the edge to connect", || {
+        let owner = Arc::clone(&owner);
+        async move { owner.is_connected(node_id).then_some(()) }
+    })
+    .await?;
+    Ok(edge)
+}
+
+/// Starts `state` with `options` against the relay at `grpc_url` (e.g. a
+/// `run` process), without waiting for it to connect.
+pub async fn spawn_edge(
+    grpc_url: &str,
+    state: &EdgeState,
     mut options: EdgeOptions,
 ) -> Result<RunningEdge, BoxError> {
     let (observer, commands) = mpsc::channel(256);
     options.observer = Some(observer);
-    let channel = edge_channel(relay).await?;
+    let channel = edge_client::channel(Arc::clone(&Runtime::real().net), grpc_url).await?;
     let stop = CancellationToken::new();
     tokio::spawn(edge_client::run_edge(
         Arc::new(Runtime::real()),
@@ -96,15 +114,8 @@ pub async fn run_edge(
         options,
         stop.clone(),
     ));
-    let node_id = state.node_id;
-    let owner = Arc::clone(relay.owner());
-    eventually(Duration::from_secs(10), "the edge to connect", || {
-        let owner = Arc::clone(&owner);
-        async move { owner.is_connected(node_id).then_some(()) }
-    })
-    .await?;
     Ok(RunningEdge {
-        node_id,
+        node_id: state.node_id,
         commands,
         stop,
     })
