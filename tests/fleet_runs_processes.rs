@@ -272,12 +272,13 @@ async fn run_is_lost_with_its_replica(postgres: Option<&str>) -> Result<(), BoxE
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_one_sqlite_file_a_run_is_read_on_b_and_lost_with_a() -> Result<(), BoxError> {
+async fn fleet_runs_on_one_sqlite_file_are_read_on_b_and_lost_with_a() -> Result<(), BoxError> {
     run_is_lost_with_its_replica(None).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_one_postgres_database_a_run_is_read_on_b_and_lost_with_a() -> Result<(), BoxError> {
+async fn fleet_runs_on_one_postgres_database_are_read_on_b_and_lost_with_a() -> Result<(), BoxError>
+{
     let Some(url) = common::postgres::fresh_database("fleet_runs_processes").await? else {
         return Ok(());
     };

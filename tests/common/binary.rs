@@ -28,6 +28,17 @@ pub fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// `count` distinct loopback ports free now (held together while chosen,
+/// so none is handed out twice).
+pub fn free_ports(count: usize) -> std::io::Result<Vec<u16>> {
+    let held = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    held.iter()
+        .map(|listener| Ok(listener.local_addr()?.port()))
+        .collect()
+}
+
 /// Writes `dir/aegis-config.yaml`: a relay on 127.0.0.1 with its SQLite
 /// store under `dir/state`, then `extra` (lines of the `relay:` block).
 pub fn sqlite_config(

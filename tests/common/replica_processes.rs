@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::binary::{free_port, Process, BIN};
+use super::binary::{free_ports, Process, BIN};
 use super::enroll::BoxError;
 
 /// How a set of replicas is laid out.
@@ -40,11 +40,14 @@ pub struct ReplicaProcess {
     pub log: PathBuf,
 }
 
-/// A UDP loopback port free now.
-pub fn free_udp_port() -> std::io::Result<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// `count` distinct UDP loopback ports free now.
+pub fn free_udp_ports(count: usize) -> std::io::Result<Vec<u16>> {
+    let held = (0..count)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    held.iter()
+        .map(|socket| Ok(socket.local_addr()?.port()))
+        .collect()
 }
 
 /// Writes one config per name of `layout` in `dir`, all on `dir/state`.
@@ -53,11 +56,10 @@ pub fn write_configs(dir: &Path, layout: &Layout<'_>) -> Result<Vec<ReplicaProce
     let secret = dir.join("cluster.secret");
     let gossip_ports = if layout.gossip {
         std::fs::write(&secret, "process-test-secret-0123456789abcdef0123456789\n")?;
-        layout
-            .names
-            .iter()
-            .map(|_| free_udp_port().map(Some))
-            .collect::<Result<Vec<_>, _>>()?
+        free_udp_ports(layout.names.len())?
+            .into_iter()
+            .map(Some)
+            .collect()
     } else {
         vec![None; layout.names.len()]
     };
@@ -71,9 +73,18 @@ pub fn write_configs(dir: &Path, layout: &Layout<'_>) -> Result<Vec<ReplicaProce
     let store = layout
         .postgres
         .map_or(String::new(), |dsn| format!("postgres:\n  dsn: {dsn}\n"));
+    let tcp_ports = free_ports(3 * layout.names.len())?;
     let mut replicas = Vec::new();
-    for (name, gossip_port) in layout.names.iter().zip(gossip_ports) {
-        let (grpc_port, http_port, peer_port) = (free_port()?, free_port()?, free_port()?);
+    for ((name, gossip_port), ports) in layout
+        .names
+        .iter()
+        .zip(gossip_ports)
+        .zip(tcp_ports.chunks(3))
+    {
+        let [grpc_port, http_port, peer_port] = ports else {
+            return Err("three ports per replica".into());
+        };
+        let (grpc_port, http_port, peer_port) = (*grpc_port, *http_port, *peer_port);
         let gossip = gossip_port.map_or(String::new(), |port| {
             format!(
                 "  gossip_port: {port}\n  gossip_seeds: [{seeds}]\n  cluster_secret_file: {}\n",
