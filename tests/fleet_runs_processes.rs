@@ -33,9 +33,14 @@ const SLACK: Duration = Duration::from_secs(1);
 /// with the default 300 ms gossip; this test gossips every 100 ms).
 const DETECTION_LIMIT: Duration = Duration::from_secs(3);
 
-const RELAY_EXTRA: &str = "  gossip_interval: 100ms\n  failure_detector:\n    \
-                           initial_interval: 100ms\n  fleet_runs:\n    flush_interval: 50ms\n    \
-                           lost_after: 1s\n";
+/// Gossip every 100 ms, run outcomes flushed every 50 ms, `LOST_AFTER`.
+fn relay_extra() -> String {
+    format!(
+        "  gossip_interval: 100ms\n  failure_detector:\n    initial_interval: 100ms\n  \
+         fleet_runs:\n    flush_interval: 50ms\n    lost_after: {}ms\n",
+        LOST_AFTER.as_millis()
+    )
+}
 
 /// Enrolls `EDGES` edges of `tenant` through `relay` (tokens minted over
 /// REST as `admin`) and runs them against it until dropped.
@@ -106,7 +111,7 @@ async fn run_is_lost_with_its_replica(postgres: Option<&str>) -> Result<(), BoxE
             names: &["relay-a", "relay-b"],
             postgres,
             gossip: true,
-            relay_extra: RELAY_EXTRA,
+            relay_extra: &relay_extra(),
         },
     )?;
     let [a, b] = &replicas[..] else {
