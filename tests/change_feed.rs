@@ -4,7 +4,8 @@
 //! key rotated through A is accepted on B's live stream and the old key is
 //! refused after the overlap (on both stores too); tags written through A reach A's selectors at
 //! once and B's within a poll; in shared mode, the AEGIS controller's
-//! writes to `edge_daemons` (which bypass the feed) reach the sessions too.
+//! writes to `edge_daemons` (which bypass the feed) reach the sessions too;
+//! a replica whose next poll finds its changes purged resyncs its sessions.
 
 mod common;
 
@@ -317,5 +318,92 @@ async fn in_shared_mode_aegis_deleting_or_rekeying_the_row_reaches_the_stream() 
     for relay in replicas {
         common::assert_graceful(relay.shutdown().await);
     }
+    common::postgres::drop_database(&url).await
+}
+
+/// B's poll interval in the retention test: long enough that the test's
+/// writes and purge all fall between two of B's polls.
+const PAUSED_POLL: Duration = Duration::from_secs(4);
+
+async fn paused_past_the_retention(stores: Vec<Arc<dyn Store>>) -> TestResult {
+    let store = Arc::clone(&stores[0]);
+    let replicas = start_replicas(stores, |settings| {
+        fast_feed(settings);
+        if settings.name == "relay-1" {
+            settings.change_feed.poll_interval = PAUSED_POLL;
+        }
+    })
+    .await?;
+    // B polled as it started; its next poll is PAUSED_POLL later.
+    let b_polled = tokio::time::Instant::now();
+    let (a, b) = (&replicas[0], &replicas[1]);
+    let (revoked, tagged) = (enroll_edge(a, "t-a").await?, enroll_edge(a, "t-a").await?);
+    let (mut revoked_stream, _) = raw_stream(b, &revoked.state).await?;
+    let (tagged_stream, _) = raw_stream(b, &tagged.state).await?;
+    let admin = Rest::new(a, Some(&admin_bearer(a).await?));
+    let answer = admin
+        .delete(&format!("/v1/edge/hosts/{}", revoked.state.node_id))
+        .await?;
+    assert_eq!(answer.status, 204, "{}", answer.text);
+    let answer = admin
+        .patch(
+            &format!("/v1/edge/hosts/{}", tagged.state.node_id),
+            &json!({"tags": ["z"]}),
+        )
+        .await?;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    // Another replica's purge removes the changes before B reads them.
+    let purged = store
+        .purge_changes(aegis_relay::runtime::SystemClock.utc_now() + chrono::TimeDelta::hours(1))
+        .await?;
+    assert!(purged >= 4, "purged {purged} changes");
+    assert!(
+        b_polled.elapsed() < PAUSED_POLL - SLACK,
+        "too slow: B may have polled before the purge ({:?})",
+        b_polled.elapsed()
+    );
+    assert!(b.owner().is_connected(revoked.state.node_id));
+
+    // B's next poll finds its cursor purged and reloads every held session.
+    let status = revoked_stream.ended().await?;
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(
+        b_polled.elapsed() <= PAUSED_POLL + SLACK,
+        "ended {:?} after B's first poll",
+        b_polled.elapsed()
+    );
+    let bearer = tenant_bearer(a, "t-a").await?;
+    let preview = Rest::new(b, Some(&bearer)).preview(&has_tag("z")).await?;
+    assert_eq!(
+        resolved(&preview),
+        sorted_ids(&[tagged.state.node_id]),
+        "{}",
+        preview.text
+    );
+    let (_, metrics) = common::http_get(b, "/metrics").await?;
+    assert_eq!(
+        counter_value(&metrics, "aegis_relay_change_feed_resyncs_total"),
+        1.0,
+        "{metrics}"
+    );
+    drop((revoked_stream, tagged_stream));
+    for relay in replicas {
+        common::assert_graceful(relay.shutdown().await);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_paused_past_the_retention_resyncs_the_sessions_it_holds() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    paused_past_the_retention(sqlite_pair(&dir).await?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_paused_past_the_retention_resyncs_on_postgres() -> TestResult {
+    let Some((url, stores)) = postgres_pair("feed_resync", PostgresMode::Standalone).await? else {
+        return Ok(());
+    };
+    paused_past_the_retention(stores).await?;
     common::postgres::drop_database(&url).await
 }
