@@ -20,6 +20,7 @@ use crate::change_feed::{self, FeedParts, Follower};
 use crate::enroll::{EnrollmentService, RpcRateLimits};
 use crate::fleet::FleetRuns;
 use crate::grpc::{self};
+use crate::hop::{IngressId, Owners};
 use crate::http::{self, HttpState};
 use crate::membership::{GossipTask, Membership, MembershipSettings, Phase};
 use crate::net;
@@ -92,6 +93,7 @@ pub struct RunningRelay {
     store: Arc<dyn Store>,
     tokens: Arc<TokenIssuer>,
     owner: Arc<Owner>,
+    api: Api,
     membership: Membership,
     /// Stopped last, after the servers drained.
     gossip: Option<GossipTask>,
@@ -214,11 +216,11 @@ pub async fn start(
             tokens: Arc::clone(&tokens),
             skew: settings.sessions.clock_skew,
         },
-        owner: Arc::clone(&owner),
+        owners: Owners::InProcess(Arc::clone(&owner)),
         clock: Arc::clone(&runtime.clock),
         metrics: metrics.clone(),
         settings: settings.sessions,
-        replica: settings.name.clone(),
+        id: IngressId::new(membership.name(), membership.generation()),
         stop: stop.clone(),
     });
     // Fleet runs get the drain timeout to finish; the kill switch ends them.
@@ -340,6 +342,7 @@ pub async fn start(
         store,
         tokens,
         owner,
+        api,
         membership,
         gossip: Some(gossip),
     })
@@ -409,6 +412,12 @@ impl RunningRelay {
     /// The owner half of edge sessions (registry and dispatch).
     pub fn owner(&self) -> &Arc<Owner> {
         &self.owner
+    }
+
+    /// What this replica's request handlers share (tests serve a second
+    /// ingress half with it).
+    pub fn api(&self) -> &Api {
+        &self.api
     }
 
     /// This replica's membership (its view of the cluster).

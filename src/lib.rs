@@ -16,6 +16,7 @@ pub mod endpoints;
 pub mod enroll;
 pub mod fleet;
 pub mod grpc;
+pub mod hop;
 pub mod housekeeping;
 pub mod http;
 pub mod membership;

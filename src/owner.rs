@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -25,8 +24,8 @@ pub use registry::{Applied, Refusal, Registered, Registry, SessionEntry};
 pub use updates::UpdateBuffer;
 
 use crate::auth::CommandTokens;
+use crate::hop::{CloseReason, Down, DownLink, SessionKey, Up};
 use crate::runtime::Clock;
-use crate::session::{CloseReason, Down, SessionKey, Up};
 use crate::store::{EdgeStatus, Store};
 use crate::telemetry::Metrics;
 
@@ -130,17 +129,17 @@ impl Owner {
                 let now = self.now();
                 self.updates.heartbeat(key.node_id, now);
                 self.updates
-                    .capabilities(key.node_id, opened.capabilities.clone());
+                    .capabilities(key.node_id, (*opened.capabilities).clone());
                 let entry = SessionEntry {
                     key: key.clone(),
                     tenant_id: opened.tenant_id,
-                    capabilities: Arc::new(opened.capabilities),
-                    tags: opened.tags.into(),
+                    capabilities: opened.capabilities,
+                    tags: opened.tags,
                     commands: opened.commands,
                     connected_at: now,
                     hello_ms: opened.hello_ms,
                     seq: opened.seq,
-                    public_key: opened.public_key.into(),
+                    public_key: opened.public_key,
                 };
                 let registered = match self.registry.register(
                     entry,
@@ -195,7 +194,7 @@ impl Owner {
                 if self.registry.is_current(key) {
                     self.updates
                         .capabilities(key.node_id, (*capabilities).clone());
-                    self.registry.set_capabilities(key, *capabilities);
+                    self.registry.set_capabilities(key, capabilities);
                 }
             }
             Up::Reloaded(reloaded) => {
@@ -203,7 +202,7 @@ impl Owner {
                     .reloaded(key, &reloaded.tags, &reloaded.public_key, reloaded.seq);
             }
             Up::Progress(progress) => self.calls.progress(key, *progress).await,
-            Up::Result(outcome) => {
+            Up::Result(outcome) | Up::Answer(outcome) => {
                 self.calls.complete(key, *outcome).await;
             }
             Up::Closed(reason) => {
@@ -334,12 +333,7 @@ impl Owner {
 
 /// Asks a session to end. A session whose queue stays full this long is
 /// stuck behind an edge that reads nothing; its keepalive ends it.
-async fn close(
-    commands: &mpsc::Sender<Down>,
-    reason: CloseReason,
-    code: tonic::Code,
-    message: &str,
-) {
+async fn close(commands: &DownLink, reason: CloseReason, code: tonic::Code, message: &str) {
     let close = Down::Close {
         reason,
         code,

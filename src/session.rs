@@ -2,19 +2,16 @@
 //! ConnectEdge stream terminates. It authenticates the Hello and every
 //! later event, owns the stream in one task, runs the heartbeat timeout,
 //! deduplicates commands by id, and talks to the owner half only through
-//! the messages of [`link`].
+//! the hop ([`crate::hop`]): an `OwnerLink` per session up, `Down`
+//! messages on its queue down.
 
 mod hello;
 mod ingress;
 mod ledger;
-pub mod link;
 mod outbound;
 mod settings;
 
 pub use hello::{accepted_keys, from_wire, HelloChecker, HelloError};
 pub use ingress::{Ingress, IngressParts, SessionSettings};
 pub use ledger::{Admission, Ledger, LedgerLimits};
-pub use link::{
-    failure, CloseReason, CommandOutcome, Down, Opened, Progress, Reloaded, SessionKey, Up,
-};
 pub use outbound::OutboundCommands;

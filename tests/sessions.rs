@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use aegis_relay::edge::EventKind;
 use aegis_relay::edge_client::EdgeOptions;
+use aegis_relay::hop::SessionKey;
 use aegis_relay::proto::cluster::{edge_event, EdgeEvent};
-use aegis_relay::session::SessionKey;
 use aegis_relay::store::{EdgeStatus, TagChange};
 use common::edges::{
     capabilities, enroll_edge, forged_kind, now_ms, open_stream, open_with, run_edge, signer,

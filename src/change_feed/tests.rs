@@ -9,9 +9,9 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::*;
+use crate::hop::{CloseReason, Down, DownLink, IngressId, SessionKey, Tagged};
 use crate::owner::SessionEntry;
 use crate::runtime::SystemClock;
-use crate::session::{CloseReason, Down, SessionKey};
 use crate::store::{
     EdgeKey, Enrollment, EnrollmentOutcome, KeyRotation, MemoryStore, RotationOutcome, TagChange,
 };
@@ -65,20 +65,19 @@ impl Fixture {
     }
 
     /// Registers a session as a Hello reading the store now would.
-    async fn connect(
-        &self,
-        node_id: Uuid,
-    ) -> Result<mpsc::Receiver<Down>, Box<dyn std::error::Error>> {
+    async fn connect(&self, node_id: Uuid) -> Result<Downs, Box<dyn std::error::Error>> {
         let registry = self.parts.owner.registry();
         let epoch = registry.epoch();
         let edge = self.store.get_edge(node_id).await?.ok_or("no edge")?;
         let (commands, rx) = mpsc::channel(8);
+        let commands = DownLink::in_process(commands, 0);
         registry
             .register(
                 SessionEntry {
                     key: SessionKey {
                         node_id,
                         stream_id: Arc::from("s"),
+                        ingress: IngressId::new("r-1", 1),
                         connection: 1,
                     },
                     tenant_id: Arc::from(edge.tenant_id.as_str()),
@@ -90,11 +89,11 @@ impl Fixture {
                     seq: edge.seq,
                     public_key: edge.public_key.as_slice().into(),
                 },
-                epoch,
+                Some(epoch),
                 std::time::Duration::from_secs(60),
             )
             .map_err(|_| "refused")?;
-        Ok(rx)
+        Ok(Downs(rx))
     }
 
     async fn tag(&self, node_id: Uuid, tag: &str) -> Result<(), Box<dyn std::error::Error>> {
@@ -112,6 +111,15 @@ impl Fixture {
     fn tags(&self, node_id: Uuid) -> Option<Vec<String>> {
         let session = self.parts.owner.registry().get(node_id);
         session.map(|session| session.tags.to_vec())
+    }
+}
+
+/// A session's queue, as the messages it holds.
+struct Downs(mpsc::Receiver<Tagged>);
+
+impl Downs {
+    fn try_recv(&mut self) -> Result<Down, mpsc::error::TryRecvError> {
+        self.0.try_recv().map(|tagged| tagged.down)
     }
 }
 

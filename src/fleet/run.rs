@@ -174,7 +174,7 @@ async fn run_node(
                     sink.emit(FleetEvent::node_progress(node_id, command_id, p.sequence, p.stderr, &p.chunk)).await;
                 }
                 Some(CallEvent::Done(outcome)) => break *outcome,
-                None => break crate::session::failure(command_id, "internal", "call ended without an outcome"),
+                None => break crate::hop::failure(command_id, "internal", "call ended without an outcome"),
             },
             () = stop.cancelled() => break handle.cancel("the fleet run was stopped").await,
         }

@@ -18,8 +18,8 @@ use super::error::ApiError;
 use super::hosts::scoped_caller;
 use super::HttpState;
 use crate::fleet::HostInvokeBody;
+use crate::hop::CommandOutcome;
 use crate::owner::{Control, DispatchError, ToolCall};
-use crate::session::CommandOutcome;
 
 /// Header whose UUID value becomes the command id.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::session::{CommandOutcome, Progress, SessionKey};
+use crate::hop::{failure, CommandOutcome, Progress, SessionKey};
 
 /// What a caller receives about its command.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,7 +104,7 @@ impl Calls {
             remove_call(&mut inner, session, command_id)
         };
         if let Some(waiting) = waiting {
-            let failure = crate::session::failure(command_id, kind, message);
+            let failure = failure(command_id, kind, message);
             deliver(waiting.waiters, failure).await;
         }
     }
@@ -165,7 +165,7 @@ impl Calls {
             failed
         };
         for (command_id, waiters) in failed {
-            deliver(waiters, crate::session::failure(command_id, kind, message)).await;
+            deliver(waiters, failure(command_id, kind, message)).await;
         }
     }
 }
@@ -257,7 +257,7 @@ impl CallHandle {
         }
         let event = tokio::select! {
             event = self.events.recv() => event.unwrap_or_else(|| {
-                CallEvent::Done(Box::new(crate::session::failure(
+                CallEvent::Done(Box::new(failure(
                     self.command_id,
                     "edge_disconnected",
                     "the edge's session ended before the command finished",
@@ -265,7 +265,7 @@ impl CallHandle {
             }),
             () = tokio::time::sleep_until(self.deadline) => {
                 self.owner.cancel_command(self.node_id, self.command_id);
-                CallEvent::Done(Box::new(crate::session::failure(
+                CallEvent::Done(Box::new(failure(
                     self.command_id,
                     "timeout",
                     "the edge did not answer within the deadline; a Cancel was sent",
@@ -289,7 +289,7 @@ impl CallHandle {
                 return *outcome;
             }
         }
-        crate::session::failure(self.command_id, "cancelled", reason)
+        failure(self.command_id, "cancelled", reason)
     }
 
     /// Reads to the end, dropping progress; the outcome.
@@ -299,7 +299,7 @@ impl CallHandle {
                 return *outcome;
             }
         }
-        crate::session::failure(self.command_id, "internal", "call ended without an outcome")
+        failure(self.command_id, "internal", "call ended without an outcome")
     }
 }
 
@@ -320,6 +320,7 @@ mod tests {
         SessionKey {
             node_id,
             stream_id: Arc::from(stream),
+            ingress: crate::hop::IngressId::new("r-1", 1),
             connection,
         }
     }
@@ -364,13 +365,13 @@ mod tests {
             "a newer stream's call must stay open"
         );
 
-        let done = crate::session::failure(shared_id, "x", "from b");
+        let done = failure(shared_id, "x", "from b");
         assert!(calls.complete(&b, done).await);
         assert_eq!(
             outcome(on_b.recv().await).map(|o| o.command_id),
             Some(shared_id)
         );
-        let stale = crate::session::failure(other_id, "x", "from the old stream");
+        let stale = failure(other_id, "x", "from the old stream");
         assert!(
             !calls.complete(&a, stale).await,
             "an older stream cannot complete it"
@@ -408,7 +409,7 @@ mod tests {
             first.try_recv().is_err(),
             "the newer stream's caller was failed"
         );
-        let done = crate::session::failure(id, "", "the real result");
+        let done = failure(id, "", "the real result");
         assert!(calls.complete(&newer, done).await);
         assert_eq!(outcome(first.recv().await).map(|o| o.command_id), Some(id));
     }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::registry::Applied;
 use super::{close, Owner, KEY_REPLACED_MESSAGE, REVOKED_MESSAGE, SEND_TIMEOUT};
-use crate::session::{CloseReason, Down, SessionKey};
+use crate::hop::{CloseReason, Down, SessionKey};
 use crate::store::{EdgeChange, EdgeKey, EdgeRecord, Store, StoreResult, TagChange};
 
 impl Owner {

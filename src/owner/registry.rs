@@ -18,11 +18,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::session::{Down, SessionKey};
+use crate::hop::{Down, DownLink, SessionKey};
 use crate::store::{ChangeKind, EdgeCapabilities, EdgeChange, EdgeKey, EdgeRecord};
 
 /// One connected edge as the owner sees it.
@@ -37,7 +36,7 @@ pub struct SessionEntry {
     /// Server-side tags.
     pub tags: Arc<[String]>,
     /// Where its commands go.
-    pub commands: mpsc::Sender<Down>,
+    pub commands: DownLink,
     /// When the stream was opened.
     pub connected_at: DateTime<Utc>,
     /// The Hello's signed timestamp (Unix ms).
@@ -176,9 +175,9 @@ impl Registry {
     pub fn register(
         &self,
         entry: SessionEntry,
-        epoch: u64,
+        epoch: Option<u64>,
         replay_window: Duration,
-    ) -> Result<Registered, (Refusal, mpsc::Sender<Down>)> {
+    ) -> Result<Registered, (Refusal, DownLink)> {
         let node_id = entry.key.node_id;
         let now = Instant::now();
         let mut inner = self.lock();
@@ -200,7 +199,7 @@ impl Registry {
             .insert(node_id, Arc::clone(&entry.key.stream_id), until);
         // The queue is new, so there is room; a full one would mean a closed
         // session, which never runs a command.
-        let reload = inner.epoch != epoch && entry.commands.try_send(Down::Reload).is_ok();
+        let reload = epoch != Some(inner.epoch) && entry.commands.try_send(Down::Reload).is_ok();
         let tenant = Arc::clone(&entry.tenant_id);
         let previous = inner.sessions.insert(node_id, entry);
         if let Some(previous) = &previous {
@@ -363,11 +362,11 @@ impl Registry {
     }
 
     /// Replaces the capabilities of `key`'s session.
-    pub fn set_capabilities(&self, key: &SessionKey, capabilities: EdgeCapabilities) {
+    pub fn set_capabilities(&self, key: &SessionKey, capabilities: Arc<EdgeCapabilities>) {
         let mut inner = self.lock();
         if let Some(entry) = inner.sessions.get_mut(&key.node_id) {
             if entry.key == *key {
-                entry.capabilities = Arc::new(capabilities);
+                entry.capabilities = capabilities;
             }
         }
     }

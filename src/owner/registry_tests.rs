@@ -1,18 +1,23 @@
 //! Tests of the registry: one stream per node, replays refused, and changes
 //! applied by `seq`, including those that land while a Hello is checked.
 
+use tokio::sync::mpsc;
+
 use super::*;
+use crate::hop::{IngressId, Tagged};
 
 fn key(node_id: Uuid, stream: &str, connection: u64) -> SessionKey {
     SessionKey {
         node_id,
         stream_id: stream.into(),
+        ingress: IngressId::new("r-1", 1),
         connection,
     }
 }
 
-fn entry(key: SessionKey) -> (SessionEntry, mpsc::Receiver<Down>) {
+fn entry(key: SessionKey) -> (SessionEntry, mpsc::Receiver<Tagged>) {
     let (commands, rx) = mpsc::channel(1);
+    let commands = DownLink::in_process(commands, 0);
     let entry = SessionEntry {
         key,
         tenant_id: "t-a".into(),
@@ -32,9 +37,9 @@ const WINDOW: Duration = Duration::from_secs(600);
 fn register(
     registry: &Registry,
     key: SessionKey,
-) -> (Result<Registered, Refusal>, mpsc::Receiver<Down>) {
+) -> (Result<Registered, Refusal>, mpsc::Receiver<Tagged>) {
     let (entry, rx) = entry(key);
-    let result = registry.register(entry, registry.epoch(), WINDOW);
+    let result = registry.register(entry, Some(registry.epoch()), WINDOW);
     (result.map_err(|(refusal, _)| refusal), rx)
 }
 
@@ -81,9 +86,15 @@ async fn a_replaced_key_removes_the_session_and_makes_late_hellos_reload() {
     // A Hello that read the old key before the replacement registers, but
     // its first command is to reload.
     let (late, mut rx) = entry(key(node, "s2", 2));
-    let late = registry.register(late, before, WINDOW);
+    let late = registry.register(late, Some(before), WINDOW);
     assert!(matches!(&late, Ok(r) if r.reload && r.replaced.is_none()));
-    assert!(matches!(rx.try_recv(), Ok(Down::Reload)));
+    assert!(matches!(
+        rx.try_recv(),
+        Ok(Tagged {
+            down: Down::Reload,
+            ..
+        })
+    ));
     assert!(registry.key_replaced(crate::runtime::test_id()).is_none());
 }
 
@@ -108,14 +119,20 @@ async fn a_hello_that_read_before_a_revocation_reloads_and_one_after_does_not() 
     // finds no row) before any command can reach it.
     let (late, mut rx) = entry(key(node, "s-2", 2));
     assert!(matches!(
-        registry.register(late, before, WINDOW),
+        registry.register(late, Some(before), WINDOW),
         Ok(Registered { reload: true, .. })
     ));
-    assert!(matches!(rx.try_recv(), Ok(Down::Reload)));
+    assert!(matches!(
+        rx.try_recv(),
+        Ok(Tagged {
+            down: Down::Reload,
+            ..
+        })
+    ));
     // One that read after it has nothing to reload.
     let (fresh, mut rx) = entry(key(node, "s-3", 3));
     assert!(matches!(
-        registry.register(fresh, registry.epoch(), WINDOW),
+        registry.register(fresh, Some(registry.epoch()), WINDOW),
         Ok(Registered { reload: false, .. })
     ));
     assert!(rx.try_recv().is_err());
@@ -151,24 +168,24 @@ async fn an_older_or_replayed_hello_never_takes_over() {
         (entry, rx)
     };
     let (a, _rx_a) = with_ts("a", 1, 1_000);
-    assert!(registry.register(a, 0, WINDOW).is_ok());
+    assert!(registry.register(a, Some(0), WINDOW).is_ok());
     let (b, _rx_b) = with_ts("b", 2, 2_000);
-    assert!(registry.register(b, 0, WINDOW).is_ok());
+    assert!(registry.register(b, Some(0), WINDOW).is_ok());
     // A's Hello again: its stream id was seen, and it is older than B's.
     let (replay, _rx) = with_ts("a", 3, 1_000);
-    let refused = registry.register(replay, 0, WINDOW);
+    let refused = registry.register(replay, Some(0), WINDOW);
     assert!(matches!(refused, Err((Refusal::Replayed, _))));
     // A new stream id with an older signed timestamp.
     let (older, _rx) = with_ts("c", 4, 1_500);
-    let refused = registry.register(older, 0, WINDOW);
+    let refused = registry.register(older, Some(0), WINDOW);
     assert!(matches!(refused, Err((Refusal::Older, _))));
     assert!(registry.is_current(&key(node, "b", 2)));
     // Once the window is over, an old stream id is forgotten (a Hello
     // that old fails the clock-skew check anyway).
     let (short, _rx) = with_ts("d", 5, 3_000);
-    assert!(registry.register(short, 0, Duration::ZERO).is_ok());
+    assert!(registry.register(short, Some(0), Duration::ZERO).is_ok());
     let (again, _rx) = with_ts("d", 6, 3_000);
-    let refused = registry.register(again, 0, WINDOW);
+    let refused = registry.register(again, Some(0), WINDOW);
     assert!(
         matches!(refused, Err((Refusal::Replayed, _))),
         "the live stream's own id stays refused"
@@ -181,7 +198,9 @@ async fn changes_apply_in_seq_order_and_once() {
     let node = crate::runtime::test_id();
     let (hello, _rx) = entry(key(node, "s-1", 1));
     let hello = SessionEntry { seq: 5, ..hello };
-    assert!(registry.register(hello, registry.epoch(), WINDOW).is_ok());
+    assert!(registry
+        .register(hello, Some(registry.epoch()), WINDOW)
+        .is_ok());
     // The Hello read seq 5: older changes are already in what it read.
     assert!(registry.apply(&change(node, 4, ChangeKind::Tags)).is_none());
     assert!(matches!(
@@ -299,11 +318,17 @@ async fn a_hello_that_read_before_a_tag_write_or_rotation_ends_with_the_newer_st
         .is_none());
     let (hello, mut rx) = entry(key(node, "s-1", 1));
     let hello = SessionEntry { seq: 3, ..hello };
-    let registered = registry.register(hello, before, WINDOW);
+    let registered = registry.register(hello, Some(before), WINDOW);
     assert!(matches!(registered, Ok(Registered { reload: true, .. })));
     // Its first command is to reload; the reload reads seq 5 and the new
     // tags and key, which the registry takes.
-    assert!(matches!(rx.try_recv(), Ok(Down::Reload)));
+    assert!(matches!(
+        rx.try_recv(),
+        Ok(Tagged {
+            down: Down::Reload,
+            ..
+        })
+    ));
     assert_eq!(tags_of(&registry, node), Some(Vec::new()));
     registry.reloaded(&key(node, "s-1", 1), &["new".to_owned()], &[2; 32], 5);
     assert_eq!(tags_of(&registry, node), Some(vec!["new".to_owned()]));

@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::fleet::TagMatch;
+use crate::hop::SessionKey;
 use crate::runtime::SystemClock;
-use crate::session::SessionKey;
 use crate::store::{
     EdgeCapabilities, EdgeGroup, Enrollment, EnrollmentOutcome, SqliteStore, TagChange,
 };
@@ -78,6 +78,7 @@ impl Fixture {
     ) -> Result<Uuid, Box<dyn std::error::Error>> {
         let node_id = self.enroll(tenant).await?;
         let (commands, _) = mpsc::channel(1);
+        let commands = crate::hop::DownLink::in_process(commands, 0);
         let capabilities = EdgeCapabilities {
             os: "linux".to_owned(),
             arch: "x86_64".to_owned(),
@@ -93,6 +94,7 @@ impl Fixture {
                     key: SessionKey {
                         node_id,
                         stream_id: Arc::from(node_id.to_string()),
+                        ingress: crate::hop::IngressId::new("r-1", 1),
                         connection: 1,
                     },
                     tenant_id: Arc::from(tenant),
@@ -104,7 +106,7 @@ impl Fixture {
                     seq: 0,
                     public_key: Arc::from(vec![7u8; 32]),
                 },
-                self.owner.registry().epoch(),
+                Some(self.owner.registry().epoch()),
                 std::time::Duration::from_secs(600),
             )
             .map_err(|_| "node refused as revoked")?;

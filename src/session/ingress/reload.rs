@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use super::{End, Session};
 use crate::edge::AcceptedKey;
+use crate::hop::{CloseReason, Reloaded, Up};
 use crate::session::hello::accepted_keys;
-use crate::session::link::{CloseReason, Reloaded, Up};
 use crate::store::{Store, StoreError};
 
 /// What the store holds for a session's node now.
@@ -36,16 +36,17 @@ async fn reload(
     Ok(Reload::Loaded(
         keys,
         Reloaded {
-            tags: edge.tags,
-            public_key: edge.public_key,
+            tags: edge.tags.into(),
+            public_key: edge.public_key.into(),
             seq: edge.seq,
         },
     ))
 }
 
 impl Session {
-    /// Reloads the node's keys and tags from the store (and tells the owner
-    /// the tags); a node whose row is gone ends the stream as revoked. A
+    /// Reloads the node's keys and tags from the store (and tells every
+    /// owner holding the session); a node whose row is gone ends the stream
+    /// as revoked. A
     /// store failure keeps what the session holds (the next change, resync
     /// or shared-mode check tries again).
     pub(super) async fn reload(&mut self) -> Result<(), End> {
@@ -54,8 +55,11 @@ impl Session {
         match reload(store, self.key.node_id, ingress.now()).await {
             Ok(Reload::Loaded(keys, reloaded)) => {
                 self.auth.set_keys(keys);
-                let up = Up::Reloaded(Box::new(reloaded));
-                ingress.owner.deliver(&self.key, up).await;
+                self.known.tags = Arc::clone(&reloaded.tags);
+                self.known.public_key = Arc::clone(&reloaded.public_key);
+                self.known.seq = reloaded.seq;
+                self.to_all(|| Up::Reloaded(Box::new(reloaded.clone())))
+                    .await;
                 Ok(())
             }
             Ok(Reload::Gone) => Err(End {

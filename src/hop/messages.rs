@@ -1,21 +1,48 @@
-//! The messages between the two halves of an edge session (ARCHITECTURE.md
-//! "ingress and owner"): `Up` from the ingress (which holds the edge's
-//! stream) to the owner (which holds the tenant's registry and dispatch),
-//! `Down` the other way. Today both halves live in one process and the
-//! messages are passed in memory; a replica-to-replica hop will carry the
-//! same messages, so nothing here holds a reference into either side
-//! except the ingress's command queue in [`Opened`].
+//! The vocabulary of the hop between the two halves of an edge session
+//! (ARCHITECTURE.md "The hop"): `Up` from the ingress (which holds the
+//! edge's stream) to the owner (which holds the tenant's registry and
+//! dispatch), `Down` the other way, and the `SessionKey` both use. Today
+//! both halves live in one process and the messages are passed in memory;
+//! a replica-to-replica hop will carry the same messages, so nothing here
+//! holds a reference into either side except the [`DownLink`] in [`Opened`].
 //!
 //! Large payloads are boxed: a bounded tokio channel allocates its slots
 //! 32 at a time, and sessions are many.
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::DownLink;
 use crate::proto::cluster::{EdgeCommand, EdgeResult};
 use crate::store::EdgeCapabilities;
+
+/// One start of the replica an edge's stream landed on (its ingress): its
+/// stable name and the generation of this start (membership's identity),
+/// so an owner can end every session of an ingress that is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IngressId {
+    /// Replica name (`relay.name`).
+    pub name: Arc<str>,
+    /// Start time in ms; grows on every start.
+    pub generation: u64,
+}
+
+impl IngressId {
+    /// The ingress `name` of `generation`.
+    pub fn new(name: &str, generation: u64) -> Self {
+        Self {
+            name: name.into(),
+            generation,
+        }
+    }
+}
+
+impl std::fmt::Display for IngressId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.name, self.generation)
+    }
+}
 
 /// Identifies one stream of one node: a newer stream of the same node is a
 /// different session.
@@ -25,6 +52,8 @@ pub struct SessionKey {
     pub node_id: Uuid,
     /// The Hello's stream id.
     pub stream_id: Arc<str>,
+    /// The ingress holding the stream.
+    pub ingress: IngressId,
     /// A random number the ingress gives each accepted stream, so that a
     /// Hello replaying a live stream's id still opens a session of its own
     /// (and cannot unregister or fail the live one's calls).
@@ -39,14 +68,19 @@ pub enum Up {
     /// A verified heartbeat.
     Heartbeat,
     /// Capabilities reported mid-stream.
-    Capabilities(Box<EdgeCapabilities>),
+    Capabilities(Arc<EdgeCapabilities>),
     /// The session reloaded the node's keys and tags from the store.
     Reloaded(Box<Reloaded>),
     /// One chunk of a command's output.
     Progress(Box<Progress>),
-    /// A command's final outcome (from the edge, or made by the ingress when
-    /// the stream ended with the command in flight).
+    /// A command's final outcome (from the edge, made by the ingress when
+    /// the stream ended with the command in flight, or kept by its ledger):
+    /// the owner keeps it for retries.
     Result(Box<CommandOutcome>),
+    /// An answer to a command the ingress did not send because its ledger
+    /// knows it (in flight on an older stream, or its outcome expired): the
+    /// owner hands it to the waiters but does not keep it.
+    Answer(Box<CommandOutcome>),
     /// The stream ended.
     Closed(CloseReason),
 }
@@ -56,19 +90,20 @@ pub enum Up {
 pub struct Opened {
     /// The edge's tenant (from the store, checked against its token).
     pub tenant_id: Arc<str>,
-    /// What the edge reported in its Hello.
-    pub capabilities: EdgeCapabilities,
-    /// Server-side tags at connect time.
-    pub tags: Vec<String>,
+    /// What the edge reported (in its Hello, or since).
+    pub capabilities: Arc<EdgeCapabilities>,
+    /// Server-side tags as the session read them.
+    pub tags: Arc<[String]>,
     /// Where the owner sends this session's commands.
-    pub commands: mpsc::Sender<Down>,
+    pub commands: DownLink,
     /// `seq` of the node's latest change in what the Hello read.
     pub seq: i64,
-    /// The node's key the Hello was checked with.
-    pub public_key: Vec<u8>,
+    /// The node's key the session holds.
+    pub public_key: Arc<[u8]>,
     /// The owner's count of applied changes taken before the Hello read the
-    /// store: if it moved by registration, the session reloads first.
-    pub epoch: u64,
+    /// store: if it moved by registration, the session reloads first;
+    /// `None` (a session moving to this owner) always reloads.
+    pub epoch: Option<u64>,
     /// The Hello's signed timestamp (Unix ms): an older Hello never takes
     /// over from a newer one.
     pub hello_ms: i64,
@@ -81,9 +116,9 @@ pub struct Opened {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reloaded {
     /// The node's server-side tags.
-    pub tags: Vec<String>,
+    pub tags: Arc<[String]>,
     /// Its current key.
-    pub public_key: Vec<u8>,
+    pub public_key: Arc<[u8]>,
     /// `seq` of its latest change at that read.
     pub seq: i64,
 }
@@ -125,6 +160,11 @@ pub enum CloseReason {
     Revoked,
     /// The relay is shutting down.
     ShuttingDown,
+    /// The session moved to another owner and this owner's commands are
+    /// all answered: the stream lives on, this owner no longer holds it.
+    Moved,
+    /// The owner ended every session of the session's ingress (it is gone).
+    IngressGone,
 }
 
 /// Owner to ingress.
