@@ -209,6 +209,7 @@ pub async fn start(
         Arc::clone(&runtime.clock),
         metrics.clone(),
         CommandTokens::from_entropy(runtime.entropy.as_ref(), settings.issuer.clone()),
+        settings.sessions.outcome_limits(),
     );
     let ingress = Ingress::new(IngressParts {
         hello: HelloChecker {

@@ -21,6 +21,7 @@ pub mod housekeeping;
 pub mod http;
 pub mod membership;
 pub mod net;
+pub mod outcomes;
 pub mod owner;
 pub mod proto;
 pub mod readiness;

@@ -7,6 +7,7 @@
 mod calls;
 mod command;
 mod feed;
+mod recent;
 mod registry;
 mod updates;
 
@@ -20,11 +21,13 @@ use uuid::Uuid;
 
 pub use calls::{CallEvent, CallHandle, Joined};
 pub use command::{cancel_command, invoke_command, json_object, Addressed, Control, ToolCall};
+pub use recent::RecentOutcomes;
 pub use registry::{Applied, Refusal, Registered, Registry, SessionEntry};
 pub use updates::UpdateBuffer;
 
 use crate::auth::CommandTokens;
 use crate::hop::{CloseReason, Down, DownLink, SessionKey, Up};
+use crate::outcomes::OutcomeLimits;
 use crate::runtime::Clock;
 use crate::store::{EdgeStatus, Store};
 use crate::telemetry::Metrics;
@@ -64,6 +67,8 @@ pub enum DispatchError {
 pub struct Owner {
     registry: Registry,
     calls: calls::Calls,
+    /// Outcomes of recent commands, whichever ingress they came through.
+    recent: RecentOutcomes,
     updates: Arc<UpdateBuffer>,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
@@ -81,15 +86,17 @@ impl std::fmt::Debug for Owner {
 }
 
 impl Owner {
-    /// An owner with no sessions.
+    /// An owner with no sessions, keeping outcomes within `outcomes`.
     pub fn new(
         clock: Arc<dyn Clock>,
         metrics: Metrics,
         command_tokens: CommandTokens,
+        outcomes: OutcomeLimits,
     ) -> Arc<Self> {
         Arc::new(Self {
             registry: Registry::default(),
             calls: calls::Calls::default(),
+            recent: RecentOutcomes::new(outcomes),
             updates: Arc::new(UpdateBuffer::default()),
             clock,
             metrics,
@@ -202,7 +209,16 @@ impl Owner {
                     .reloaded(key, &reloaded.tags, &reloaded.public_key, reloaded.seq);
             }
             Up::Progress(progress) => self.calls.progress(key, *progress).await,
-            Up::Result(outcome) | Up::Answer(outcome) => {
+            Up::Result(outcome) => {
+                // Kept before the waiters hear of it: a retry from then on
+                // is answered here. A node no session holds any more
+                // (revoked, or its ingress gone) has nobody to retry.
+                if let Some(tenant) = self.registry.tenant_of(key.node_id) {
+                    self.recent.record(key.node_id, &tenant, &outcome);
+                }
+                self.calls.complete(key, *outcome).await;
+            }
+            Up::Answer(outcome) => {
                 self.calls.complete(key, *outcome).await;
             }
             Up::Closed(reason) => {
@@ -231,8 +247,17 @@ impl Owner {
             return Err(DispatchError::Draining);
         }
         let session = self.session(tenant, node_id)?;
-        let key = session.key.clone();
         let deadline = tokio::time::Instant::now() + call.deadline;
+        // Finished already (perhaps through another ingress): never again.
+        if let Some(outcome) = self.recent.answer(node_id, command_id) {
+            return Ok(CallHandle::answered(
+                outcome,
+                node_id,
+                deadline,
+                Arc::clone(self),
+            ));
+        }
+        let key = session.key.clone();
         let (joined, events) = self.calls.wait_for(command_id, &key);
         if joined == Joined::First {
             let to = Addressed {

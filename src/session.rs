@@ -13,5 +13,5 @@ mod settings;
 
 pub use hello::{accepted_keys, from_wire, HelloChecker, HelloError};
 pub use ingress::{Ingress, IngressParts, SessionSettings};
-pub use ledger::{Admission, Ledger, LedgerLimits};
+pub use ledger::{Admission, Ledger};
 pub use outbound::OutboundCommands;

@@ -16,12 +16,12 @@ use aegis_relay::app::RunningRelay;
 use aegis_relay::edge_client::{self, EdgeOptions, EdgeState};
 use aegis_relay::grpc::{self, GrpcServerSettings};
 use aegis_relay::hop::{IngressId, Owners};
-use aegis_relay::owner::{Owner, ToolCall};
+use aegis_relay::owner::{Control, Owner, ToolCall};
 use aegis_relay::proto::cluster::{edge_command, EdgeCommand};
 use aegis_relay::readiness::Readiness;
 use aegis_relay::runtime::{OsEntropy, Runtime, SystemClock};
 use aegis_relay::session::{HelloChecker, Ingress, IngressParts, SessionSettings};
-use common::edges::enroll_edge;
+use common::edges::{commands_before_marker, edge_channel, enroll_edge, tenant_bearer};
 use common::{eventually, start_relay, TestResult};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -93,6 +93,22 @@ impl ExtraIngress {
     }
 }
 
+/// The ingress id of `relay`'s own ingress half.
+fn own_ingress(relay: &RunningRelay) -> IngressId {
+    IngressId::new(relay.membership().name(), relay.membership().generation())
+}
+
+/// The InvokeTool commands among `commands` with id `command_id`.
+fn runs_of(commands: &[edge_command::Command], command_id: Uuid) -> usize {
+    commands
+        .iter()
+        .filter(|command| {
+            matches!(command, edge_command::Command::InvokeTool(invoke)
+                if invoke.command_id == command_id.to_string())
+        })
+        .count()
+}
+
 fn call(command: &str, args: &[&str]) -> ToolCall {
     let mut object = serde_json::Map::new();
     object.insert("command".into(), command.into());
@@ -158,6 +174,46 @@ async fn held_through(owner: &Arc<Owner>, node: Uuid, id: &IngressId) -> TestRes
 }
 
 #[tokio::test]
+async fn a_retry_after_the_edge_moved_to_another_ingress_gets_the_first_outcome() -> TestResult {
+    let relay = start_relay(Duration::from_secs(5)).await?;
+    let owner = Arc::clone(relay.owner());
+    let other = ExtraIngress::start(
+        &relay,
+        Owners::InProcess(Arc::clone(&owner)),
+        IngressId::new("ingress-b", 2),
+    )
+    .await?;
+    let edge = enroll_edge(&relay, "t-a").await?;
+    let node = edge.state.node_id;
+    let channels = vec![edge_channel(&relay).await?, other.channel().await?];
+    let (mut commands, _edge) = run_edge_over(channels, &edge.state);
+    held_through(&owner, node, &own_ingress(&relay)).await?;
+
+    let command_id = OsEntropy.uuid();
+    let first = owner
+        .invoke(Some("t-a"), node, command_id, &call("echo", &["once"]))
+        .await?
+        .outcome()
+        .await;
+    assert!(first.result.ok, "{first:?}");
+    // Shutdown ends the stream; the edge reconnects, to the other ingress,
+    // whose ledger never saw the command.
+    owner.control(None, node, &Control::Shutdown).await?;
+    held_through(&owner, node, other.ingress.id()).await?;
+
+    let retried = owner
+        .invoke(Some("t-a"), node, command_id, &call("echo", &["once"]))
+        .await?
+        .outcome()
+        .await;
+    assert_eq!(retried, first, "the retry gets the first outcome");
+    let bearer = tenant_bearer(&relay, "t-a").await?;
+    let received = commands_before_marker(&relay, node, &bearer, &mut commands).await?;
+    assert_eq!(runs_of(&received, command_id), 1, "{received:?}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_result_of_a_command_in_flight_when_its_session_moved_reaches_the_owner_that_sent_it(
 ) -> TestResult {
     let relay = start_relay(Duration::from_secs(5)).await?;
@@ -166,6 +222,7 @@ async fn a_result_of_a_command_in_flight_when_its_session_moved_reaches_the_owne
         Arc::new(SystemClock),
         relay.metrics().clone(),
         aegis_relay::auth::CommandTokens::from_entropy(&OsEntropy, "test"),
+        SessionSettings::default().outcome_limits(),
     );
     let ingress = ExtraIngress::start(
         &relay,

@@ -34,6 +34,7 @@ impl Fixture {
             Arc::new(SystemClock),
             Metrics::new("feed-test"),
             crate::auth::CommandTokens::with_secret(b"feed-test", "relay"),
+            crate::session::SessionSettings::default().outcome_limits(),
         );
         let parts = FeedParts {
             store: Arc::clone(&store) as Arc<dyn Store>,

@@ -240,6 +240,21 @@ impl CallHandle {
         }
     }
 
+    /// A handle whose outcome is known already (a retry of a finished
+    /// command).
+    pub(super) fn answered(
+        outcome: CommandOutcome,
+        node_id: Uuid,
+        deadline: Instant,
+        owner: Arc<super::Owner>,
+    ) -> Self {
+        let (tx, events) = mpsc::channel(1);
+        let command_id = outcome.command_id;
+        // A new channel has room for its one event.
+        let _ = tx.try_send(CallEvent::Done(Box::new(outcome)));
+        Self::new(command_id, node_id, events, deadline, owner)
+    }
+
     /// The command id the edge sees.
     pub fn command_id(&self) -> Uuid {
         self.command_id

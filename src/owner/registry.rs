@@ -327,6 +327,14 @@ impl Registry {
         self.lock().sessions.get(&node_id).cloned()
     }
 
+    /// The tenant of `node_id`, while a session holds it.
+    pub fn tenant_of(&self, node_id: Uuid) -> Option<Arc<str>> {
+        self.lock()
+            .sessions
+            .get(&node_id)
+            .map(|entry| Arc::clone(&entry.tenant_id))
+    }
+
     /// Whether `key`'s stream is the registered one.
     pub fn is_current(&self, key: &SessionKey) -> bool {
         self.lock()

@@ -27,7 +27,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::hello::{HelloChecker, HelloError};
-use super::ledger::{Ledger, LedgerLimits};
+use super::ledger::Ledger;
 use super::outbound::{Outbound, OutboundCommands};
 pub use super::settings::SessionSettings;
 use crate::edge::{EventKind, StreamAuth};
@@ -88,12 +88,7 @@ impl Ingress {
     /// An ingress with no sessions.
     pub fn new(parts: IngressParts) -> Arc<Self> {
         Arc::new(Self {
-            ledger: Ledger::new(LedgerLimits {
-                retention: parts.settings.idempotency_retention,
-                max_entries: parts.settings.idempotency_capacity,
-                bytes_per_tenant: parts.settings.idempotency_bytes_per_tenant,
-                max_bytes: super::ledger::MAX_BYTES,
-            }),
+            ledger: Ledger::new(parts.settings.outcome_limits()),
             hello: parts.hello,
             owners: watch::Sender::new(parts.owners),
             clock: parts.clock,

@@ -2,21 +2,16 @@
 //! an edge, or completed recently, is never sent to the edge again. A retry
 //! of a completed command gets the first outcome back; a retry of one that
 //! was in flight when its stream broke gets `edge_disconnected` again (the
-//! tool may have run: it is never re-run silently).
-//!
-//! Kept outcomes are bounded per tenant (so one tenant's outputs cannot
-//! evict another's) and replica-wide. An outcome evicted before its
-//! retention ends leaves its key behind until then (about 16 bytes of id
-//! and the map's overhead): a retry gets `outcome_expired`, never a second
-//! run.
+//! tool may have run: it is never re-run silently). Completed outcomes are
+//! kept within [`OutcomeLimits`] (`crate::outcomes`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::outcomes::{Kept, KeptOutcomes, OutcomeKey, OutcomeLimits};
 use crate::proto::cluster::EdgeResult;
 
 /// What to do with a command about to be sent.
@@ -36,87 +31,31 @@ pub enum Admission {
     Expired,
 }
 
-type Key = (Uuid, Uuid);
-
-enum Entry {
-    /// On the stream with this `SessionKey::connection`.
-    InFlight(u64),
-    Done {
-        result: Arc<EdgeResult>,
-        bytes: usize,
-        tenant: Arc<str>,
-    },
-    /// Evicted before its retention ended.
-    Evicted,
-}
-
-#[derive(Default)]
-struct TenantOutcomes {
-    bytes: usize,
-    /// Its kept outcomes in completion order.
-    order: VecDeque<Key>,
-}
-
 struct Inner {
-    entries: HashMap<Key, Entry>,
-    /// Retention deadlines in completion order.
-    expiry: VecDeque<(Instant, Key)>,
-    /// Retention deadlines of evicted keys.
-    evicted: VecDeque<(Instant, Key)>,
-    bytes: usize,
-    kept: usize,
-    tenants: HashMap<Arc<str>, TenantOutcomes>,
-    /// Retention deadline of each kept outcome.
-    deadlines: HashMap<Key, Instant>,
-}
-
-/// Most output bytes kept in outcomes replica-wide; the oldest go first.
-pub const MAX_BYTES: usize = 64 * 1024 * 1024;
-
-/// The bounds of a [`Ledger`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LedgerLimits {
-    /// How long outcomes (or the keys of evicted ones) are kept.
-    pub retention: Duration,
-    /// Most outcomes kept replica-wide.
-    pub max_entries: usize,
-    /// Most output bytes kept per tenant.
-    pub bytes_per_tenant: usize,
-    /// Most output bytes kept replica-wide ([`MAX_BYTES`]).
-    pub max_bytes: usize,
+    /// Commands in flight, with the `SessionKey::connection` of their stream.
+    in_flight: HashMap<OutcomeKey, u64>,
+    outcomes: KeptOutcomes,
 }
 
 /// Commands per (node, command id), outcomes kept for a retention period.
 pub struct Ledger {
     inner: Mutex<Inner>,
-    limits: LedgerLimits,
 }
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ledger")
-            .field("limits", &self.limits)
-            .finish_non_exhaustive()
+        f.debug_struct("Ledger").finish_non_exhaustive()
     }
 }
 
 impl Ledger {
     /// A ledger within `limits`.
-    pub fn new(limits: LedgerLimits) -> Self {
+    pub fn new(limits: OutcomeLimits) -> Self {
         Self {
             inner: Mutex::new(Inner {
-                entries: HashMap::new(),
-                expiry: VecDeque::new(),
-                evicted: VecDeque::new(),
-                bytes: 0,
-                kept: 0,
-                tenants: HashMap::new(),
-                deadlines: HashMap::new(),
+                in_flight: HashMap::new(),
+                outcomes: KeptOutcomes::new(limits),
             }),
-            limits: LedgerLimits {
-                max_entries: limits.max_entries.max(1),
-                ..limits
-            },
         }
     }
 
@@ -131,17 +70,18 @@ impl Ledger {
     /// in flight there.
     pub fn admit(&self, node_id: Uuid, command_id: Uuid, connection: u64) -> Admission {
         let now = Instant::now();
+        let key = (node_id, command_id);
         let mut inner = self.lock();
-        self.expire(&mut inner, now);
-        match inner.entries.get(&(node_id, command_id)) {
-            Some(Entry::InFlight(on)) if *on == connection => Admission::InFlight,
-            Some(Entry::InFlight(_)) => Admission::Lost,
-            Some(Entry::Done { result, .. }) => Admission::Completed(Arc::clone(result)),
-            Some(Entry::Evicted) => Admission::Expired,
+        match inner.in_flight.get(&key) {
+            Some(on) if *on == connection => return Admission::InFlight,
+            Some(_) => return Admission::Lost,
+            None => {}
+        }
+        match inner.outcomes.get(key, now) {
+            Some(Kept::Completed(result)) => Admission::Completed(result),
+            Some(Kept::Expired) => Admission::Expired,
             None => {
-                inner
-                    .entries
-                    .insert((node_id, command_id), Entry::InFlight(connection));
+                inner.in_flight.insert(key, connection);
                 Admission::Send
             }
         }
@@ -158,124 +98,37 @@ impl Ledger {
         result: &EdgeResult,
     ) -> bool {
         let now = Instant::now();
-        let mut inner = self.lock();
         let key = (node_id, command_id);
-        let Some(entry @ Entry::InFlight(_)) = inner.entries.get_mut(&key) else {
+        let mut inner = self.lock();
+        if inner.in_flight.remove(&key).is_none() {
             return false;
-        };
-        let bytes = result.stdout.len() + result.stderr.len() + result.error_message.len();
-        *entry = Entry::Done {
-            result: Arc::new(result.clone()),
-            bytes,
-            tenant: Arc::clone(tenant),
-        };
-        let until = now + self.limits.retention;
-        inner.bytes += bytes;
-        inner.kept += 1;
-        inner.expiry.push_back((until, key));
-        inner.deadlines.insert(key, until);
-        let outcomes = inner.tenants.entry(Arc::clone(tenant)).or_default();
-        outcomes.bytes += bytes;
-        outcomes.order.push_back(key);
-        // The tenant's own oldest outcomes make room, never another's.
-        while inner
-            .tenants
-            .get(tenant)
-            .is_some_and(|t| t.bytes > self.limits.bytes_per_tenant && t.order.len() > 1)
-        {
-            let oldest = inner
-                .tenants
-                .get_mut(tenant)
-                .and_then(|t| t.order.pop_front());
-            match oldest {
-                Some(oldest) => evict(&mut inner, oldest, false),
-                None => break,
-            }
         }
-        self.expire(&mut inner, now);
+        inner.outcomes.insert(key, tenant, result, now);
         true
-    }
-
-    fn expire(&self, inner: &mut Inner, now: Instant) {
-        while let Some(&(at, key)) = inner.evicted.front() {
-            if at > now {
-                break;
-            }
-            inner.evicted.pop_front();
-            if matches!(inner.entries.get(&key), Some(Entry::Evicted)) {
-                inner.entries.remove(&key);
-            }
-        }
-        while let Some(&(at, key)) = inner.expiry.front() {
-            let over = inner.kept > self.limits.max_entries || inner.bytes > self.limits.max_bytes;
-            if at > now && !over {
-                break;
-            }
-            inner.expiry.pop_front();
-            if !matches!(inner.entries.get(&key), Some(Entry::Done { .. })) {
-                continue;
-            }
-            // Completion order is the same per tenant: `key` is its tenant's oldest.
-            if let Some(Entry::Done { tenant, .. }) = inner.entries.get(&key) {
-                let tenant = Arc::clone(tenant);
-                if let Some(outcomes) = inner.tenants.get_mut(&tenant) {
-                    if outcomes.order.front() == Some(&key) {
-                        outcomes.order.pop_front();
-                    }
-                }
-            }
-            evict(inner, key, at <= now);
-        }
     }
 
     /// Output bytes kept replica-wide (tests).
     #[cfg(test)]
     fn bytes(&self) -> usize {
-        self.lock().bytes
+        self.lock().outcomes.bytes()
     }
 
     /// Outcomes and evicted keys held (tests).
     #[cfg(test)]
     fn held(&self) -> (usize, usize) {
-        let inner = self.lock();
-        let evicted = inner
-            .entries
-            .values()
-            .filter(|entry| matches!(entry, Entry::Evicted))
-            .count();
-        (inner.kept, evicted)
-    }
-}
-
-/// Drops the outcome of `key`: entirely once its retention is `over`, else
-/// keeping its key until then.
-fn evict(inner: &mut Inner, key: Key, over: bool) {
-    let Some(Entry::Done { bytes, tenant, .. }) = inner.entries.remove(&key) else {
-        return;
-    };
-    inner.bytes -= bytes;
-    inner.kept -= 1;
-    let until = inner.deadlines.remove(&key);
-    if let Some(outcomes) = inner.tenants.get_mut(&tenant) {
-        outcomes.bytes -= bytes;
-        if outcomes.order.is_empty() {
-            inner.tenants.remove(&tenant);
-        }
-    }
-    if !over {
-        if let Some(until) = until {
-            inner.entries.insert(key, Entry::Evicted);
-            inner.evicted.push_back((until, key));
-        }
+        self.lock().outcomes.held()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::outcomes::MAX_BYTES;
 
     fn ledger(max_entries: usize, bytes_per_tenant: usize) -> Ledger {
-        Ledger::new(LedgerLimits {
+        Ledger::new(OutcomeLimits {
             retention: Duration::from_secs(600),
             max_entries,
             bytes_per_tenant,
@@ -384,7 +237,7 @@ mod tests {
     #[test]
     fn tenants_under_their_own_cap_are_bounded_replica_wide_oldest_first() {
         // Per tenant 8,000 bytes; replica-wide 10,000.
-        let ledger = Ledger::new(LedgerLimits {
+        let ledger = Ledger::new(OutcomeLimits {
             retention: Duration::from_secs(600),
             max_entries: 1_000,
             bytes_per_tenant: 8_000,

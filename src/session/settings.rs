@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::outcomes::{OutcomeLimits, MAX_BYTES};
+
 /// Timing and limits of edge sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionSettings {
@@ -25,6 +27,19 @@ pub struct SessionSettings {
     pub command_queue: usize,
     /// How often heartbeats and capabilities are written to the store.
     pub store_flush_interval: Duration,
+}
+
+impl SessionSettings {
+    /// The bounds of kept command outcomes (the ingress's ledger and the
+    /// owner's record alike).
+    pub fn outcome_limits(&self) -> OutcomeLimits {
+        OutcomeLimits {
+            retention: self.idempotency_retention,
+            max_entries: self.idempotency_capacity,
+            bytes_per_tenant: self.idempotency_bytes_per_tenant,
+            max_bytes: MAX_BYTES,
+        }
+    }
 }
 
 impl Default for SessionSettings {

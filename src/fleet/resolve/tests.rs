@@ -43,6 +43,7 @@ impl Fixture {
                 Arc::new(SystemClock),
                 Metrics::new("resolve-test"),
                 crate::auth::CommandTokens::with_secret(b"resolve-test", "relay"),
+                crate::session::SessionSettings::default().outcome_limits(),
             ),
             _dir: dir,
         })

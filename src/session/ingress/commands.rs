@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::{End, InFlight, Session};
 use crate::hop::{failure, CommandOutcome, Down, LinkId, Up};
+use crate::outcomes::EXPIRED_MESSAGE;
 use crate::proto::cluster::{edge_command, EdgeCommand};
 use crate::session::ledger::Admission;
 
@@ -72,9 +73,7 @@ impl Session {
                 Admission::Expired => Some(Up::Answer(Box::new(failure(
                     command_id,
                     "outcome_expired",
-                    "this command ran already; its outcome was dropped to keep within \
-                     relay.edges.idempotency_bytes_per_tenant and is not sent again \
-                     (use a new Idempotency-Key to run it again)",
+                    EXPIRED_MESSAGE,
                 )))),
                 Admission::Completed(result) => Some(Up::Result(Box::new(CommandOutcome {
                     command_id,
