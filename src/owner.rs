@@ -7,6 +7,7 @@
 mod calls;
 mod command;
 mod feed;
+mod ingress_gone;
 mod recent;
 mod registry;
 mod updates;

@@ -17,13 +17,18 @@ use aegis_relay::edge_client::{self, EdgeOptions, EdgeState};
 use aegis_relay::grpc::{self, GrpcServerSettings};
 use aegis_relay::hop::{IngressId, Owners};
 use aegis_relay::owner::{Control, Owner, ToolCall};
+use aegis_relay::proto::cluster::node_cluster_service_client::NodeClusterServiceClient;
 use aegis_relay::proto::cluster::{edge_command, EdgeCommand};
 use aegis_relay::readiness::Readiness;
 use aegis_relay::runtime::{OsEntropy, Runtime, SystemClock};
 use aegis_relay::session::{HelloChecker, Ingress, IngressParts, SessionSettings};
-use common::edges::{commands_before_marker, edge_channel, enroll_edge, tenant_bearer};
+use common::edges::{
+    capabilities, commands_before_marker, edge_channel, enroll_edge, now_ms, signer, tenant_bearer,
+    RawStream,
+};
 use common::{eventually, start_relay, TestResult};
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -266,5 +271,76 @@ async fn a_result_of_a_command_in_flight_when_its_session_moved_reaches_the_owne
     })
     .await?;
     assert!(new_owner.is_connected(node));
+    Ok(())
+}
+
+/// Opens a raw stream for `state` over `channel`.
+async fn open_over(channel: Channel, state: &EdgeState) -> Result<RawStream, BoxError> {
+    let signer = signer(state, &OsEntropy.uuid().to_string());
+    let (events, rx) = mpsc::channel(64);
+    events.send(signer.hello(now_ms(), capabilities())).await?;
+    let commands = NodeClusterServiceClient::new(channel)
+        .connect_edge(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    Ok(RawStream {
+        signer,
+        events,
+        commands,
+    })
+}
+
+#[tokio::test]
+async fn failing_the_sessions_of_an_ingress_ends_exactly_those() -> TestResult {
+    let relay = start_relay(Duration::from_secs(5)).await?;
+    let owner = Arc::clone(relay.owner());
+    let gone = ExtraIngress::start(
+        &relay,
+        Owners::InProcess(Arc::clone(&owner)),
+        IngressId::new("ingress-b", 2),
+    )
+    .await?;
+    let restarted = ExtraIngress::start(
+        &relay,
+        Owners::InProcess(Arc::clone(&owner)),
+        IngressId::new("ingress-b", 3),
+    )
+    .await?;
+    let (a, b, c) = (
+        enroll_edge(&relay, "t-a").await?,
+        enroll_edge(&relay, "t-a").await?,
+        enroll_edge(&relay, "t-a").await?,
+    );
+    let own = open_over(edge_channel(&relay).await?, &a.state).await?;
+    let mut on_gone = open_over(gone.channel().await?, &b.state).await?;
+    let on_restarted = open_over(restarted.channel().await?, &c.state).await?;
+    held_through(&owner, a.state.node_id, &own_ingress(&relay)).await?;
+    held_through(&owner, b.state.node_id, gone.ingress.id()).await?;
+    held_through(&owner, c.state.node_id, restarted.ingress.id()).await?;
+    let in_flight = owner
+        .invoke(
+            Some("t-a"),
+            b.state.node_id,
+            OsEntropy.uuid(),
+            &call("sleep", &["5"]),
+        )
+        .await?;
+
+    assert_eq!(owner.fail_ingress(&IngressId::new("ingress-b", 2)).await, 1);
+    let outcome = in_flight.outcome().await;
+    assert_eq!(
+        outcome.result.error_kind, "edge_disconnected",
+        "{outcome:?}"
+    );
+    let status = on_gone.ended().await?;
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    for (stream, node) in [(&own, a.state.node_id), (&on_restarted, c.state.node_id)] {
+        stream.send(stream.signer.heartbeat(now_ms())).await?;
+        assert!(
+            owner.is_connected(node),
+            "a session of another ingress ended"
+        );
+    }
+    assert!(!owner.is_connected(b.state.node_id));
     Ok(())
 }

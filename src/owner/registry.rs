@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::hop::{Down, DownLink, SessionKey};
+use crate::hop::{Down, DownLink, IngressId, SessionKey};
 use crate::store::{ChangeKind, EdgeCapabilities, EdgeChange, EdgeKey, EdgeRecord};
 
 /// One connected edge as the owner sees it.
@@ -325,6 +325,23 @@ impl Registry {
     /// The session of `node_id`.
     pub fn get(&self, node_id: Uuid) -> Option<SessionEntry> {
         self.lock().sessions.get(&node_id).cloned()
+    }
+
+    /// Removes every session held through `ingress`, which it returns (by
+    /// node id) for ending.
+    pub fn remove_ingress(&self, ingress: &IngressId) -> Vec<SessionEntry> {
+        let mut inner = self.lock();
+        let mut nodes: Vec<Uuid> = inner
+            .sessions
+            .iter()
+            .filter(|(_, entry)| entry.key.ingress == *ingress)
+            .map(|(node_id, _)| *node_id)
+            .collect();
+        nodes.sort_unstable();
+        nodes
+            .into_iter()
+            .filter_map(|node_id| remove(&mut inner, node_id))
+            .collect()
     }
 
     /// The tenant of `node_id`, while a session holds it.
