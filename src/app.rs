@@ -264,7 +264,7 @@ pub async fn start(
         let fleets = Arc::clone(&fleets);
         // The writer outlives the sessions: their last updates are flushed.
         let writer_stop = CancellationToken::new();
-        let writer = owner.write_updates(
+        let writer = ingress.write_facts(
             Arc::clone(&store),
             settings.sessions.store_flush_interval,
             writer_stop.clone(),

@@ -1,8 +1,10 @@
 //! The owner half of edge sessions (ARCHITECTURE.md): the registry of a
-//! tenant's connected edges, dispatch of commands to them, and the batched
-//! writes of what they report. It receives [`Up`] messages from ingress
-//! halves and sends [`Down`] messages back; it never touches an edge's
-//! stream itself, so an ingress on another replica fits in later.
+//! tenant's connected edges, dispatch of commands to them, and the recent
+//! outcomes of those commands. It receives [`Up`] messages from ingress
+//! halves and sends [`Down`] messages back over each session's
+//! [`DownLink`]; it never touches an edge's stream itself, so an ingress
+//! on another replica fits in later. Edge facts (heartbeats, capabilities,
+//! statuses) are the ingress's to write.
 
 mod calls;
 mod command;
@@ -10,27 +12,23 @@ mod feed;
 mod ingress_gone;
 mod recent;
 mod registry;
-mod updates;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use calls::{CallEvent, CallHandle, Joined};
 pub use command::{cancel_command, invoke_command, json_object, Addressed, Control, ToolCall};
 pub use recent::RecentOutcomes;
 pub use registry::{Applied, Refusal, Registered, Registry, SessionEntry};
-pub use updates::UpdateBuffer;
 
 use crate::auth::CommandTokens;
 use crate::hop::{CloseReason, Down, DownLink, SessionKey, Up};
 use crate::outcomes::OutcomeLimits;
 use crate::runtime::Clock;
-use crate::store::{EdgeStatus, Store};
 use crate::telemetry::Metrics;
 
 /// What a revoked edge is told.
@@ -70,7 +68,6 @@ pub struct Owner {
     calls: calls::Calls,
     /// Outcomes of recent commands, whichever ingress they came through.
     recent: RecentOutcomes,
-    updates: Arc<UpdateBuffer>,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
     /// Mints the user token of an InvokeTool whose caller sent none.
@@ -98,7 +95,6 @@ impl Owner {
             registry: Registry::default(),
             calls: calls::Calls::default(),
             recent: RecentOutcomes::new(outcomes),
-            updates: Arc::new(UpdateBuffer::default()),
             clock,
             metrics,
             command_tokens,
@@ -108,16 +104,6 @@ impl Owner {
 
     fn now(&self) -> DateTime<Utc> {
         DateTime::from(self.clock.now())
-    }
-
-    /// Runs the batched store writer until `stop` (then flushes once more).
-    pub fn write_updates(
-        &self,
-        store: Arc<dyn Store>,
-        interval: Duration,
-        stop: CancellationToken,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        Arc::clone(&self.updates).run(store, self.metrics.clone(), interval, stop)
     }
 
     /// Connected edges.
@@ -135,9 +121,6 @@ impl Owner {
         match up {
             Up::Opened(opened) => {
                 let now = self.now();
-                self.updates.heartbeat(key.node_id, now);
-                self.updates
-                    .capabilities(key.node_id, (*opened.capabilities).clone());
                 let entry = SessionEntry {
                     key: key.clone(),
                     tenant_id: opened.tenant_id,
@@ -197,13 +180,8 @@ impl Owner {
                 }
                 self.metrics.edges_connected(self.registry.len());
             }
-            Up::Heartbeat => self.updates.heartbeat(key.node_id, self.now()),
             Up::Capabilities(capabilities) => {
-                if self.registry.is_current(key) {
-                    self.updates
-                        .capabilities(key.node_id, (*capabilities).clone());
-                    self.registry.set_capabilities(key, capabilities);
-                }
+                self.registry.set_capabilities(key, capabilities);
             }
             Up::Reloaded(reloaded) => {
                 self.registry
@@ -222,10 +200,9 @@ impl Owner {
             Up::Answer(outcome) => {
                 self.calls.complete(key, *outcome).await;
             }
-            Up::Closed(reason) => {
-                if self.registry.unregister(key) && reason == CloseReason::HeartbeatTimeout {
-                    self.updates.status(key.node_id, EdgeStatus::Unhealthy);
-                }
+            // Why it ended is the ingress's business (it wrote the status).
+            Up::Closed(_) => {
+                self.registry.unregister(key);
                 self.calls
                     .fail_session(key, "edge_disconnected", STREAM_ENDED)
                     .await;

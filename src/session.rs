@@ -5,12 +5,14 @@
 //! the hop ([`crate::hop`]): an `OwnerLink` per session up, `Down`
 //! messages on its queue down.
 
+mod edge_facts;
 mod hello;
 mod ingress;
 mod ledger;
 mod outbound;
 mod settings;
 
+pub use edge_facts::UpdateBuffer;
 pub use hello::{accepted_keys, from_wire, HelloChecker, HelloError};
 pub use ingress::{Ingress, IngressParts, SessionSettings};
 pub use ledger::{Admission, Ledger};

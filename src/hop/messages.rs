@@ -65,8 +65,6 @@ pub struct SessionKey {
 pub enum Up {
     /// A Hello was authenticated: register the session.
     Opened(Box<Opened>),
-    /// A verified heartbeat.
-    Heartbeat,
     /// Capabilities reported mid-stream.
     Capabilities(Arc<EdgeCapabilities>),
     /// The session reloaded the node's keys and tags from the store.

@@ -26,6 +26,7 @@ use tonic::{Status, Streaming};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::edge_facts::UpdateBuffer;
 use super::hello::{HelloChecker, HelloError};
 use super::ledger::Ledger;
 use super::outbound::{Outbound, OutboundCommands};
@@ -46,6 +47,8 @@ pub struct Ingress {
     /// Where sessions find their owner; a change re-homes them.
     owners: watch::Sender<Owners>,
     ledger: Ledger,
+    /// Heartbeats, capabilities and statuses of this ingress's edges.
+    facts: Arc<UpdateBuffer>,
     clock: Arc<dyn Clock>,
     metrics: Metrics,
     settings: SessionSettings,
@@ -89,6 +92,7 @@ impl Ingress {
     pub fn new(parts: IngressParts) -> Arc<Self> {
         Arc::new(Self {
             ledger: Ledger::new(parts.settings.outcome_limits()),
+            facts: Arc::new(UpdateBuffer::default()),
             hello: parts.hello,
             owners: watch::Sender::new(parts.owners),
             clock: parts.clock,
@@ -108,6 +112,17 @@ impl Ingress {
     /// This ingress's identity in session keys.
     pub fn id(&self) -> &IngressId {
         &self.id
+    }
+
+    /// Runs the batched writer of this ingress's edge facts until `stop`
+    /// (then flushes once more).
+    pub fn write_facts(
+        &self,
+        store: Arc<dyn crate::store::Store>,
+        interval: std::time::Duration,
+        stop: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        Arc::clone(&self.facts).run(store, self.metrics.clone(), interval, stop)
     }
 
     /// Edge streams this replica holds now (its ingress half).

@@ -77,7 +77,9 @@ impl Session {
         match event {
             edge_event::Event::Hello(_) => Ok(()),
             edge_event::Event::Heartbeat(_) => {
-                self.to_current(Up::Heartbeat).await;
+                self.ingress
+                    .facts
+                    .heartbeat(self.key.node_id, self.ingress.now());
                 Ok(())
             }
             edge_event::Event::CapabilityUpdate(update) => {
@@ -96,6 +98,9 @@ impl Session {
                 }
                 let mut capabilities = update.capabilities.map(from_wire).unwrap_or_default();
                 capabilities.tags.clear();
+                self.ingress
+                    .facts
+                    .capabilities(self.key.node_id, capabilities.clone());
                 self.known.capabilities = Arc::new(capabilities);
                 let capabilities = Arc::clone(&self.known.capabilities);
                 self.to_all(|| Up::Capabilities(Arc::clone(&capabilities)))

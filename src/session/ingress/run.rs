@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::{End, Session};
 use crate::hop::{failure, CloseReason, Opened, Up};
+use crate::store::EdgeStatus;
 
 /// An edge whose command queue stays full this long is not reading: its
 /// stream ends (the session loop must keep serving its timers).
@@ -22,6 +23,11 @@ impl Session {
         registered: tokio::sync::oneshot::Sender<()>,
     ) {
         let ingress = Arc::clone(&self.ingress);
+        let node_id = self.key.node_id;
+        ingress.facts.heartbeat(node_id, ingress.now());
+        ingress
+            .facts
+            .capabilities(node_id, (*self.known.capabilities).clone());
         self.to_current(Up::Opened(opened)).await;
         let _ = registered.send(());
         tracing::info!("edge connected");
@@ -121,6 +127,11 @@ impl Session {
     }
 
     async fn finish(mut self, end: End) {
+        if end.reason == CloseReason::HeartbeatTimeout {
+            self.ingress
+                .facts
+                .status(self.key.node_id, EdgeStatus::Unhealthy);
+        }
         if let Some(status) = end.status {
             // The edge may read nothing any more; the kill switch ends it then.
             let _ =

@@ -1,7 +1,9 @@
-//! Heartbeats, capabilities and statuses of connected edges reach the store
-//! in batches: each message only updates an in-memory entry per edge, and a
-//! flusher writes all of them with one statement per interval
-//! ([`Store::apply_edge_updates`]). A lost flush is retried with the next.
+//! Edge facts (heartbeats, capabilities, statuses) are written by the
+//! ingress that holds the edge's stream, so they never cross the hop to the
+//! owner and survive owner moves. They reach the store in batches: each
+//! event only updates an in-memory entry per edge, and a flusher writes all
+//! of them with one statement per interval ([`Store::apply_edge_updates`]).
+//! A lost flush is retried with the next.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
