@@ -32,7 +32,9 @@ use crate::store::Store;
 use crate::store_health::{self};
 use crate::telemetry::Metrics;
 
+mod drain;
 mod settings;
+pub use drain::DrainPhases;
 pub use settings::{Dependencies, RelaySettings};
 
 /// Why a replica could not start or stopped on its own.
@@ -86,13 +88,14 @@ pub struct RunningRelay {
     http_addr: SocketAddr,
     readiness: Readiness,
     metrics: Metrics,
-    stop: CancellationToken,
+    phases: DrainPhases,
     kill: CancellationToken,
     tasks: JoinSet<(&'static str, Result<(), RelayError>)>,
     drain_timeout: Duration,
     store: Arc<dyn Store>,
     tokens: Arc<TokenIssuer>,
     owner: Arc<Owner>,
+    ingress: Arc<Ingress>,
     api: Api,
     membership: Membership,
     /// Stopped last, after the servers drained.
@@ -203,7 +206,9 @@ pub async fn start(
     let http_listener = admission::gated(http_listener, gate);
     let grpc_listener = net::with_kill_switch(grpc_listener, kill.clone());
     let http_listener = net::with_kill_switch(http_listener, kill.clone());
-    let stop = CancellationToken::new();
+    // Drain phase 1 (stop accepting) is what the servers and timers stop on.
+    let phases = DrainPhases::default();
+    let stop = phases.stop_accepting.clone();
 
     let owner = Owner::new(
         Arc::clone(&runtime.clock),
@@ -222,7 +227,8 @@ pub async fn start(
         metrics: metrics.clone(),
         settings: settings.sessions,
         id: IngressId::new(membership.name(), membership.generation()),
-        stop: stop.clone(),
+        finish_in_flight: phases.finish_in_flight.clone(),
+        end_streams: phases.end_streams.clone(),
     });
     // Fleet runs get the drain timeout to finish; the kill switch ends them.
     let fleets = FleetRuns::new(settings.fleet_runs, &kill, &store, &runtime, &membership);
@@ -260,7 +266,7 @@ pub async fn start(
         .instrument(span.clone())
     });
     tasks.spawn({
-        let (owner, ingress, stop) = (Arc::clone(&owner), Arc::clone(&ingress), stop.clone());
+        let (ingress, stop) = (Arc::clone(&ingress), stop.clone());
         let fleets = Arc::clone(&fleets);
         // The writer outlives the sessions: their last updates are flushed.
         let writer_stop = CancellationToken::new();
@@ -271,10 +277,9 @@ pub async fn start(
         );
         let records = fleets.write_records(writer_stop.clone());
         async move {
-            // Sessions end on `stop` once their commands are answered.
+            // Sessions end in the drain's phases 3 and 4.
             let sessions = async {
                 stop.cancelled().await;
-                owner.start_draining();
                 tokio::join!(ingress.wait_sessions(), fleets.wait());
                 writer_stop.cancel();
             };
@@ -336,13 +341,14 @@ pub async fn start(
         http_addr,
         readiness,
         metrics,
-        stop,
+        phases,
         kill,
         tasks,
         drain_timeout: settings.drain_timeout,
         store,
         tokens,
         owner,
+        ingress,
         api,
         membership,
         gossip: Some(gossip),
@@ -439,14 +445,17 @@ impl RunningRelay {
 
     /// Drains and stops: readiness turns NOT_SERVING and gossip says
     /// `draining` first (load balancers and peers stop sending new work),
-    /// listeners stop accepting, in-flight calls get until the drain timeout
-    /// to finish, then whatever remains is aborted; gossip stops last.
+    /// then the phases of [`DrainPhases`] run in order within the drain
+    /// timeout, whatever remains at its end is aborted; gossip stops last.
     pub async fn shutdown(mut self) -> ShutdownOutcome {
         self.readiness
             .set_failing(DRAINING, "replica is shutting down");
         self.membership.set_phase(Phase::Draining).await;
-        self.stop.cancel();
-        let outcome = self.drain().await;
+        let deadline = tokio::time::Instant::now() + self.drain_timeout;
+        self.phases
+            .run(&self.owner, &self.ingress, deadline, self.drain_timeout)
+            .await;
+        let outcome = self.drain(deadline).await;
         // Tasks the signer runs for itself (OpenBao's batch workers).
         self.tokens.signer().stop();
         // Last: peers keep hearing from this replica until it is done.
@@ -456,9 +465,8 @@ impl RunningRelay {
         outcome
     }
 
-    /// Waits for every task up to the drain timeout, then aborts the rest.
-    async fn drain(&mut self) -> ShutdownOutcome {
-        let deadline = tokio::time::Instant::now() + self.drain_timeout;
+    /// Waits for every task up to `deadline`, then aborts the rest.
+    async fn drain(&mut self, deadline: tokio::time::Instant) -> ShutdownOutcome {
         loop {
             match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
                 Ok(None) => return ShutdownOutcome::Graceful,
@@ -488,7 +496,7 @@ impl RunningRelay {
 impl Drop for RunningRelay {
     /// A replica dropped without `shutdown` still ends everything it started.
     fn drop(&mut self) {
-        self.stop.cancel();
+        self.phases.cancel_all();
         self.kill.cancel();
         self.tokens.signer().stop();
     }

@@ -64,7 +64,8 @@ impl ExtraIngress {
             metrics: relay.metrics().clone(),
             settings,
             id,
-            stop: stop.clone(),
+            finish_in_flight: stop.clone(),
+            end_streams: stop.clone(),
         });
         let mut api = relay.api().clone();
         api.ingress = Arc::clone(&ingress);

@@ -54,7 +54,10 @@ pub struct Ingress {
     settings: SessionSettings,
     id: IngressId,
     sessions: TaskTracker,
-    stop: CancellationToken,
+    /// Drain phase 3: each session ends once its commands are answered.
+    finish_in_flight: CancellationToken,
+    /// Drain phase 4: every session ends now.
+    end_streams: CancellationToken,
     /// The connection number of the next accepted stream: unique in this
     /// ingress's life, so no two sessions of a node share a key.
     next_connection: AtomicU64,
@@ -83,8 +86,10 @@ pub struct IngressParts {
     pub settings: SessionSettings,
     /// This replica's name and generation (session keys, log spans).
     pub id: IngressId,
-    /// Fires when the replica drains.
-    pub stop: CancellationToken,
+    /// Drain phase 3: sessions end once their commands are answered.
+    pub finish_in_flight: CancellationToken,
+    /// Drain phase 4: sessions end now.
+    pub end_streams: CancellationToken,
 }
 
 impl Ingress {
@@ -100,7 +105,8 @@ impl Ingress {
             settings: parts.settings,
             id: parts.id,
             sessions: TaskTracker::new(),
-            stop: parts.stop,
+            finish_in_flight: parts.finish_in_flight,
+            end_streams: parts.end_streams,
             next_connection: AtomicU64::new(1),
         })
     }
@@ -130,7 +136,7 @@ impl Ingress {
         self.sessions.len()
     }
 
-    /// Waits until every session task has ended (after `stop`).
+    /// Waits until every session task has ended (after the drain began).
     pub async fn wait_sessions(&self) {
         self.sessions.close();
         self.sessions.wait().await;

@@ -40,7 +40,8 @@ impl Session {
         let end = loop {
             let step = tokio::select! {
                 biased;
-                () = ingress.stop.cancelled(), if !draining => {
+                () = ingress.end_streams.cancelled() => Err(shutting_down()),
+                () = ingress.finish_in_flight.cancelled(), if !draining => {
                     draining = true;
                     Ok(())
                 }
@@ -91,12 +92,7 @@ impl Session {
                 },
             }
             if draining && self.in_flight.is_empty() {
-                break End {
-                    reason: CloseReason::ShuttingDown,
-                    status: Some(Status::unavailable(
-                        "this relay replica is shutting down; reconnect",
-                    )),
-                };
+                break shutting_down();
             }
         };
         self.finish(end).await;
@@ -171,5 +167,16 @@ impl Session {
                 ))),
             }),
         }
+    }
+}
+
+/// How the drain ends a stream (its commands in flight, if any, end
+/// `edge_disconnected`).
+fn shutting_down() -> End {
+    End {
+        reason: CloseReason::ShuttingDown,
+        status: Some(Status::unavailable(
+            "this relay replica is shutting down; reconnect",
+        )),
     }
 }
