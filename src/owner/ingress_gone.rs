@@ -56,7 +56,12 @@ mod tests {
             Arc::new(crate::runtime::SystemClock),
             crate::telemetry::Metrics::new("ingress-gone-test"),
             crate::auth::CommandTokens::with_secret(b"ingress-gone-test", "relay"),
-            crate::session::SessionSettings::default().outcome_limits(),
+            crate::outcomes::OutcomeLimits {
+                retention: std::time::Duration::from_secs(600),
+                max_entries: 100,
+                bytes_per_tenant: 1 << 20,
+                max_bytes: 1 << 20,
+            },
         )
     }
 
