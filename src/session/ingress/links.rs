@@ -1,6 +1,6 @@
-//! A session's owner links: the current one takes new registrations and
-//! edge facts; every link gets the progress and outcome of the commands it
-//! sent. When the session's owner changes, it registers with the new owner
+//! A session's owner links: the current one takes new commands; every
+//! live link gets what registries keep (tags, keys, capabilities), and the
+//! progress and outcome of the commands it sent. When the session's owner changes, it registers with the new owner
 //! over a new link and retires the old one once its commands are answered.
 
 use super::Session;
