@@ -1,4 +1,4 @@
-//! Callers: per tenant, hosts that invoke tools on the tenant's edges over
+//! Callers: per tenant, callers (on one host) that invoke tools on the tenant's edges over
 //! the relay's REST API with the relay's own tokens. Until forwarding
 //! exists a call goes to the replica holding the edge and is retried with
 //! the same idempotency key only there, until its deadline. A call with no
@@ -43,22 +43,28 @@ pub struct CallerParts {
     pub world: World,
 }
 
-/// Adds `per_tenant` caller hosts for every tenant.
+/// Adds one host running `per_tenant` callers for every tenant (turmoil's
+/// cost grows with hosts times ticks, so callers share a host; each keeps
+/// its own connections and random stream).
 pub fn add(sim: &mut turmoil::Sim<'_>, parts: &CallerParts) {
-    for tenant in 0..parts.bearers.len() {
-        for caller in 0..parts.per_tenant {
-            let parts = parts.clone();
-            sim.host(format!("c{tenant}x{caller}"), move || {
-                let parts = parts.clone();
-                async move {
+    let parts = parts.clone();
+    sim.host("callers", move || {
+        let parts = parts.clone();
+        async move {
+            let mut callers = JoinSet::new();
+            for tenant in 0..parts.bearers.len() {
+                for caller in 0..parts.per_tenant {
                     let stream = (tenant as u64) << 16 | caller as u64;
                     let rng = StdRng::seed_from_u64(mix(parts.seed, CALLER_STREAM, stream));
-                    calls(parts, tenant, rng).await;
-                    Ok(())
+                    callers.spawn(calls(parts.clone(), tenant, rng));
                 }
-            });
+            }
+            while let Some(ended) = callers.join_next().await {
+                ended?;
+            }
+            Ok(())
         }
-    }
+    });
 }
 
 /// What one call asks for.

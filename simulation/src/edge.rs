@@ -3,8 +3,9 @@
 //! server close, escalating backoff after a refusal) behind a load
 //! balancer that the seed steers: the first dial goes where the plan says,
 //! each reconnect to a replica drawn from the edge's own random stream.
-//! Every edge records the commands it runs. Edges are grouped on a few
-//! hosts (one TCP connection per edge still) to keep the host count low.
+//! Every edge records the commands it runs. Edges share hosts
+//! (`Scenario::edges_per_host`; one TCP connection per edge still) because
+//! turmoil's cost grows with hosts times ticks.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -23,8 +24,6 @@ use crate::scenario::mix;
 use crate::world::{now, Run, World};
 use crate::{grpc_channel, sim_runtime};
 
-/// Edges per turmoil host.
-const EDGES_PER_HOST: usize = 10;
 const DIAL_STREAM: u64 = 0x6469_616c;
 const EDGE_ENTROPY: u64 = 0x6564_6765;
 
@@ -39,6 +38,8 @@ pub struct EdgeParts {
     pub edges: Arc<Vec<EdgeFixture>>,
     /// Where each edge dials first.
     pub first_dial: Arc<Vec<usize>>,
+    /// Edges per host.
+    pub per_host: usize,
     /// Test hook: this edge records each command twice.
     pub double_run_edge: Option<usize>,
     /// Where runs and dials are recorded.
@@ -48,7 +49,8 @@ pub struct EdgeParts {
 /// Adds the hosts running every edge.
 pub fn add(sim: &mut turmoil::Sim<'_>, parts: &EdgeParts) {
     let count = parts.edges.len();
-    for group in 0..count.div_ceil(EDGES_PER_HOST) {
+    let per_host = parts.per_host.max(1);
+    for group in 0..count.div_ceil(per_host) {
         let parts = parts.clone();
         sim.host(format!("edges{group}"), move || {
             let parts = parts.clone();
@@ -56,8 +58,8 @@ pub fn add(sim: &mut turmoil::Sim<'_>, parts: &EdgeParts) {
                 let stop = CancellationToken::new();
                 let _stop_on_crash = stop.clone().drop_guard();
                 let mut edges = JoinSet::new();
-                let first = group * EDGES_PER_HOST;
-                for index in first..(first + EDGES_PER_HOST).min(parts.edges.len()) {
+                let first = group * per_host;
+                for index in first..(first + per_host).min(parts.edges.len()) {
                     edges.spawn(edge(parts.clone(), index, stop.clone()));
                 }
                 while let Some(ended) = edges.join_next().await {

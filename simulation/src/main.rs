@@ -42,6 +42,9 @@ struct Args {
     /// Tenants.
     #[arg(long, default_value_t = 10)]
     tenants: usize,
+    /// Edges per simulated host (1: every edge its own host).
+    #[arg(long, default_value_t = 100)]
+    edges_per_host: usize,
     /// Simulated seconds per scenario.
     #[arg(long, default_value_t = 60)]
     duration: u64,
@@ -56,6 +59,7 @@ impl Args {
             replicas: self.replicas.max(1),
             edges: self.edges,
             tenants: self.tenants.max(1),
+            edges_per_host: self.edges_per_host.max(1),
             duration: Duration::from_secs(self.duration),
             ..Scenario::new(seed)
         }

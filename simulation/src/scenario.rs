@@ -20,6 +20,10 @@ pub struct Scenario {
     pub tenants: usize,
     /// Callers per tenant.
     pub callers_per_tenant: usize,
+    /// Edges per turmoil host (each edge still has its own connections).
+    /// turmoil's cost grows with hosts times ticks; a fault that must cut
+    /// off one edge alone needs 1.
+    pub edges_per_host: usize,
     /// Simulated time the workload runs.
     pub duration: Duration,
     /// Replica restarts.
@@ -52,8 +56,8 @@ pub struct Restart {
 }
 
 impl Scenario {
-    /// The default scenario for `seed`: 5 replicas, 100 edges, 10 tenants,
-    /// one caller per tenant, 60 s.
+    /// The default scenario for `seed`: 5 replicas, 100 edges (on one
+    /// host), 10 tenants, one caller per tenant, 60 s.
     pub fn new(seed: u64) -> Self {
         Self {
             seed,
@@ -61,6 +65,7 @@ impl Scenario {
             edges: 100,
             tenants: 10,
             callers_per_tenant: 1,
+            edges_per_host: 100,
             duration: Duration::from_secs(60),
             restarts: Restarts::Seeded,
             double_run_edge: None,
@@ -71,10 +76,11 @@ impl Scenario {
     /// does (what only a test can set).
     pub fn replay_command(&self) -> String {
         let command = format!(
-            "cargo run -p aegis-relay-simulation --release -- --seed {} --replicas {} --edges {} --tenants {} --duration {} --trace",
+            "cargo run -p aegis-relay-simulation --release -- --seed {} --replicas {} --edges {} --edges-per-host {} --tenants {} --duration {} --trace",
             self.seed,
             self.replicas,
             self.edges,
+            self.edges_per_host,
             self.tenants,
             self.duration.as_secs()
         );
