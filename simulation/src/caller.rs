@@ -152,6 +152,7 @@ async fn call(parts: CallerParts, tenant: usize, ask: Ask) {
             replica: ask.replica,
             started,
             deadline: ask.deadline,
+            attempts: Vec::new(),
             outcome: None,
         },
     );
@@ -165,9 +166,15 @@ async fn call(parts: CallerParts, tenant: usize, ask: Ask) {
     ];
     let give_up = started + ask.deadline;
     let no_answer = give_up + ANSWER_GRACE;
+    // Derived from the key, so the choice draws nothing from the caller's
+    // stream.
+    let retries_unknown = ask.key.as_bytes()[15] & 1 == 1;
     let mut attempt = 0;
     let outcome = loop {
         attempt += 1;
+        if let Some(call) = parts.world.lock().calls.get_mut(&ask.key) {
+            call.attempts.push(now());
+        }
         let wait = no_answer.saturating_sub(now());
         let answer = tokio::time::timeout(
             wait,
@@ -176,20 +183,28 @@ async fn call(parts: CallerParts, tenant: usize, ask: Ask) {
         .await;
         let retry = match answer {
             Err(_) => break Outcome::NoAnswer,
-            Ok(Ok((200, body))) => break result(&body),
+            Ok(Ok((200, body))) => match result(&body) {
+                outcome if retries_unknown && outcome.is_unknown() => outcome,
+                outcome => break outcome,
+            },
             Ok(Ok((status, body))) if matches!(status, 409 | 502 | 503) => {
                 Outcome::Status(status, body)
             }
             Ok(Ok((status, body))) => break Outcome::Status(status, body),
             Ok(Err(err)) => Outcome::Unreachable(err.to_string()),
         };
-        parts.world.note(format!(
-            "c{tenant} {} attempt {attempt}: {retry:?}",
-            short(&id)
-        ));
         if now() + RETRY_PAUSE >= give_up {
             break retry;
         }
+        let why = if retry.is_unknown() {
+            "outcome unknown, "
+        } else {
+            ""
+        };
+        parts.world.note(format!(
+            "c{tenant} {} attempt {attempt}: {retry:?}; {why}retrying with the same key at {host}",
+            short(&id)
+        ));
         tokio::time::sleep(RETRY_PAUSE).await;
     };
     let ended = now();

@@ -5,7 +5,10 @@
 //! - `call_ends_within_deadline`: every call ends with an outcome by its
 //!   deadline + 5 s;
 //! - `tenant_isolation`: an edge only runs commands of its own tenant;
-//! - `no_tool_run_twice`: no command id runs twice;
+//! - `no_tool_run_twice`: no command id runs twice while the ingress that
+//!   ran it lives (architecture §6, invariant 2: dedup lives in the
+//!   ingress's memory, so a caller's retry with the same key after that
+//!   replica generation died may run the tool again; the trace says so);
 //! - `ring_epoch_agreement`: once membership has settled (every replica up
 //!   for 10 s), every replica has the same ring epoch.
 
@@ -19,6 +22,10 @@ use crate::caller::ANSWER_GRACE;
 use crate::fixture::EdgeFixture;
 use crate::replica;
 use crate::world::{at, Outcome, State};
+
+mod reruns;
+
+use reruns::{rerun, via, Earlier, Rerun};
 
 /// An edge registered on two replicas.
 pub const ONE_SESSION: &str = "one_live_session_per_node";
@@ -63,7 +70,8 @@ pub struct Checks {
     edges: Arc<Vec<EdgeFixture>>,
     replicas: usize,
     runs_seen: usize,
-    runs_per_command: BTreeMap<String, usize>,
+    runs_per_command: BTreeMap<String, Vec<Earlier>>,
+    reruns_allowed: usize,
     doubled_since: BTreeMap<usize, Duration>,
 }
 
@@ -75,12 +83,19 @@ impl Checks {
             replicas,
             runs_seen: 0,
             runs_per_command: BTreeMap::new(),
+            reruns_allowed: 0,
             doubled_since: BTreeMap::new(),
         }
     }
 
-    /// Every check against `state` at simulated time `now`.
-    pub fn check(&mut self, state: &State, now: Duration) -> Vec<Violation> {
+    /// Reruns allowed so far (each one's first ingress had died).
+    pub fn reruns_allowed(&self) -> usize {
+        self.reruns_allowed
+    }
+
+    /// Every check against `state` at simulated time `now`; an allowed
+    /// rerun is noted in the trace with its reason.
+    pub fn check(&mut self, state: &mut State, now: Duration) -> Vec<Violation> {
         let mut found = Vec::new();
         let mut violation = |check, detail| {
             found.push(Violation {
@@ -129,25 +144,43 @@ impl Checks {
         found
     }
 
-    fn runs(&mut self, state: &State) -> Vec<(&'static str, String)> {
+    fn runs(&mut self, state: &mut State) -> Vec<(&'static str, String)> {
         let mut found = Vec::new();
+        let mut notes = Vec::new();
         for run in state.runs.iter().skip(self.runs_seen) {
-            let count = self
+            let earlier = self
                 .runs_per_command
                 .entry(run.command_id.clone())
                 .or_default();
-            *count += 1;
-            if *count > 1 {
-                found.push((
-                    RUN_ONCE,
-                    format!(
-                        "command {} ran {count} times (now on e{} at {})",
+            match rerun(earlier, run, state) {
+                Rerun::First => {}
+                Rerun::Allowed(reason) => {
+                    self.reruns_allowed += 1;
+                    notes.push(format!(
+                        "[{}] {RUN_ONCE}: {} ran again on e{} via {}; allowed (invariant 2): {reason}",
+                        at(run.at),
                         run.command_id,
                         run.edge,
+                        via(run.ingress)
+                    ));
+                }
+                Rerun::Violation(reason) => found.push((
+                    RUN_ONCE,
+                    format!(
+                        "command {} ran {} times (now on e{} via {} at {}): {reason}",
+                        run.command_id,
+                        earlier.len() + 1,
+                        run.edge,
+                        via(run.ingress),
                         at(run.at)
                     ),
-                ));
+                )),
             }
+            earlier.push(Earlier {
+                edge: run.edge,
+                at: run.at,
+                ingress: run.ingress,
+            });
             let Some(edge) = self.edges.get(run.edge) else {
                 continue;
             };
@@ -179,6 +212,7 @@ impl Checks {
             }
         }
         self.runs_seen = state.runs.len();
+        state.trace.append(&mut notes);
         found
     }
 

@@ -7,6 +7,7 @@
 //! (`Scenario::edges_per_host`; one TCP connection per edge still) because
 //! turmoil's cost grows with hosts times ticks.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use aegis_relay::edge_client::{run_edge, EdgeOptions};
@@ -21,7 +22,7 @@ use tonic::transport::Channel;
 use crate::fixture::EdgeFixture;
 use crate::replica::{self, GRPC_PORT};
 use crate::scenario::mix;
-use crate::world::{now, Run, World};
+use crate::world::{at, now, Run, World};
 use crate::{grpc_channel, sim_runtime};
 
 const DIAL_STREAM: u64 = 0x6469_616c;
@@ -71,11 +72,18 @@ pub fn add(sim: &mut turmoil::Sim<'_>, parts: &EdgeParts) {
     }
 }
 
+/// No dial yet.
+const NOT_DIALED: usize = usize::MAX;
+
 /// Chooses the replica of each connection attempt.
 struct Dialer {
     rng: Mutex<(StdRng, Option<usize>)>,
     channels: Vec<Channel>,
     index: usize,
+    /// The replica of the latest attempt: the stream that brings a command
+    /// (the edge reconnects at least 1 s after a stream ends, so a command
+    /// is recorded before the next dial).
+    dialed: Arc<AtomicUsize>,
     world: World,
 }
 
@@ -87,6 +95,7 @@ impl Dialer {
             .take()
             .unwrap_or_else(|| rng.random_range(0..self.channels.len()));
         drop(guard);
+        self.dialed.store(replica, Ordering::Relaxed);
         self.world
             .note(format!("e{} dials {}", self.index, replica::name(replica)));
         self.channels[replica].clone()
@@ -105,6 +114,7 @@ async fn edge(parts: EdgeParts, index: usize, stop: CancellationToken) {
             }
         }
     }
+    let dialed = Arc::new(AtomicUsize::new(NOT_DIALED));
     let dialer = Dialer {
         rng: Mutex::new((
             StdRng::seed_from_u64(mix(parts.seed, DIAL_STREAM, index as u64)),
@@ -112,6 +122,7 @@ async fn edge(parts: EdgeParts, index: usize, stop: CancellationToken) {
         )),
         channels,
         index,
+        dialed: Arc::clone(&dialed),
         world: parts.world.clone(),
     };
     let (observer, commands) = mpsc::channel(64);
@@ -120,7 +131,7 @@ async fn edge(parts: EdgeParts, index: usize, stop: CancellationToken) {
         ..EdgeOptions::default()
     };
     let runtime = Arc::new(sim_runtime(mix(parts.seed, EDGE_ENTROPY, index as u64)));
-    let recorder = record(&parts, index, commands);
+    let recorder = record(&parts, index, &dialed, commands);
     tokio::join!(
         run_edge(
             runtime,
@@ -133,8 +144,14 @@ async fn edge(parts: EdgeParts, index: usize, stop: CancellationToken) {
     );
 }
 
-/// Records every command the edge gets (twice under the test hook).
-async fn record(parts: &EdgeParts, index: usize, mut commands: mpsc::Receiver<EdgeCommand>) {
+/// Records every command the edge gets, with the replica generation that
+/// sent it (twice under the test hook).
+async fn record(
+    parts: &EdgeParts,
+    index: usize,
+    dialed: &AtomicUsize,
+    mut commands: mpsc::Receiver<EdgeCommand>,
+) {
     let copies = if parts.double_run_edge == Some(index) {
         2
     } else {
@@ -150,17 +167,22 @@ async fn record(parts: &EdgeParts, index: usize, mut commands: mpsc::Receiver<Ed
             .map(|envelope| envelope.tenant_id.clone())
             .unwrap_or_default();
         let id = invoke.command_id;
-        parts.world.note(format!(
-            "e{index} runs {} for {envelope_tenant}",
+        let time = now();
+        let mut state = parts.world.lock();
+        let ingress = state.generation(dialed.load(Ordering::Relaxed));
+        let via = ingress.map_or_else(|| "no dial".to_owned(), |g| g.to_string());
+        state.trace.push(format!(
+            "[{}] e{index} runs {} for {envelope_tenant} (via {via})",
+            at(time),
             short(&id)
         ));
-        let mut state = parts.world.lock();
         for _ in 0..copies {
             state.runs.push(Run {
                 edge: index,
                 command_id: id.clone(),
                 envelope_tenant: envelope_tenant.clone(),
-                at: now(),
+                at: time,
+                ingress,
             });
         }
     }

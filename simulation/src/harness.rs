@@ -43,6 +43,9 @@ pub struct Stats {
     pub runs: usize,
     /// Replica starts (restarts included).
     pub starts: u64,
+    /// Reruns of a command id that invariant 2 allows (its first ingress
+    /// died, then the caller retried with the same key).
+    pub reruns_allowed: usize,
 }
 
 /// The result of a run.
@@ -181,14 +184,14 @@ pub fn run(scenario: &Scenario) -> Result<Report, HarnessError> {
         }
         if sim.elapsed() >= next_check {
             next_check += CHECK_EVERY;
-            violations = checks.check(&world.lock(), sim.elapsed());
+            violations = checks.check(&mut world.lock(), sim.elapsed());
             if !violations.is_empty() {
                 break;
             }
         }
     }
     if violations.is_empty() {
-        violations = checks.check(&world.lock(), sim.elapsed());
+        violations = checks.check(&mut world.lock(), sim.elapsed());
     }
     let state = world.lock();
     let stats = Stats {
@@ -201,6 +204,7 @@ pub fn run(scenario: &Scenario) -> Result<Report, HarnessError> {
             .count(),
         runs: state.runs.len(),
         starts: state.starts.values().sum(),
+        reruns_allowed: checks.reruns_allowed(),
     };
     let mut trace = state.trace.clone();
     for violation in &violations {

@@ -33,6 +33,9 @@ pub struct Call {
     pub started: Duration,
     /// Its deadline.
     pub deadline: Duration,
+    /// When each attempt (the first and every retry with the same
+    /// idempotency key) was sent.
+    pub attempts: Vec<Duration>,
     /// How and when it ended.
     pub outcome: Option<(Duration, Outcome)>,
 }
@@ -56,6 +59,34 @@ pub enum Outcome {
     NoAnswer,
 }
 
+/// One start of one replica: replica index and start number (1 = first).
+/// A restart is a new generation, with a fresh dedup ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Generation {
+    /// Replica index.
+    pub replica: usize,
+    /// Its start number.
+    pub start: u64,
+}
+
+impl std::fmt::Display for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "r{} start {}", self.replica, self.start)
+    }
+}
+
+impl Outcome {
+    /// Whether the tool may or may not have run: the edge's stream broke
+    /// (`edge_disconnected`) or the connection to the replica did.
+    pub fn is_unknown(&self) -> bool {
+        match self {
+            Self::Result { error_kind, .. } => error_kind == "edge_disconnected",
+            Self::Unreachable(_) => true,
+            Self::Status(..) | Self::NoAnswer => false,
+        }
+    }
+}
+
 /// A command an edge ran.
 #[derive(Debug, Clone)]
 pub struct Run {
@@ -67,6 +98,9 @@ pub struct Run {
     pub envelope_tenant: String,
     /// When it arrived.
     pub at: Duration,
+    /// The replica generation whose stream brought it (the edge's ingress,
+    /// where its dedup lives); `None` if the edge had not dialed yet.
+    pub ingress: Option<Generation>,
 }
 
 /// Everything published.
@@ -78,12 +112,25 @@ pub struct State {
     pub starts: BTreeMap<usize, u64>,
     /// When a replica last started or stopped.
     pub membership_changed: Duration,
+    /// When each replica generation that has ended died.
+    pub ended: BTreeMap<Generation, Duration>,
     /// Calls by command id.
     pub calls: BTreeMap<Uuid, Call>,
     /// Commands run, in order.
     pub runs: Vec<Run>,
     /// The event trace.
     pub trace: Vec<String>,
+}
+
+impl State {
+    /// The latest generation of replica `index` (running or crashed), if it
+    /// ever started.
+    pub fn generation(&self, index: usize) -> Option<Generation> {
+        self.starts.get(&index).map(|&start| Generation {
+            replica: index,
+            start,
+        })
+    }
 }
 
 /// Shared by every host and the harness.
@@ -133,11 +180,14 @@ impl World {
         state.membership_changed = time;
     }
 
-    /// Replica `index` crashed.
+    /// Replica `index` crashed: its current generation ended at `time`.
     pub fn replica_down(&self, index: usize, time: Duration) {
         let mut state = self.lock();
         state.live.remove(&index);
         state.membership_changed = time;
+        if let Some(generation) = state.generation(index) {
+            state.ended.entry(generation).or_insert(time);
+        }
     }
 
     /// The replica whose registry holds `node_id`, if one does (the lowest

@@ -31,10 +31,6 @@ fn passed(report: &Report) -> Result<(), Error> {
 const FIXED_SEEDS: [u64; 2] = [1, 4];
 
 #[test]
-#[ignore = "after the issue 13 merge, seed 1 reruns a command whose first run's replica restarted \
-            (the caller retried at the edge's new replica); invariant 2 allows that, so \
-            no_tool_run_twice must only count reruns where the first run's ingress start \
-            survived (issue 15 note)"]
 fn the_fixed_seeds_hold_every_check() -> Result<(), Error> {
     let restarting = FIXED_SEEDS
         .iter()
