@@ -48,6 +48,17 @@ pub struct Stats {
     pub reruns_allowed: usize,
 }
 
+impl std::ops::AddAssign<&Stats> for Stats {
+    fn add_assign(&mut self, other: &Stats) {
+        self.simulated += other.simulated;
+        self.calls += other.calls;
+        self.results += other.results;
+        self.runs += other.runs;
+        self.starts += other.starts;
+        self.reruns_allowed += other.reruns_allowed;
+    }
+}
+
 /// The result of a run.
 #[derive(Debug, Clone)]
 pub struct Report {

@@ -23,6 +23,6 @@ pub mod world;
 
 pub use harness::{run, HarnessError, Report, Stats};
 pub use net::{grpc_channel, TurmoilNetwork};
-pub use runner::{run_many, run_on_fresh_thread, SeedResult, ThreadStart};
+pub use runner::{run_on_fresh_thread, SeedResult, ThreadStart};
 pub use runtime::{sim_runtime, SeededEntropy, SimClock, SIM_EPOCH};
 pub use scenario::{Restart, Restarts, Scenario};

@@ -1,9 +1,11 @@
 //! The seed runner: `--seeds N [--start S]` runs seeds S..S+N-1 on every
-//! core with a progress line, prints each failing seed with its trace tail
-//! and exits non-zero if any failed; `--seed S --trace` replays one seed and
-//! prints its whole trace (nothing time-dependent: identical for identical
-//! seeds). The binary interposes libc's randomness (`interpose.rs`), so a
-//! seed also fixes what dependencies draw from the OS.
+//! core, each in its own process (`seed_process.rs`), with a progress line,
+//! prints each failing seed with its trace tail and exits non-zero if any
+//! failed; `--seed S --trace` replays one seed and prints its whole trace
+//! (nothing time-dependent: identical for identical seeds, and identical to
+//! that seed's run under `--seeds`). The binary interposes libc's
+//! randomness (`interpose.rs`), so a seed also fixes what dependencies draw
+//! from the OS.
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -12,8 +14,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 mod interpose;
+mod seed_process;
 
-use aegis_relay_simulation::{run_many, run_on_fresh_thread, Scenario};
+use aegis_relay_simulation::{run_on_fresh_thread, Scenario, Stats};
 use anyhow::{bail, Result};
 use clap::Parser;
 
@@ -33,6 +36,10 @@ struct Args {
     /// Print the seed's whole event trace.
     #[arg(long, requires = "seed")]
     trace: bool,
+    /// Print one JSON line (seed, passed, report, stats) instead: what
+    /// `--seeds` reads from each seed's process.
+    #[arg(long, requires = "seed", conflicts_with = "trace")]
+    json: bool,
     /// Replicas.
     #[arg(long, default_value_t = 5)]
     replicas: usize,
@@ -64,6 +71,22 @@ impl Args {
             ..Scenario::new(seed)
         }
     }
+
+    /// The arguments that run `seed` of this scenario in a seed process.
+    fn child(&self, seed: u64) -> Vec<String> {
+        let mut child = vec!["--seed".to_owned(), seed.to_string(), "--json".to_owned()];
+        for (flag, value) in [
+            ("--replicas", self.replicas as u64),
+            ("--edges", self.edges as u64),
+            ("--edges-per-host", self.edges_per_host as u64),
+            ("--tenants", self.tenants as u64),
+            ("--duration", self.duration),
+        ] {
+            child.push(flag.to_owned());
+            child.push(value.to_string());
+        }
+        child
+    }
 }
 
 fn main() -> Result<ExitCode> {
@@ -80,6 +103,10 @@ fn one(args: &Args, seed: u64) -> Result<ExitCode> {
     let report = run_on_fresh_thread(args.scenario(seed), interpose::seed_this_thread)
         .map_err(anyhow::Error::msg)?;
     let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", seed_process::summary(&report))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.trace {
         for line in &report.trace {
             writeln!(out, "{line}")?;
@@ -100,61 +127,78 @@ fn wall_now() -> Instant {
     Instant::now()
 }
 
-/// Seeds `start..start+count` on every core.
+/// Seeds `start..start+count` on every core, each in its own process.
 fn many(args: &Args, count: u64) -> Result<ExitCode> {
-    let jobs = args.jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    });
-    let scenarios: Vec<Scenario> = (args.start..args.start + count)
-        .map(|seed| args.scenario(seed))
-        .collect();
-    let total = scenarios.len();
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+        .max(1);
+    let exe = std::env::current_exe()?;
+    let seeds: Vec<u64> = (args.start..args.start + count).collect();
+    let total = seeds.len();
     let started = wall_now();
+    let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let failed = Mutex::new(Vec::new());
-    let simulated = Mutex::new(Duration::ZERO);
-    let report = |scenario: &Scenario, result: &aegis_relay_simulation::SeedResult| {
-        let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut failures = failed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match result {
-            Ok(report) => {
-                *simulated
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) += report.stats.simulated;
-                if !report.passed() {
-                    failures.push(scenario.seed);
-                    eprint!("\n{}", report.describe());
+    let totals = Mutex::new(Stats::default());
+    let report =
+        |seed: u64, result: Result<seed_process::Outcome, seed_process::SeedProcessError>| {
+            let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
+            let mut failures = failed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match result {
+                Ok(outcome) => {
+                    *totals
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) += &outcome.stats;
+                    if !outcome.passed {
+                        failures.push(seed);
+                        eprint!("\n{}", outcome.report);
+                    }
+                }
+                Err(err) => {
+                    failures.push(seed);
+                    eprintln!("\nseed {seed}: could not run: {err}");
                 }
             }
-            Err(err) => {
-                failures.push(scenario.seed);
-                eprintln!("\nseed {}: could not run: {err}", scenario.seed);
-            }
+            let minutes = started.elapsed().as_secs_f64() / 60.0;
+            eprint!(
+                "\r{finished}/{total} seeds done, {:.1} seeds/min, {} failed   ",
+                finished as f64 / minutes.max(1e-9),
+                failures.len()
+            );
+        };
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                while let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    report(seed, seed_process::run(&exe, &args.child(seed)));
+                }
+            });
         }
-        let minutes = started.elapsed().as_secs_f64() / 60.0;
-        eprint!(
-            "\r{finished}/{total} seeds done, {:.1} seeds/min, {} failed   ",
-            finished as f64 / minutes.max(1e-9),
-            failures.len()
-        );
-    };
-    run_many(scenarios, jobs, interpose::seed_this_thread, &report);
+    });
     let wall = started.elapsed();
-    let simulated = *simulated
-        .lock()
+    let totals = totals
+        .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let simulated = totals.simulated;
     let mut failures = failed
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     failures.sort_unstable();
     eprintln!();
     println!(
-        "{total} seeds in {:.1} s wall on {jobs} thread(s): {:.2} simulated s per wall s, {:.1} scenarios per wall minute",
+        "{total} seeds in {:.1} s wall on {jobs} process(es) at a time: {:.2} simulated s per wall s, {:.1} scenarios per wall minute",
         wall.as_secs_f64(),
         simulated.as_secs_f64() / wall.as_secs_f64().max(1e-9),
         total as f64 / (wall.as_secs_f64() / 60.0).max(1e-9),
+    );
+    println!(
+        "{} calls, {} ended with the edge's result, {} commands run, {} replica starts, {} reruns allowed by invariant 2",
+        totals.calls, totals.results, totals.runs, totals.starts, totals.reruns_allowed
     );
     if failures.is_empty() {
         println!("every seed passed");

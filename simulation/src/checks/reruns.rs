@@ -64,6 +64,7 @@ pub(super) fn rerun(earlier: &[Earlier], run: &Run, state: &State) -> Rerun {
         call.attempts
             .iter()
             .enumerate()
+            .rev()
             .find(|(_, &sent)| sent >= last_death && sent <= run.at)
             .map(|(attempt, &sent)| (call, attempt + 1, sent))
     });
@@ -108,7 +109,7 @@ mod tests {
         Duration::from_secs(s)
     }
 
-    /// A call to e5 via r2 with attempts at `attempts`; r2's first start
+    /// A call to e5 via r2 with attempts at `attempts` (seconds); r2's first start
     /// died at `died`, if given.
     fn state(attempts: &[u64], died: Option<u64>) -> Result<State, Error> {
         let mut state = State::default();
@@ -179,12 +180,13 @@ mod tests {
 
     #[test]
     fn a_rerun_after_the_ingress_died_and_the_caller_retried_is_allowed() -> Result<(), Error> {
-        let state = state(&[20, 21, 25], Some(23))?;
+        let state = state(&[20, 21, 25, 26, 27], Some(23))?;
         let Rerun::Allowed(why) = rerun(&first_run(), &run(26, R2_SECOND), &state) else {
             return Err("an allowed rerun was refused".into());
         };
         assert!(why.contains("r2 start 1, which died at   23.000s"), "{why}");
-        assert!(why.contains("attempt 3 at   25.000s, via r2"), "{why}");
+        // The retry that brought it: the last one sent by then.
+        assert!(why.contains("attempt 4 at   26.000s, via r2"), "{why}");
         Ok(())
     }
 
