@@ -7,7 +7,6 @@
 //! (`Scenario::edges_per_host`; one TCP connection per edge still) because
 //! turmoil's cost grows with hosts times ticks.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use aegis_relay::edge_client::{run_edge, EdgeOptions};
@@ -22,7 +21,7 @@ use tonic::transport::Channel;
 use crate::fixture::EdgeFixture;
 use crate::replica::{self, GRPC_PORT};
 use crate::scenario::mix;
-use crate::world::{at, now, Run, World};
+use crate::world::{at, now, Generation, Run, World};
 use crate::{grpc_channel, sim_runtime};
 
 const DIAL_STREAM: u64 = 0x6469_616c;
@@ -72,18 +71,20 @@ pub fn add(sim: &mut turmoil::Sim<'_>, parts: &EdgeParts) {
     }
 }
 
-/// No dial yet.
-const NOT_DIALED: usize = usize::MAX;
+/// The replica generation of the edge's latest connection attempt.
+type Dialed = Mutex<Option<Generation>>;
 
 /// Chooses the replica of each connection attempt.
 struct Dialer {
     rng: Mutex<(StdRng, Option<usize>)>,
     channels: Vec<Channel>,
     index: usize,
-    /// The replica of the latest attempt: the stream that brings a command
-    /// (the edge reconnects at least 1 s after a stream ends, so a command
-    /// is recorded before the next dial).
-    dialed: Arc<AtomicUsize>,
+    /// The replica generation of the latest attempt, fixed when it dials:
+    /// the stream that brings a command (the edge reconnects at least 1 s
+    /// after a stream ends, so a command is recorded before the next dial;
+    /// one buffered before a crash may run well after it, and is still that
+    /// generation's).
+    dialed: Arc<Dialed>,
     world: World,
 }
 
@@ -95,7 +96,8 @@ impl Dialer {
             .take()
             .unwrap_or_else(|| rng.random_range(0..self.channels.len()));
         drop(guard);
-        self.dialed.store(replica, Ordering::Relaxed);
+        let generation = self.world.lock().dialing(replica);
+        *self.dialed.lock().unwrap_or_else(PoisonError::into_inner) = Some(generation);
         self.world
             .note(format!("e{} dials {}", self.index, replica::name(replica)));
         self.channels[replica].clone()
@@ -114,7 +116,7 @@ async fn edge(parts: EdgeParts, index: usize, stop: CancellationToken) {
             }
         }
     }
-    let dialed = Arc::new(AtomicUsize::new(NOT_DIALED));
+    let dialed = Arc::new(Dialed::default());
     let dialer = Dialer {
         rng: Mutex::new((
             StdRng::seed_from_u64(mix(parts.seed, DIAL_STREAM, index as u64)),
@@ -149,7 +151,7 @@ async fn edge(parts: EdgeParts, index: usize, stop: CancellationToken) {
 async fn record(
     parts: &EdgeParts,
     index: usize,
-    dialed: &AtomicUsize,
+    dialed: &Dialed,
     mut commands: mpsc::Receiver<EdgeCommand>,
 ) {
     let copies = if parts.double_run_edge == Some(index) {
@@ -169,7 +171,7 @@ async fn record(
         let id = invoke.command_id;
         let time = now();
         let mut state = parts.world.lock();
-        let ingress = state.generation(dialed.load(Ordering::Relaxed));
+        let ingress = *dialed.lock().unwrap_or_else(PoisonError::into_inner);
         let via = ingress.map_or_else(|| "no dial".to_owned(), |g| g.to_string());
         state.trace.push(format!(
             "[{}] e{index} runs {} for {envelope_tenant} (via {via})",

@@ -133,6 +133,21 @@ impl State {
     }
 }
 
+impl State {
+    /// The generation a connection to replica `index` made now reaches: the
+    /// running one, or the next if the latest has died (a dial to a down
+    /// replica is refused, or lands on its restart).
+    pub fn dialing(&self, index: usize) -> Generation {
+        match self.generation(index) {
+            Some(latest) if !self.ended.contains_key(&latest) => latest,
+            latest => Generation {
+                replica: index,
+                start: latest.map_or(1, |g| g.start + 1),
+            },
+        }
+    }
+}
+
 /// Shared by every host and the harness.
 #[derive(Default, Clone)]
 pub struct World(Arc<Mutex<State>>);
@@ -198,5 +213,23 @@ impl World {
             .iter()
             .find(|(_, live)| live.owner.is_connected(node_id))
             .map(|(index, _)| *index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dial_reaches_the_running_generation_or_the_next() {
+        let mut state = State::default();
+        let r1 = |start| Generation { replica: 1, start };
+        assert_eq!(state.dialing(1), r1(1), "before its first start");
+        state.starts.insert(1, 1);
+        assert_eq!(state.dialing(1), r1(1), "while it runs");
+        state.ended.insert(r1(1), Duration::from_secs(5));
+        assert_eq!(state.dialing(1), r1(2), "after it crashed");
+        state.starts.insert(1, 2);
+        assert_eq!(state.dialing(1), r1(2), "after its restart");
     }
 }
