@@ -8,12 +8,13 @@
 //! turmoil's cost grows with hosts times ticks.
 
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use aegis_relay::edge_client::{run_edge, EdgeOptions};
 use aegis_relay::proto::cluster::{edge_command, EdgeCommand};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -38,6 +39,8 @@ pub struct EdgeParts {
     pub edges: Arc<Vec<EdgeFixture>>,
     /// Where each edge dials first.
     pub first_dial: Arc<Vec<usize>>,
+    /// When each edge's daemon restarts, if it does.
+    pub restarts: Arc<Vec<Option<Duration>>>,
     /// Edges per host.
     pub per_host: usize,
     /// Test hook: this edge records each command twice.
@@ -133,17 +136,44 @@ async fn edge(parts: EdgeParts, index: usize, stop: CancellationToken) {
         ..EdgeOptions::default()
     };
     let runtime = Arc::new(sim_runtime(mix(parts.seed, EDGE_ENTROPY, index as u64)));
-    let recorder = record(&parts, index, &dialed, commands);
-    tokio::join!(
-        run_edge(
-            runtime,
-            move || dialer.dial(),
-            fixture.state.clone(),
-            options,
-            stop,
-        ),
-        recorder,
-    );
+    let arrived = Arc::new(Notify::new());
+    let recorder = record(&parts, index, &dialed, commands, &arrived);
+    let dialer = Arc::new(dialer);
+    let mut restart = parts.restarts.get(index).copied().flatten();
+    let world = parts.world.clone();
+    let state = fixture.state.clone();
+    let next_command = Arc::clone(&arrived);
+    let daemon = async move {
+        loop {
+            let dialer = Arc::clone(&dialer);
+            let running = run_edge(
+                Arc::clone(&runtime),
+                move || dialer.dial(),
+                state.clone(),
+                options.clone(),
+                stop.child_token(),
+            );
+            let Some(at) = restart.take() else {
+                running.await;
+                return;
+            };
+            // From `at`, the daemon dies as its next command arrives (the
+            // command ends unanswered: outcome unknown) and starts again.
+            tokio::pin!(running);
+            tokio::select! {
+                () = &mut running => return,
+                () = tokio::time::sleep(at.saturating_sub(now())) => {}
+            }
+            tokio::select! {
+                () = &mut running => return,
+                () = next_command.notified() => {}
+            }
+            world.note(format!(
+                "e{index} daemon dies running its command and restarts"
+            ));
+        }
+    };
+    tokio::join!(daemon, recorder);
 }
 
 /// Records every command the edge gets, with the replica generation that
@@ -153,6 +183,7 @@ async fn record(
     index: usize,
     dialed: &Dialed,
     mut commands: mpsc::Receiver<EdgeCommand>,
+    arrived: &Notify,
 ) {
     let copies = if parts.double_run_edge == Some(index) {
         2
@@ -187,6 +218,8 @@ async fn record(
                 ingress,
             });
         }
+        drop(state);
+        arrived.notify_waiters();
     }
 }
 

@@ -140,6 +140,7 @@ pub fn run(scenario: &Scenario) -> Result<Report, HarnessError> {
             replicas: scenario.replicas,
             edges: Arc::clone(&edges),
             first_dial: Arc::new(plan.first_dial.clone()),
+            restarts: Arc::new(plan.edge_restarts.clone()),
             per_host: scenario.edges_per_host,
             double_run_edge: scenario.double_run_edge,
             world: world.clone(),

@@ -33,14 +33,15 @@ pub struct Scenario {
     pub double_run_edge: Option<usize>,
 }
 
-/// Which replicas restart.
+/// Which replicas (and edge daemons) restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Restarts {
-    /// The seed chooses: none, or one restart in the run's middle half.
+    /// The seed chooses: none, or one replica restart in the run's middle
+    /// half; and about one edge daemon in twenty restarts once then.
     Seeded,
     /// None.
     Never,
-    /// Exactly these.
+    /// Exactly these replica restarts (no edge daemon restarts).
     Exactly(Vec<Restart>),
 }
 
@@ -121,9 +122,23 @@ impl Scenario {
                 }
             }
         };
+        // Drawn last, so the draws above stay what they were.
+        let edge_restarts = match &self.restarts {
+            Restarts::Seeded => {
+                let quarter = self.duration.as_millis() as u64 / 4;
+                (0..self.edges)
+                    .map(|_| {
+                        (rng.random_bool(EDGE_RESTART_SHARE) && quarter > 0)
+                            .then(|| Duration::from_millis(rng.random_range(quarter..3 * quarter)))
+                    })
+                    .collect()
+            }
+            Restarts::Never | Restarts::Exactly(_) => vec![None; self.edges],
+        };
         Plan {
             first_dial,
             restarts,
+            edge_restarts,
         }
     }
 }
@@ -135,7 +150,14 @@ pub struct Plan {
     pub first_dial: Vec<usize>,
     /// Restarts, in any order.
     pub restarts: Vec<Restart>,
+    /// When each edge's daemon restarts (its stream and any running
+    /// command end; it dials again at once), if it does.
+    pub edge_restarts: Vec<Option<Duration>>,
 }
+
+/// The share of edges whose daemon restarts once, when the seed chooses
+/// restarts.
+const EDGE_RESTART_SHARE: f64 = 0.05;
 
 const PLAN_STREAM: u64 = 0x706c_616e;
 
