@@ -65,7 +65,9 @@ impl OwnerLink {
     /// Hands `up`, about the session `key`, to the owner.
     pub async fn send(&self, key: &SessionKey, up: Up) {
         match self {
-            Self::InProcess(owner) => owner.deliver(key, up).await,
+            // Boxed: the owner's handling is a large future, and inlined it
+            // would sit in every session task's state for the session's life.
+            Self::InProcess(owner) => Box::pin(owner.deliver(key, up)).await,
         }
     }
 }
