@@ -31,6 +31,8 @@ use uuid::Uuid;
 pub use batch::coalesce_updates;
 pub use error::StoreError;
 pub use feed::{ChangeKind, EdgeChange, EdgeKey, FeedPage};
+#[cfg(test)]
+pub(crate) use fleet_runs::test_outcome;
 pub use fleet_runs::{
     coalesce_flushes, FleetRunCounts, FleetRunDetail, FleetRunEnd, FleetRunFlush, FleetRunRecord,
     FleetRunStart, FleetRunState, FleetRunsPurge, FleetTargetOutcome, RunningFleetRun,

@@ -6,12 +6,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aegis_relay::edge_client::EdgeOptions;
-use aegis_relay::membership::{ClusterSecrets, FailureDetectorSettings, GossipSettings};
+use aegis_relay::membership::GossipSettings;
 use aegis_relay::store::SqliteStore;
 use common::edges::{enroll_edge, run_edge, tenant_bearer};
 use common::enroll::{admin_bearer, BoxError};
@@ -23,16 +22,7 @@ const SECRET: &str = "cluster-status-test-secret-0123456789abcdef";
 const NAMES: [&str; 3] = ["relay-a", "relay-b", "relay-c"];
 
 fn gossip(seeds: Vec<String>) -> Result<GossipSettings, BoxError> {
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    Ok(GossipSettings {
-        listen: loopback,
-        advertise: loopback,
-        seeds,
-        cluster_id: "status-test".to_owned(),
-        secrets: ClusterSecrets::parse(SECRET)?,
-        interval: Duration::from_millis(300),
-        failure_detector: FailureDetectorSettings::default(),
-    })
+    common::replicas::loopback_gossip("status-test", SECRET, seeds)
 }
 
 async fn start_cluster() -> Result<(Vec<TestRelay>, tempfile::TempDir), BoxError> {

@@ -17,7 +17,9 @@ use aegis_relay::edge_client::{self, EdgeOptions, EnrollOptions, Minter};
 use aegis_relay::runtime::Runtime;
 use common::edges::{spawn_edge, RunningEdge};
 use common::enroll::BoxError;
-use common::fleet_calls::{fleet_body, get_json, listed_ids, sse_events, start_streaming};
+use common::fleet_calls::{
+    fleet_body, get_json, listed_ids, listed_states, sse_events, start_streaming,
+};
 use common::replica_processes::{members, terminate, write_configs, Layout, ReplicaProcess};
 use common::{eventually, http_request};
 use serde_json::{json, Value};
@@ -258,15 +260,12 @@ async fn run_is_lost_with_its_replica(postgres: Option<&str>) -> Result<(), BoxE
     assert_eq!(terminate(&mut b_process, Duration::from_secs(15)).await?, 0);
     let _b_process = b.start().await?;
     let runs = runs_on(b, &bearer).await?;
-    let states: Vec<(&str, &str)> = runs["runs"]
-        .as_array()
-        .ok_or("no runs")?
-        .iter()
-        .filter_map(|run| Some((run["fleet_command_id"].as_str()?, run["state"].as_str()?)))
-        .collect();
     assert_eq!(
-        states,
-        vec![(id.as_str(), "lost"), (done_id.as_str(), "done")]
+        listed_states(&runs),
+        vec![
+            (id.clone(), "lost".to_owned()),
+            (done_id.clone(), "done".to_owned())
+        ]
     );
     assert_eq!(
         run_on(b, &done_id, &bearer).await?["summary"],

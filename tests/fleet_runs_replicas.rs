@@ -6,33 +6,23 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aegis_relay::auth::{CallerAuth, LocalCallerAuth};
 use aegis_relay::edge_client::EdgeOptions;
-use aegis_relay::membership::{ClusterSecrets, FailureDetectorSettings, GossipSettings};
+use aegis_relay::membership::GossipSettings;
 use aegis_relay::store::{SqliteStore, Store};
 use common::edges::{enroll_edge, run_edge, tenant_bearer};
 use common::enroll::BoxError;
-use common::fleet_calls::{fleet_body, get_json, listed_ids, start_streaming};
+use common::fleet_calls::{fleet_body, get_json, listed_ids, listed_states, start_streaming};
 use common::{eventually, http_request, TestRelay};
 use serde_json::{json, Value};
 
 const SECRET: &str = "fleet-runs-replicas-test-secret-0123456789";
 
 fn gossip(seeds: Vec<String>) -> Result<GossipSettings, BoxError> {
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    Ok(GossipSettings {
-        listen: loopback,
-        advertise: loopback,
-        seeds,
-        cluster_id: "fleet-runs-test".to_owned(),
-        secrets: ClusterSecrets::parse(SECRET)?,
-        interval: Duration::from_millis(300),
-        failure_detector: FailureDetectorSettings::default(),
-    })
+    common::replicas::loopback_gossip("fleet-runs-test", SECRET, seeds)
 }
 
 /// A replica named `name` on `store`, gossiping with `seeds` when clustered,
@@ -174,15 +164,12 @@ async fn a_run_started_on_a_is_read_on_b_and_lost_with_a() -> Result<(), BoxErro
     common::assert_graceful(b.shutdown().await);
     let b = replica(&store, "relay-b", None, Some(callers)).await?;
     let (_, runs) = get(&b, "/v1/edge/fleet/runs", &bearer).await?;
-    let states: Vec<(&str, &str)> = runs["runs"]
-        .as_array()
-        .ok_or("no runs")?
-        .iter()
-        .filter_map(|run| Some((run["fleet_command_id"].as_str()?, run["state"].as_str()?)))
-        .collect();
     assert_eq!(
-        states,
-        vec![(id.as_str(), "lost"), (done_id.as_str(), "done")]
+        listed_states(&runs),
+        vec![
+            (id.clone(), "lost".to_owned()),
+            (done_id.clone(), "done".to_owned())
+        ]
     );
     drop(edges);
     common::assert_graceful(b.shutdown().await);

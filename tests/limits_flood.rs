@@ -11,11 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aegis_relay::enroll::rotation_challenge;
-use aegis_relay::proto::cluster::{RotateEdgeKeyInner, RotateEdgeKeyRequest, SealNodeEnvelope};
+use aegis_relay::proto::cluster::RotateEdgeKeyRequest;
 use common::enroll::client;
 use common::{http_get, start_relay_configured, TestResult};
 use ed25519_dalek::{Signer, SigningKey};
-use prost::Message;
 use tracing_subscriber::layer::SubscriberExt;
 use uuid::Uuid;
 
@@ -50,30 +49,19 @@ fn request(node: Uuid, forge_new_key_signature: bool) -> RotateEdgeKeyRequest {
     let old = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
     let new = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
     let nonce: [u8; 32] = rand::random();
-    let new_pub = new.verifying_key().to_bytes().to_vec();
-    let inner = RotateEdgeKeyInner {
-        node_id: node.to_string(),
-        new_public_key: new_pub.clone(),
-        nonce: nonce.to_vec(),
-    }
-    .encode_to_vec();
-    let signer = if forge_new_key_signature { &old } else { &new };
-    RotateEdgeKeyRequest {
-        current_envelope: Some(SealNodeEnvelope {
-            node_security_token: String::new(),
-            signature: old.sign(&inner).to_bytes().to_vec(),
-            payload: inner,
-        }),
-        new_public_key: new_pub,
-        signature_with_new_key: signer
+    let mut request = common::edges::rotate_request(node, &old, &new, nonce);
+    if forge_new_key_signature {
+        // The old key signs where the new one must.
+        request.signature_with_new_key = old
             .sign(&rotation_challenge(
                 node,
                 &new.verifying_key().to_bytes(),
                 &nonce,
             ))
             .to_bytes()
-            .to_vec(),
+            .to_vec();
     }
+    request
 }
 
 /// Sends `count` concurrent calls; (admitted, rate-limited).

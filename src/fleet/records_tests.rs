@@ -6,15 +6,14 @@ use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use super::RunRecorder;
 use crate::fleet::RunRetention;
 use crate::membership::{Membership, MembershipSettings};
 use crate::runtime::{Clock, Runtime};
+use crate::store::test_outcome as outcome;
 use crate::store::{
-    FleetRunCounts, FleetRunEnd, FleetRunStart, FleetRunState, FleetTargetOutcome, MemoryStore,
-    Store, StoreError,
+    FleetRunCounts, FleetRunEnd, FleetRunStart, FleetRunState, MemoryStore, Store, StoreError,
 };
 use crate::telemetry::Metrics;
 
@@ -87,17 +86,6 @@ fn run(replica: &str, generation: u64) -> FleetRunStart {
         replica: replica.to_owned(),
         generation,
         started_at: DateTime::<Utc>::UNIX_EPOCH,
-    }
-}
-
-fn outcome(node: u128, completed: bool) -> FleetTargetOutcome {
-    FleetTargetOutcome {
-        node_id: Uuid::from_u128(node),
-        completed,
-        ok: completed.then_some(true),
-        exit_code: completed.then_some(0),
-        error_kind: None,
-        error_message: None,
     }
 }
 

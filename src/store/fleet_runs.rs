@@ -231,20 +231,25 @@ pub fn coalesce_flushes(flushes: &[FleetRunFlush]) -> Vec<FleetRunFlush> {
         .collect()
 }
 
+/// A target outcome for unit tests: succeeded when `completed`, else
+/// still working.
+#[cfg(test)]
+pub(crate) fn test_outcome(node: u128, completed: bool) -> FleetTargetOutcome {
+    FleetTargetOutcome {
+        node_id: Uuid::from_u128(node),
+        completed,
+        ok: completed.then_some(true),
+        exit_code: completed.then_some(0),
+        error_kind: None,
+        error_message: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn outcome(node: u128, completed: bool) -> FleetTargetOutcome {
-        FleetTargetOutcome {
-            node_id: Uuid::from_u128(node),
-            completed,
-            ok: completed.then_some(true),
-            exit_code: completed.then_some(0),
-            error_kind: None,
-            error_message: None,
-        }
-    }
+    use super::test_outcome as outcome;
 
     #[test]
     fn a_completed_target_is_never_set_back_and_later_ends_win() {

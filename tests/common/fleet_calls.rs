@@ -45,6 +45,22 @@ pub fn listed_ids(runs: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The (`fleet_command_id`, `state`) pairs of a `GET /v1/edge/fleet/runs`
+/// answer, in order.
+pub fn listed_states(runs: &Value) -> Vec<(String, String)> {
+    runs["runs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|run| {
+            Some((
+                run["fleet_command_id"].as_str()?.to_owned(),
+                run["state"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
 /// Starts a fleet call on the relay at `http` (`http://host:port`) and reads
 /// its stream up to the `Started` event; returns the run id and the response
 /// still streaming.

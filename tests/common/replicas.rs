@@ -46,3 +46,23 @@ pub async fn start_replicas(
     }
     Ok(replicas)
 }
+
+/// Gossip for an in-process replica on an ephemeral loopback UDP port,
+/// joining `seeds`, in cluster `cluster_id` signed with `secret`.
+pub fn loopback_gossip(
+    cluster_id: &str,
+    secret: &str,
+    seeds: Vec<String>,
+) -> Result<aegis_relay::membership::GossipSettings, BoxError> {
+    use aegis_relay::membership::{ClusterSecrets, FailureDetectorSettings, GossipSettings};
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    Ok(GossipSettings {
+        listen: loopback,
+        advertise: loopback,
+        seeds,
+        cluster_id: cluster_id.to_owned(),
+        secrets: ClusterSecrets::parse(secret)?,
+        interval: std::time::Duration::from_millis(300),
+        failure_detector: FailureDetectorSettings::default(),
+    })
+}
