@@ -37,11 +37,17 @@ impl Session {
         let mut draining = false;
         // Armed only while a command is unanswered.
         let mut release: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        // Made once: made in the loop, each step would enter and leave the
+        // tokens' waiter lists, which every session of the replica shares.
+        let end_streams = ingress.end_streams.cancelled();
+        tokio::pin!(end_streams);
+        let finish_in_flight = ingress.finish_in_flight.cancelled();
+        tokio::pin!(finish_in_flight);
         let end = loop {
             let step = tokio::select! {
                 biased;
-                () = ingress.end_streams.cancelled() => Err(shutting_down()),
-                () = ingress.finish_in_flight.cancelled(), if !draining => {
+                () = &mut end_streams => Err(shutting_down()),
+                () = &mut finish_in_flight, if !draining => {
                     draining = true;
                     Ok(())
                 }
