@@ -128,7 +128,7 @@ impl KeptOutcomes {
         &mut self,
         key: OutcomeKey,
         tenant: &Arc<str>,
-        result: &EdgeResult,
+        result: &Arc<EdgeResult>,
         now: Instant,
     ) -> bool {
         if self.entries.contains_key(&key) {
@@ -138,7 +138,7 @@ impl KeptOutcomes {
         self.entries.insert(
             key,
             Entry::Done {
-                result: Arc::new(result.clone()),
+                result: Arc::clone(result),
                 bytes,
                 tenant: Arc::clone(tenant),
             },

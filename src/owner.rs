@@ -26,7 +26,7 @@ pub use recent::RecentOutcomes;
 pub use registry::{Applied, Refusal, Registered, Registry, SessionEntry};
 
 use crate::auth::CommandTokens;
-use crate::hop::{CloseReason, Down, DownLink, SessionKey, Up};
+use crate::hop::{CloseReason, Down, DownLink, Opened, SessionKey, Up};
 use crate::outcomes::OutcomeLimits;
 use crate::runtime::Clock;
 use crate::telemetry::Metrics;
@@ -116,70 +116,12 @@ impl Owner {
         self.draining.store(true, Ordering::SeqCst);
     }
 
-    /// Handles one message from an ingress.
+    /// Handles one message from an ingress. Opening and closing are rare
+    /// and make large futures: they are boxed, so that the future of the
+    /// common messages (outcomes, progress) stays small.
     pub async fn deliver(&self, key: &SessionKey, up: Up) {
         match up {
-            Up::Opened(opened) => {
-                let now = self.now();
-                let entry = SessionEntry {
-                    key: key.clone(),
-                    tenant_id: opened.tenant_id,
-                    capabilities: opened.capabilities,
-                    tags: opened.tags,
-                    commands: opened.commands,
-                    connected_at: now,
-                    hello_ms: opened.hello_ms,
-                    seq: opened.seq,
-                    public_key: opened.public_key,
-                };
-                let registered = match self.registry.register(
-                    entry,
-                    opened.epoch,
-                    opened.replay_window,
-                ) {
-                    Ok(registered) => registered,
-                    Err((refusal, refused)) => {
-                        let message = if refusal == Refusal::Replayed {
-                            "this node already opened a stream with this stream id; a Hello is \
-                             never replayed: open every connection with a fresh stream id"
-                        } else {
-                            "this node's live stream has a newer Hello; an older Hello cannot \
-                             take over (check the edge's clock, or close the other stream)"
-                        };
-                        tracing::warn!(node_id = %key.node_id, stream_id = %key.stream_id, ?refusal, "refused a replayed or older Hello");
-                        self.metrics.handshake_failure("replayed");
-                        close(
-                            &refused,
-                            CloseReason::Rejected,
-                            tonic::Code::AlreadyExists,
-                            message,
-                        )
-                        .await;
-                        return;
-                    }
-                };
-                if registered.reload {
-                    tracing::debug!(node_id = %key.node_id, "a change landed while the Hello was checked; the session reloads");
-                }
-                if let Some(older) = registered.replaced {
-                    let older_key = older.key.clone();
-                    close(
-                        &older.commands,
-                        CloseReason::Superseded,
-                        tonic::Code::Aborted,
-                        "a newer stream of this node took over",
-                    )
-                    .await;
-                    self.calls
-                        .fail_session(
-                            &older_key,
-                            "edge_disconnected",
-                            "the edge reconnected on a newer stream before answering",
-                        )
-                        .await;
-                }
-                self.metrics.edges_connected(self.registry.len());
-            }
+            Up::Opened(opened) => Box::pin(self.open(key, *opened)).await,
             Up::Capabilities(capabilities) => {
                 self.registry.set_capabilities(key, capabilities);
             }
@@ -190,25 +132,87 @@ impl Owner {
             Up::Progress(progress) => self.calls.progress(key, *progress).await,
             Up::Result(outcome) => {
                 // Kept before the waiters hear of it: a retry from then on
-                // is answered here. A node no session holds any more
-                // (revoked, or its ingress gone) has nobody to retry.
-                if let Some(tenant) = self.registry.tenant_of(key.node_id) {
-                    self.recent.record(key.node_id, &tenant, &outcome);
-                }
+                // is answered here.
+                self.recent.record(key.node_id, &key.tenant, &outcome);
                 self.calls.complete(key, *outcome).await;
             }
             Up::Answer(outcome) => {
                 self.calls.complete(key, *outcome).await;
             }
             // Why it ended is the ingress's business (it wrote the status).
-            Up::Closed(_) => {
-                self.registry.unregister(key);
-                self.calls
-                    .fail_session(key, "edge_disconnected", STREAM_ENDED)
-                    .await;
-                self.metrics.edges_connected(self.registry.len());
-            }
+            Up::Closed(_) => Box::pin(self.closed(key)).await,
         }
+    }
+
+    /// Registers a newly opened session, ending the stream it supersedes.
+    async fn open(&self, key: &SessionKey, opened: Opened) {
+        let now = self.now();
+        let entry = SessionEntry {
+            key: key.clone(),
+            tenant_id: opened.tenant_id,
+            capabilities: opened.capabilities,
+            tags: opened.tags,
+            commands: opened.commands,
+            connected_at: now,
+            hello_ms: opened.hello_ms,
+            seq: opened.seq,
+            public_key: opened.public_key,
+        };
+        let registered = match self
+            .registry
+            .register(entry, opened.epoch, opened.replay_window)
+        {
+            Ok(registered) => registered,
+            Err((refusal, refused)) => {
+                let message = if refusal == Refusal::Replayed {
+                    "this node already opened a stream with this stream id; a Hello is \
+                     never replayed: open every connection with a fresh stream id"
+                } else {
+                    "this node's live stream has a newer Hello; an older Hello cannot \
+                     take over (check the edge's clock, or close the other stream)"
+                };
+                tracing::warn!(node_id = %key.node_id, stream_id = %key.stream_id, ?refusal, "refused a replayed or older Hello");
+                self.metrics.handshake_failure("replayed");
+                close(
+                    &refused,
+                    CloseReason::Rejected,
+                    tonic::Code::AlreadyExists,
+                    message,
+                )
+                .await;
+                return;
+            }
+        };
+        if registered.reload {
+            tracing::debug!(node_id = %key.node_id, "a change landed while the Hello was checked; the session reloads");
+        }
+        if let Some(older) = registered.replaced {
+            let older_key = older.key.clone();
+            close(
+                &older.commands,
+                CloseReason::Superseded,
+                tonic::Code::Aborted,
+                "a newer stream of this node took over",
+            )
+            .await;
+            self.calls
+                .fail_session(
+                    &older_key,
+                    "edge_disconnected",
+                    "the edge reconnected on a newer stream before answering",
+                )
+                .await;
+        }
+        self.metrics.edges_connected(self.registry.len());
+    }
+
+    /// Forgets an ended session and fails the calls it left unanswered.
+    async fn closed(&self, key: &SessionKey) {
+        self.registry.unregister(key);
+        self.calls
+            .fail_session(key, "edge_disconnected", STREAM_ENDED)
+            .await;
+        self.metrics.edges_connected(self.registry.len());
     }
 
     /// Sends `call` to `node_id` (of `tenant`, or any tenant for `None`)

@@ -17,18 +17,16 @@ use aegis_relay::edge_client::{self, EdgeOptions, EdgeState};
 use aegis_relay::grpc::{self, GrpcServerSettings};
 use aegis_relay::hop::{IngressId, Owners};
 use aegis_relay::owner::{Control, Owner, ToolCall};
-use aegis_relay::proto::cluster::node_cluster_service_client::NodeClusterServiceClient;
 use aegis_relay::proto::cluster::{edge_command, EdgeCommand};
 use aegis_relay::readiness::Readiness;
 use aegis_relay::runtime::{OsEntropy, Runtime, SystemClock};
 use aegis_relay::session::{HelloChecker, Ingress, IngressParts, SessionSettings};
 use common::edges::{
-    capabilities, commands_before_marker, edge_channel, enroll_edge, now_ms, signer, tenant_bearer,
-    RawStream,
+    capabilities, commands_before_marker, edge_channel, enroll_edge, now_ms, open_on, signer,
+    tenant_bearer, RawStream,
 };
 use common::{eventually, start_relay, TestResult};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -278,17 +276,8 @@ async fn a_result_of_a_command_in_flight_when_its_session_moved_reaches_the_owne
 /// Opens a raw stream for `state` over `channel`.
 async fn open_over(channel: Channel, state: &EdgeState) -> Result<RawStream, BoxError> {
     let signer = signer(state, &OsEntropy.uuid().to_string());
-    let (events, rx) = mpsc::channel(64);
-    events.send(signer.hello(now_ms(), capabilities())).await?;
-    let commands = NodeClusterServiceClient::new(channel)
-        .connect_edge(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    Ok(RawStream {
-        signer,
-        events,
-        commands,
-    })
+    let hello = signer.hello(now_ms(), capabilities());
+    Ok(open_on(channel, signer, hello).await?)
 }
 
 #[tokio::test]

@@ -77,6 +77,7 @@ impl Fixture {
                 SessionEntry {
                     key: SessionKey {
                         node_id,
+                        tenant: Arc::from(edge.tenant_id.as_str()),
                         stream_id: Arc::from("s"),
                         ingress: IngressId::new("r-1", 1),
                         connection: 1,

@@ -50,6 +50,9 @@ impl std::fmt::Display for IngressId {
 pub struct SessionKey {
     /// The edge.
     pub node_id: Uuid,
+    /// The edge's tenant, so an owner keeps what a session sends by tenant
+    /// even when its registry no longer holds the node.
+    pub tenant: Arc<str>,
     /// The Hello's stream id.
     pub stream_id: Arc<str>,
     /// The ingress holding the stream.
@@ -139,8 +142,9 @@ pub struct Progress {
 pub struct CommandOutcome {
     /// The command.
     pub command_id: Uuid,
-    /// What the edge answered (or a synthesized failure).
-    pub result: EdgeResult,
+    /// What the edge answered (or a synthesized failure), shared by the
+    /// ledger, the owner's record and every waiter: never copied.
+    pub result: Arc<EdgeResult>,
 }
 
 /// Why a stream ended.
@@ -189,12 +193,12 @@ pub enum Down {
 pub fn failure(command_id: Uuid, kind: &str, message: impl Into<String>) -> CommandOutcome {
     CommandOutcome {
         command_id,
-        result: EdgeResult {
+        result: Arc::new(EdgeResult {
             ok: false,
             exit_code: -1,
             error_kind: kind.to_owned(),
             error_message: message.into(),
             ..EdgeResult::default()
-        },
+        }),
     }
 }

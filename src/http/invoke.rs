@@ -46,15 +46,15 @@ pub struct InvokeResult {
 impl From<CommandOutcome> for InvokeResult {
     fn from(outcome: CommandOutcome) -> Self {
         let result = outcome.result;
-        let some = |text: String| (!text.is_empty()).then_some(text);
+        let some = |text: &str| (!text.is_empty()).then(|| text.to_owned());
         Self {
             command_id: outcome.command_id,
             ok: result.ok,
             exit_code: result.exit_code,
             stdout: String::from_utf8_lossy(&result.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&result.stderr).into_owned(),
-            error_kind: some(result.error_kind),
-            error_message: some(result.error_message),
+            error_kind: some(&result.error_kind),
+            error_message: some(&result.error_message),
         }
     }
 }
@@ -97,8 +97,8 @@ async fn host_in_scope(state: &HttpState, scope: Option<&str>, id: &str) -> Resu
     let node_id = Uuid::parse_str(id)
         .map_err(|_| ApiError::bad_request(format!("host id {id:?} is not a UUID")))?;
     let in_scope = |tenant: &str| scope.is_none_or(|scope| scope == tenant);
-    if let Some(session) = state.api.owner.registry().get(node_id) {
-        if in_scope(&session.tenant_id) {
+    if let Some(tenant) = state.api.owner.registry().tenant_of(node_id) {
+        if in_scope(&tenant) {
             return Ok(node_id);
         }
         return Err(ApiError::not_found(format!("host {node_id} not found")));

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -121,10 +122,12 @@ impl Calls {
                 _ => return,
             }
         };
-        let event = CallEvent::Progress(Box::new(progress));
-        for waiter in waiters {
-            let _ = tokio::time::timeout(SLOW_CALLER, waiter.send(event.clone())).await;
-        }
+        hand_to(
+            &waiters,
+            CallEvent::Progress(Box::new(progress)),
+            SLOW_CALLER,
+        )
+        .await;
     }
 
     /// Hands the outcome from `session` to the command's waiters; false when
@@ -192,12 +195,50 @@ fn remove_call(
     removed
 }
 
+/// The outcome must arrive even behind queued progress; a caller that
+/// stopped reading for this long has gone.
+const OUTCOME_PATIENCE: Duration = Duration::from_secs(10);
+
 async fn deliver(waiters: Vec<mpsc::Sender<CallEvent>>, outcome: CommandOutcome) {
-    let event = CallEvent::Done(Box::new(outcome));
-    for waiter in waiters {
-        // The outcome must arrive even behind queued progress; a caller that
-        // stopped reading for this long has gone.
-        let _ = tokio::time::timeout(Duration::from_secs(10), waiter.send(event.clone())).await;
+    hand_to(
+        &waiters,
+        CallEvent::Done(Box::new(outcome)),
+        OUTCOME_PATIENCE,
+    )
+    .await;
+}
+
+/// Hands `event` to every waiter, the last one without a copy.
+async fn hand_to(waiters: &[mpsc::Sender<CallEvent>], event: CallEvent, patience: Duration) {
+    let Some((last, others)) = waiters.split_last() else {
+        return;
+    };
+    for waiter in others {
+        if let Some(wait) = hand_one(waiter, event.clone(), patience) {
+            wait.await;
+        }
+    }
+    if let Some(wait) = hand_one(last, event, patience) {
+        wait.await;
+    }
+}
+
+/// A wait for room in a caller's queue.
+type RoomWait<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+
+/// Queues `event` for `waiter` at once when there is room (nearly always);
+/// else the wait, up to `patience`, for room. The wait is boxed so that the
+/// future every outcome and chunk makes stays small.
+fn hand_one(
+    waiter: &mpsc::Sender<CallEvent>,
+    event: CallEvent,
+    patience: Duration,
+) -> Option<RoomWait<'_>> {
+    match waiter.try_send(event) {
+        Ok(()) | Err(TrySendError::Closed(_)) => None,
+        Err(TrySendError::Full(event)) => Some(Box::pin(async move {
+            let _ = tokio::time::timeout(patience, waiter.send(event)).await;
+        })),
     }
 }
 
@@ -334,6 +375,7 @@ mod tests {
     fn session(node_id: Uuid, stream: &str, connection: u64) -> SessionKey {
         SessionKey {
             node_id,
+            tenant: Arc::from("t-a"),
             stream_id: Arc::from(stream),
             ingress: crate::hop::IngressId::new("r-1", 1),
             connection,
@@ -399,7 +441,7 @@ mod tests {
         calls.abandon(&newer_a, other_id, "edge_busy", "full").await;
         let failed = outcome(on_newer_a.recv().await);
         assert_eq!(
-            failed.map(|o| o.result.error_kind),
+            failed.map(|o| o.result.error_kind.clone()),
             Some("edge_busy".to_owned())
         );
         assert!(calls.lock().is_empty(), "emptied nodes are dropped");

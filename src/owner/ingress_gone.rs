@@ -69,6 +69,7 @@ mod tests {
     fn connect(owner: &Owner, ingress: &IngressId) -> (SessionKey, mpsc::Receiver<Tagged>) {
         let key = SessionKey {
             node_id: crate::runtime::test_id(),
+            tenant: "t-a".into(),
             stream_id: "s".into(),
             ingress: ingress.clone(),
             connection: 1,
@@ -135,7 +136,7 @@ mod tests {
             assert!(owner.registry().is_current(key));
         }
         let failed = match waiting.recv().await {
-            Some(crate::owner::CallEvent::Done(outcome)) => outcome.result.error_kind,
+            Some(crate::owner::CallEvent::Done(outcome)) => outcome.result.error_kind.clone(),
             other => format!("{other:?}"),
         };
         assert_eq!(failed, "edge_disconnected");

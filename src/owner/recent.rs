@@ -51,10 +51,7 @@ impl RecentOutcomes {
     pub fn answer(&self, node_id: Uuid, command_id: Uuid) -> Option<CommandOutcome> {
         let kept = self.lock().get((node_id, command_id), Instant::now())?;
         Some(match kept {
-            Kept::Completed(result) => CommandOutcome {
-                command_id,
-                result: (*result).clone(),
-            },
+            Kept::Completed(result) => CommandOutcome { command_id, result },
             Kept::Expired => failure(command_id, "outcome_expired", EXPIRED_MESSAGE),
         })
     }
@@ -83,11 +80,11 @@ mod tests {
         );
         let ran = CommandOutcome {
             command_id: first,
-            result: EdgeResult {
+            result: Arc::new(EdgeResult {
                 ok: true,
                 stdout: b"once".to_vec(),
                 ..EdgeResult::default()
-            },
+            }),
         };
         assert_eq!(recent.answer(node, first), None, "never ran: send it");
         recent.record(node, &tenant, &ran);
@@ -100,7 +97,9 @@ mod tests {
         );
         // Over the cap of one outcome, the older is evicted but remembered.
         recent.record(node, &tenant, &failure(second, "timeout", "released"));
-        let expired = recent.answer(node, first).map(|o| o.result.error_kind);
+        let expired = recent
+            .answer(node, first)
+            .map(|o| o.result.error_kind.clone());
         assert_eq!(expired.as_deref(), Some("outcome_expired"));
     }
 }

@@ -9,6 +9,7 @@ use crate::hop::{IngressId, Tagged};
 fn key(node_id: Uuid, stream: &str, connection: u64) -> SessionKey {
     SessionKey {
         node_id,
+        tenant: "t-a".into(),
         stream_id: stream.into(),
         ingress: IngressId::new("r-1", 1),
         connection,

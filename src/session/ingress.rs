@@ -175,15 +175,16 @@ impl Ingress {
             err.to_status()
         })?;
         let node_id = hello.edge.node_id;
+        let (queue_tx, queue_rx) = mpsc::channel(self.settings.command_queue);
+        let (out_tx, out_rx) = mpsc::channel(self.settings.command_queue);
+        let tenant_id: Arc<str> = hello.edge.tenant_id.as_str().into();
         let key = SessionKey {
             node_id,
+            tenant: Arc::clone(&tenant_id),
             stream_id: hello.auth.stream_id().into(),
             ingress: self.id.clone(),
             connection: self.next_connection.fetch_add(1, Ordering::Relaxed),
         };
-        let (queue_tx, queue_rx) = mpsc::channel(self.settings.command_queue);
-        let (out_tx, out_rx) = mpsc::channel(self.settings.command_queue);
-        let tenant_id: Arc<str> = hello.edge.tenant_id.as_str().into();
         let known = Known {
             capabilities: Arc::new(hello.capabilities),
             tags: hello.edge.tags.into(),
@@ -211,14 +212,12 @@ impl Ingress {
         let session = Session {
             ingress: Arc::clone(self),
             key,
-            tenant: tenant_id,
             auth: hello.auth,
             inbound,
             commands: queue_rx,
             queue,
             out: out_tx,
             links: vec![Some(link)],
-            owners,
             known,
             in_flight: HashMap::new(),
         };
@@ -226,8 +225,11 @@ impl Ingress {
         // meanwhile cannot leave a registration without a task behind it;
         // headers are answered once the owner has the session.
         let (registered, is_registered) = tokio::sync::oneshot::channel();
-        self.sessions
-            .spawn(session.run(Box::new(opened), registered).instrument(span));
+        self.sessions.spawn(
+            session
+                .run(Box::new(opened), owners, registered)
+                .instrument(span),
+        );
         let _ = is_registered.await;
         Ok(OutboundCommands::new(out_rx))
     }
@@ -269,7 +271,6 @@ impl Known {
 struct Session {
     ingress: Arc<Ingress>,
     key: SessionKey,
-    tenant: Arc<str>,
     auth: StreamAuth,
     inbound: Streaming<EdgeEvent>,
     /// Messages of every owner link of this session.
@@ -281,7 +282,6 @@ struct Session {
     /// Owner links by [`LinkId`], the last one current; a link is retired
     /// (`None`) once the session moved on and its commands are answered.
     links: Vec<Option<OwnerLink>>,
-    owners: watch::Receiver<Owners>,
     known: Known,
     /// Commands sent and not answered.
     in_flight: HashMap<Uuid, InFlight>,

@@ -95,7 +95,7 @@ impl Ledger {
         node_id: Uuid,
         command_id: Uuid,
         tenant: &Arc<str>,
-        result: &EdgeResult,
+        result: &Arc<EdgeResult>,
     ) -> bool {
         let now = Instant::now();
         let key = (node_id, command_id);
@@ -142,12 +142,12 @@ mod tests {
         assert!(ledger.complete(node, command_id, tenant, &output(bytes)));
     }
 
-    fn output(bytes: usize) -> EdgeResult {
-        EdgeResult {
+    fn output(bytes: usize) -> Arc<EdgeResult> {
+        Arc::new(EdgeResult {
             ok: true,
             stdout: "x".repeat(bytes).into(),
             ..EdgeResult::default()
-        }
+        })
     }
 
     #[test]
@@ -163,17 +163,14 @@ mod tests {
             ledger.admit(crate::runtime::test_id(), cmd, stream),
             Admission::Send
         );
-        let result = EdgeResult {
+        let result = Arc::new(EdgeResult {
             ok: true,
             exit_code: 0,
             ..EdgeResult::default()
-        };
+        });
         assert!(ledger.complete(node, cmd, &tenant, &result));
-        assert!(!ledger.complete(node, cmd, &tenant, &EdgeResult::default()));
-        assert_eq!(
-            ledger.admit(node, cmd, newer),
-            Admission::Completed(Arc::new(result))
-        );
+        assert!(!ledger.complete(node, cmd, &tenant, &Arc::default()));
+        assert_eq!(ledger.admit(node, cmd, newer), Admission::Completed(result));
     }
 
     #[test]
@@ -185,7 +182,7 @@ mod tests {
         let ids: Vec<Uuid> = (0..3).map(|_| crate::runtime::test_id()).collect();
         for id in &ids {
             assert_eq!(ledger.admit(node, *id, s), Admission::Send);
-            assert!(ledger.complete(node, *id, &tenant, &EdgeResult::default()));
+            assert!(ledger.complete(node, *id, &tenant, &Arc::default()));
         }
         assert_eq!(
             ledger.admit(node, crate::runtime::test_id(), s),

@@ -165,6 +165,15 @@ pub async fn open_with(
     let channel = edge_channel(relay)
         .await
         .map_err(|err| tonic::Status::unavailable(err.to_string()))?;
+    open_on(channel, signer, first).await
+}
+
+/// Like [`open_with`], over `channel` (to any edge port).
+pub async fn open_on(
+    channel: Channel,
+    signer: EventSigner,
+    first: EdgeEvent,
+) -> Result<RawStream, tonic::Status> {
     let (events, rx) = mpsc::channel(64);
     events
         .send(first)

@@ -94,6 +94,7 @@ impl Fixture {
                 SessionEntry {
                     key: SessionKey {
                         node_id,
+                        tenant: Arc::from(tenant),
                         stream_id: Arc::from(node_id.to_string()),
                         ingress: crate::hop::IngressId::new("r-1", 1),
                         connection: 1,

@@ -75,10 +75,9 @@ impl Session {
                     "outcome_expired",
                     EXPIRED_MESSAGE,
                 )))),
-                Admission::Completed(result) => Some(Up::Result(Box::new(CommandOutcome {
-                    command_id,
-                    result: (*result).clone(),
-                }))),
+                Admission::Completed(result) => {
+                    Some(Up::Result(Box::new(CommandOutcome { command_id, result })))
+                }
             };
             if let Some(answer) = answer {
                 self.to_link(link, answer).await;

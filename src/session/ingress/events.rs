@@ -77,9 +77,9 @@ impl Session {
         match event {
             edge_event::Event::Hello(_) => Ok(()),
             edge_event::Event::Heartbeat(_) => {
-                self.ingress
-                    .facts
-                    .heartbeat(self.key.node_id, self.ingress.now());
+                let (node_id, connection) = (self.key.node_id, self.key.connection);
+                let now = self.ingress.now();
+                self.ingress.facts.heartbeat(node_id, connection, now);
                 Ok(())
             }
             edge_event::Event::CapabilityUpdate(update) => {
@@ -98,9 +98,9 @@ impl Session {
                 }
                 let mut capabilities = update.capabilities.map(from_wire).unwrap_or_default();
                 capabilities.tags.clear();
-                self.ingress
-                    .facts
-                    .capabilities(self.key.node_id, capabilities.clone());
+                let (node_id, connection) = (self.key.node_id, self.key.connection);
+                let facts = &self.ingress.facts;
+                facts.capabilities(node_id, connection, capabilities.clone());
                 self.known.capabilities = Arc::new(capabilities);
                 let capabilities = Arc::clone(&self.known.capabilities);
                 self.to_all(|| Up::Capabilities(Arc::clone(&capabilities)))
@@ -127,7 +127,7 @@ impl Session {
                 let Some(command_id) = self.known_command(&result.command_id) else {
                     return Ok(());
                 };
-                let result = result.result.unwrap_or_default();
+                let result = Arc::new(result.result.unwrap_or_default());
                 self.answer(CommandOutcome { command_id, result }).await;
                 Ok(())
             }

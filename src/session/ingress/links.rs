@@ -4,7 +4,7 @@
 //! over a new link and retires the old one once its commands are answered.
 
 use super::Session;
-use crate::hop::{CommandOutcome, DownLink, LinkId, OwnerLink, Up};
+use crate::hop::{CommandOutcome, DownLink, LinkId, OwnerLink, Owners, Up};
 
 impl Session {
     /// The link new commands come from.
@@ -54,7 +54,7 @@ impl Session {
         self.ingress.ledger.complete(
             self.key.node_id,
             outcome.command_id,
-            &self.tenant,
+            &self.key.tenant,
             &outcome.result,
         );
         self.to_link(sent.link, Up::Result(Box::new(outcome))).await;
@@ -63,10 +63,9 @@ impl Session {
     /// Opens a link to the owner the ingress routes this session's tenant
     /// to now, unless the current link leads there. The new owner reloads
     /// the session first (what it holds may be older than its changes).
-    pub(super) async fn rehome(&mut self) {
-        let owners = self.owners.borrow_and_update().clone();
+    pub(super) async fn rehome(&mut self, owners: Owners) {
         if let Some((_, link)) = self.current() {
-            if owners.leads_to(link, &self.tenant) {
+            if owners.leads_to(link, &self.key.tenant) {
                 return;
             }
         }
@@ -78,12 +77,12 @@ impl Session {
             return;
         };
         let opened = self.known.opened(
-            &self.tenant,
+            &self.key.tenant,
             DownLink::in_process(queue, id),
             None,
             &self.ingress,
         );
-        let link = owners.link(&self.tenant);
+        let link = owners.link(&self.key.tenant);
         link.send(&self.key, Up::Opened(Box::new(opened))).await;
         self.links.push(Some(link));
         tracing::info!(link = id, "edge session moved to another owner");

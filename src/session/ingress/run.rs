@@ -5,11 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tonic::Status;
 use uuid::Uuid;
 
 use super::{End, Session};
-use crate::hop::{failure, CloseReason, Opened, Up};
+use crate::hop::{failure, CloseReason, Opened, Owners, Up};
+use crate::session::edge_facts::FactsStream;
 use crate::store::EdgeStatus;
 
 /// An edge whose command queue stays full this long is not reading: its
@@ -20,14 +22,23 @@ impl Session {
     pub(super) async fn run(
         mut self,
         opened: Box<Opened>,
+        owners: watch::Receiver<Owners>,
         registered: tokio::sync::oneshot::Sender<()>,
     ) {
         let ingress = Arc::clone(&self.ingress);
-        let node_id = self.key.node_id;
-        ingress.facts.heartbeat(node_id, ingress.now());
-        ingress
-            .facts
-            .capabilities(node_id, (*self.known.capabilities).clone());
+        let (node_id, connection) = (self.key.node_id, self.key.connection);
+        let stream = FactsStream {
+            connection,
+            hello_ms: self.known.hello_ms,
+            stream_id: Arc::clone(&self.key.stream_id),
+        };
+        if ingress.facts.hold(node_id, &stream) {
+            ingress.facts.heartbeat(node_id, connection, ingress.now());
+            let capabilities = (*self.known.capabilities).clone();
+            ingress
+                .facts
+                .capabilities(node_id, connection, capabilities);
+        }
         self.to_current(Up::Opened(opened)).await;
         let _ = registered.send(());
         tracing::info!("edge connected");
@@ -43,6 +54,9 @@ impl Session {
         tokio::pin!(end_streams);
         let finish_in_flight = ingress.finish_in_flight.cancelled();
         tokio::pin!(finish_in_flight);
+        let owner_change = next_owners(owners);
+        tokio::pin!(owner_change);
+        let mut routed = true;
         let end = loop {
             let step = tokio::select! {
                 biased;
@@ -59,8 +73,14 @@ impl Session {
                     self.release_overdue().await;
                     Ok(())
                 }
-                Ok(()) = self.owners.changed() => {
-                    self.rehome().await;
+                change = &mut owner_change, if routed => {
+                    match change {
+                        Some((owners, receiver)) => {
+                            owner_change.set(next_owners(receiver));
+                            self.rehome(owners).await;
+                        }
+                        None => routed = false,
+                    }
                     Ok(())
                 }
                 tagged = self.commands.recv() => match tagged {
@@ -129,11 +149,12 @@ impl Session {
     }
 
     async fn finish(mut self, end: End) {
+        let (node_id, connection) = (self.key.node_id, self.key.connection);
         if end.reason == CloseReason::HeartbeatTimeout {
-            self.ingress
-                .facts
-                .status(self.key.node_id, EdgeStatus::Unhealthy);
+            let facts = &self.ingress.facts;
+            facts.status(node_id, connection, EdgeStatus::Unhealthy);
         }
+        self.ingress.facts.release(node_id, connection);
         if let Some(status) = end.status {
             // The edge may read nothing any more; the kill switch ends it then.
             let _ =
@@ -174,6 +195,18 @@ impl Session {
             }),
         }
     }
+}
+
+/// The ingress's next routing, with the receiver that waits for the one
+/// after; `None` once the ingress is gone. Made once per change, not per
+/// step of the loop (each making would enter and leave a waiter list every
+/// session of the replica shares).
+async fn next_owners(
+    mut receiver: watch::Receiver<Owners>,
+) -> Option<(Owners, watch::Receiver<Owners>)> {
+    receiver.changed().await.ok()?;
+    let owners = receiver.borrow_and_update().clone();
+    Some((owners, receiver))
 }
 
 /// How the drain ends a stream (its commands in flight, if any, end
