@@ -32,7 +32,7 @@ pub struct UpdateBuffer {
 struct Inner {
     pending: HashMap<Uuid, EdgeUpdate>,
     /// The stream allowed to write each connected node's facts.
-    holders: HashMap<Uuid, Holder>,
+    holders: HashMap<Uuid, FactsStream>,
 }
 
 /// One stream of a node, as the facts writer orders them.
@@ -45,8 +45,6 @@ pub struct FactsStream {
     /// Its Hello's stream id (a replayed Hello has the same).
     pub stream_id: Arc<str>,
 }
-
-type Holder = FactsStream;
 
 impl std::fmt::Debug for UpdateBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
