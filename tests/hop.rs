@@ -25,7 +25,7 @@ use common::edges::{
     capabilities, commands_before_marker, edge_channel, enroll_edge, now_ms, open_on, signer,
     tenant_bearer, RawStream,
 };
-use common::{eventually, start_relay, TestResult};
+use common::{eventually, registered_session, start_relay, TestResult};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -159,20 +159,9 @@ fn run_edge_over(
 
 /// Waits until `owner` holds `node` through ingress `id`.
 async fn held_through(owner: &Arc<Owner>, node: Uuid, id: &IngressId) -> TestResult {
-    eventually(
-        Duration::from_secs(10),
-        "the node held through the ingress",
-        || {
-            let (owner, id) = (Arc::clone(owner), id.clone());
-            async move {
-                owner
-                    .registry()
-                    .get(node)
-                    .filter(|entry| entry.key.ingress == id)
-                    .map(|_| ())
-            }
-        },
-    )
+    registered_session(owner, node, "the node held through the ingress", |entry| {
+        entry.key.ingress == *id
+    })
     .await?;
     Ok(())
 }

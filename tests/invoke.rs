@@ -436,21 +436,9 @@ async fn operator_commands_reach_the_edge() -> TestResult {
     // Shutdown ends the stream; the edge reconnects on a new one.
     let owner = Arc::clone(relay.owner());
     let node_id = running.node_id;
-    common::eventually(
-        Duration::from_secs(10),
-        "a reconnect on a new stream",
-        || {
-            let owner = Arc::clone(&owner);
-            let old = Arc::clone(&before.key.stream_id);
-            async move {
-                owner
-                    .registry()
-                    .get(node_id)
-                    .filter(|s| s.key.stream_id != old)
-                    .map(|_| ())
-            }
-        },
-    )
+    common::registered_session(&owner, node_id, "a reconnect on a new stream", |entry| {
+        entry.key.stream_id != before.key.stream_id
+    })
     .await?;
     Ok(())
 }

@@ -18,7 +18,8 @@ use common::edges::{
 };
 use common::enroll::admin_bearer;
 use common::{
-    counter_value, eventually, start_relay, start_relay_configured, TestRelay, TestResult,
+    counter_value, eventually, registered_session, start_relay, start_relay_configured, TestRelay,
+    TestResult,
 };
 use tonic::Code;
 
@@ -199,11 +200,12 @@ async fn a_replayed_hello_is_refused_and_the_live_stream_stays() -> TestResult {
     let hello = signer(&edge.state, &stream_id).hello(now_ms(), capabilities());
     let mut live = open_with(&relay, signer(&edge.state, &stream_id), hello.clone()).await?;
     live.send(live.signer.heartbeat(now_ms())).await?;
-    let registered = eventually(Duration::from_secs(5), "the live stream registered", || {
-        let owner = relay.owner();
-        async move { owner.registry().get(edge.state.node_id).map(|e| e.key) }
-    })
-    .await?;
+    let registered =
+        registered_session(relay.owner(), edge.state.node_id, "the live stream", |_| {
+            true
+        })
+        .await?
+        .key;
     // Same node, same stream id: only the relay's connection number tells
     // the two apart.
     let status = match open_with(&relay, signer(&edge.state, &stream_id), hello).await {
@@ -251,12 +253,9 @@ async fn an_older_streams_replayed_hello_cannot_take_over_the_newer_one() -> Tes
     let mut a = open_with(&relay, signer(&edge.state, &stream_a), hello_a.clone()).await?;
     let mut b = open_stream(&relay, &edge.state).await?;
     assert_eq!(a.ended().await?.code(), Code::Aborted, "B superseded A");
-    let registered = eventually(Duration::from_secs(5), "B registered", || {
-        let owner = relay.owner();
-        let node = edge.state.node_id;
-        async move { owner.registry().get(node).map(|e| e.key) }
-    })
-    .await?;
+    let registered = registered_session(relay.owner(), edge.state.node_id, "B", |_| true)
+        .await?
+        .key;
     // A's captured Hello, replayed while it is still fresh.
     let status = match open_with(&relay, signer(&edge.state, &stream_a), hello_a).await {
         Err(status) => status,
@@ -447,14 +446,8 @@ async fn capability_updates_apply_but_tags_stay_server_side() -> TestResult {
         .await?;
     let node_id = edge.state.node_id;
     let owner = Arc::clone(relay.owner());
-    let entry = eventually(Duration::from_secs(5), "the new capabilities", || {
-        let owner = Arc::clone(&owner);
-        async move {
-            owner
-                .registry()
-                .get(node_id)
-                .filter(|entry| entry.capabilities.os == "freebsd")
-        }
+    let entry = registered_session(&owner, node_id, "the new capabilities", |entry| {
+        entry.capabilities.os == "freebsd"
     })
     .await?;
     assert_eq!(&*entry.tags, ["prod".to_owned()]);

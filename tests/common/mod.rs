@@ -192,6 +192,20 @@ where
     }
 }
 
+/// Waits until `owner`'s registry holds `node` in a session `accept`s;
+/// that session.
+pub async fn registered_session(
+    owner: &aegis_relay::owner::Owner,
+    node: uuid::Uuid,
+    what: &str,
+    accept: impl Fn(&aegis_relay::owner::SessionEntry) -> bool,
+) -> Result<aegis_relay::owner::SessionEntry, String> {
+    eventually(Duration::from_secs(10), what, || {
+        std::future::ready(owner.registry().get(node).filter(|entry| accept(entry)))
+    })
+    .await
+}
+
 /// The value of the counter line `name{labels}` in a Prometheus exposition
 /// (0 when absent). `labels` must be written in the exporter's order.
 pub fn counter_value(exposition: &str, name_and_labels: &str) -> f64 {
